@@ -1,0 +1,464 @@
+//! CT import: a folder of CT Image Storage files becomes a [`CtVolume`] of Hounsfield units on
+//! an axis-aligned LPS grid.
+//!
+//! Slices are sorted by their position along the slice normal (ImagePositionPatient projected
+//! on row x column), never by file name or InstanceNumber. Every slice must share orientation,
+//! size and pixel spacing with the first, and the slice positions must be uniformly spaced.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::dicom_io::{self, tags, Attr, DicomFile, Probe};
+use crate::error::{Error, Result};
+use crate::geometry::Grid3;
+
+/// Identity and study attributes of the CT series, copied into exported objects.
+///
+/// Patient attributes are kept for export only and never logged.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CtMeta {
+    pub series_instance_uid: String,
+    pub study_instance_uid: String,
+    pub frame_of_reference_uid: String,
+    pub series_description: String,
+    /// DICOM PatientPosition, e.g. `HFS`.
+    pub patient_position: String,
+    pub manufacturer: String,
+    #[serde(skip)]
+    pub patient_name: String,
+    #[serde(skip)]
+    pub patient_id: String,
+    #[serde(skip)]
+    pub patient_birth_date: String,
+    #[serde(skip)]
+    pub patient_sex: String,
+    pub study_date: String,
+    pub study_time: String,
+    pub study_id: String,
+    pub accession_number: String,
+    pub referring_physician_name: String,
+    pub study_description: String,
+    /// SOP Instance UIDs of the slices, in slice order (k ascending).
+    pub sop_instance_uids: Vec<String>,
+    /// Source files, in slice order.
+    #[serde(skip)]
+    pub files: Vec<PathBuf>,
+}
+
+/// A CT volume in Hounsfield units.
+#[derive(Debug, Clone)]
+pub struct CtVolume {
+    pub grid: Grid3,
+    /// HU per voxel (RescaleSlope and RescaleIntercept applied), grid linear order.
+    pub hu: Vec<f32>,
+    pub meta: CtMeta,
+}
+
+impl CtVolume {
+    /// Smallest and largest HU.
+    pub fn hu_range(&self) -> (f32, f32) {
+        self.hu
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+                (lo.min(v), hi.max(v))
+            })
+    }
+}
+
+/// What a folder scan found besides the chosen CT series.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FolderScan {
+    /// RT Structure Set files.
+    pub rtstructs: Vec<PathBuf>,
+    /// Other DICOM objects set aside (RT Plan, RT Dose, ...), with their SOP class.
+    pub other_dicom: Vec<(PathBuf, String)>,
+    /// Files that are not DICOM, with the reason.
+    pub not_dicom: Vec<(PathBuf, String)>,
+}
+
+/// Options for [`load_ct_folder`].
+#[derive(Debug, Clone, Default)]
+pub struct CtImportOptions {
+    /// SeriesInstanceUID to pick when the folder holds several CT series.
+    pub series_uid: Option<String>,
+    /// Refuse volumes whose HU array would exceed this many bytes (None: no limit).
+    pub memory_budget_bytes: Option<u64>,
+}
+
+struct Slice {
+    file: DicomFile,
+    series_uid: String,
+    normal_pos_mm: f64,
+}
+
+fn list_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    let mut files = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let p = entry.path();
+        if p.is_file() {
+            files.push(p);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Scan a folder: the CT slices of the chosen series and everything else set aside.
+pub fn load_ct_folder(dir: &Path, opts: &CtImportOptions) -> Result<(CtVolume, FolderScan)> {
+    let files = list_files(dir)?;
+    let probed: Vec<Result<Probe>> = files.par_iter().map(|p| dicom_io::probe(p)).collect();
+    let mut scan = FolderScan::default();
+    let mut slices: Vec<DicomFile> = Vec::new();
+    for (path, pr) in files.iter().zip(probed) {
+        match pr? {
+            Probe::NotDicom(reason) => scan.not_dicom.push((path.clone(), reason)),
+            Probe::Dicom(f) => {
+                let sop_class = dicom_io::opt_str(&f.obj, tags::SOP_CLASS_UID)
+                    .unwrap_or_else(|| f.obj.meta().media_storage_sop_class_uid().to_string());
+                let sop_class = sop_class.trim_end_matches('\0').to_string();
+                let modality = dicom_io::opt_str(&f.obj, tags::MODALITY).unwrap_or_default();
+                if sop_class == dicom_io::CT_IMAGE_STORAGE {
+                    if modality != "CT" {
+                        return Err(Error::Tag {
+                            path: path.clone(),
+                            tag: "(0008,0060)".into(),
+                            name: "Modality",
+                            reason: format!(
+                                "is '{modality}' but the SOP class is CT Image Storage; expected CT"
+                            ),
+                        });
+                    }
+                    slices.push(*f);
+                } else if sop_class == dicom_io::RT_STRUCTURE_SET_STORAGE {
+                    scan.rtstructs.push(path.clone());
+                } else {
+                    scan.other_dicom
+                        .push((path.clone(), format!("{sop_class} ({modality})")));
+                }
+            }
+        }
+    }
+    if slices.is_empty() {
+        let found = format!(
+            "{} RTSTRUCT, {} other DICOM, {} non-DICOM files",
+            scan.rtstructs.len(),
+            scan.other_dicom.len(),
+            scan.not_dicom.len()
+        );
+        return Err(Error::NoCt {
+            dir: dir.to_path_buf(),
+            found,
+        });
+    }
+    let ct = assemble(dir, slices, opts)?;
+    Ok((ct, scan))
+}
+
+fn series_listing(groups: &BTreeMap<String, Vec<Slice>>) -> String {
+    groups
+        .iter()
+        .map(|(uid, s)| {
+            let desc = dicom_io::opt_str(&s[0].file.obj, tags::SERIES_DESCRIPTION)
+                .unwrap_or_else(|| "(no description)".into());
+            format!("  {uid}  '{desc}'  {} slices", s.len())
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn assemble(dir: &Path, files: Vec<DicomFile>, opts: &CtImportOptions) -> Result<CtVolume> {
+    // Group by series.
+    let mut groups: BTreeMap<String, Vec<Slice>> = BTreeMap::new();
+    for f in files {
+        let a = Attr::new(&f.path, &f.obj);
+        let series_uid = a.string(tags::SERIES_INSTANCE_UID, "SeriesInstanceUID")?;
+        groups.entry(series_uid.clone()).or_default().push(Slice {
+            file: f,
+            series_uid,
+            normal_pos_mm: 0.0,
+        });
+    }
+    let mut slices = match &opts.series_uid {
+        Some(uid) => match groups.remove(uid) {
+            Some(s) => s,
+            None => {
+                return Err(Error::SeriesNotFound {
+                    dir: dir.to_path_buf(),
+                    uid: uid.clone(),
+                    listing: series_listing(&groups),
+                })
+            }
+        },
+        None if groups.len() > 1 => {
+            return Err(Error::MultipleSeries {
+                dir: dir.to_path_buf(),
+                count: groups.len(),
+                listing: series_listing(&groups),
+            })
+        }
+        None => groups.into_values().next().unwrap_or_default(),
+    };
+
+    // Geometry of the first slice (in file order) is the reference.
+    let first = &slices[0].file;
+    let first_path = first.path.clone();
+    let a0 = Attr::new(&first.path, &first.obj);
+    let slice_thickness = a0.f64_or(tags::SLICE_THICKNESS, "SliceThickness", 1.0)?;
+    let iop = a0.f64s(tags::IMAGE_ORIENTATION_PATIENT, "ImageOrientationPatient", 6)?;
+    let rows = a0.int(tags::ROWS, "Rows")?;
+    let cols = a0.int(tags::COLUMNS, "Columns")?;
+    let ps = a0.f64s(tags::PIXEL_SPACING, "PixelSpacing", 2)?;
+    if rows <= 0 || cols <= 0 {
+        return Err(a0.invalid(tags::ROWS, "Rows", format!("image size {rows} x {cols}")));
+    }
+    if ps.iter().any(|&v| v <= 0.0) {
+        return Err(a0.invalid(tags::PIXEL_SPACING, "PixelSpacing", "must be positive"));
+    }
+    let standard = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0];
+    if iop.iter().zip(standard).any(|(a, b)| (a - b).abs() > 1e-4) {
+        return Err(Error::UnsupportedOrientation {
+            path: first.path.clone(),
+            value: format!("{iop:?}"),
+        });
+    }
+    let normal = [0.0, 0.0, 1.0];
+    for s in slices.iter_mut() {
+        let a = Attr::new(&s.file.path, &s.file.obj);
+        let iop_s = a.f64s(tags::IMAGE_ORIENTATION_PATIENT, "ImageOrientationPatient", 6)?;
+        if iop_s.iter().zip(&iop).any(|(x, y)| (x - y).abs() > 1e-4) {
+            return Err(Error::InconsistentSlice {
+                path: s.file.path.clone(),
+                first: first_path.clone(),
+                tag: "(0020,0037)".into(),
+                name: "ImageOrientationPatient",
+                value: format!("{iop_s:?}"),
+                expected: format!("{iop:?}"),
+            });
+        }
+        for (tag, name, tag_s, expect) in [
+            (tags::ROWS, "Rows", "(0028,0010)", rows),
+            (tags::COLUMNS, "Columns", "(0028,0011)", cols),
+        ] {
+            let v = a.int(tag, name)?;
+            if v != expect {
+                return Err(Error::InconsistentSlice {
+                    path: s.file.path.clone(),
+                    first: first_path.clone(),
+                    tag: tag_s.into(),
+                    name,
+                    value: v.to_string(),
+                    expected: expect.to_string(),
+                });
+            }
+        }
+        let ps_s = a.f64s(tags::PIXEL_SPACING, "PixelSpacing", 2)?;
+        if ps_s.iter().zip(&ps).any(|(x, y)| (x - y).abs() > 1e-4) {
+            return Err(Error::InconsistentSlice {
+                path: s.file.path.clone(),
+                first: first_path.clone(),
+                tag: "(0028,0030)".into(),
+                name: "PixelSpacing",
+                value: format!("{ps_s:?}"),
+                expected: format!("{ps:?}"),
+            });
+        }
+        let ipp = a.f64s(tags::IMAGE_POSITION_PATIENT, "ImagePositionPatient", 3)?;
+        s.normal_pos_mm = ipp[0] * normal[0] + ipp[1] * normal[1] + ipp[2] * normal[2];
+    }
+    slices.sort_by(|a, b| a.normal_pos_mm.total_cmp(&b.normal_pos_mm));
+
+    // Uniform spacing: duplicates and gaps are errors naming both files.
+    let dz = if slices.len() > 1 {
+        let mut gaps: Vec<f64> = slices
+            .windows(2)
+            .map(|w| w[1].normal_pos_mm - w[0].normal_pos_mm)
+            .collect();
+        let mut sorted = gaps.clone();
+        sorted.sort_by(|a, b| a.total_cmp(b));
+        let median = sorted[sorted.len() / 2];
+        for (w, gap) in slices.windows(2).zip(gaps.iter_mut()) {
+            let tol = (0.01 * median).max(1e-3);
+            if *gap < 1e-3 || (*gap - median).abs() > tol {
+                let kind = if *gap < 1e-3 {
+                    "duplicate slice position"
+                } else if *gap > median {
+                    "missing slice (gap)"
+                } else {
+                    "irregular spacing"
+                };
+                return Err(Error::SliceSpacing {
+                    first: w[0].file.path.clone(),
+                    second: w[1].file.path.clone(),
+                    gap_mm: *gap,
+                    expected_mm: median,
+                    kind,
+                });
+            }
+        }
+        (slices.last().map(|s| s.normal_pos_mm).unwrap_or(0.0) - slices[0].normal_pos_mm)
+            / (slices.len() - 1) as f64
+    } else {
+        slice_thickness
+    };
+    if dz.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+        return Err(Error::Tag {
+            path: first_path,
+            tag: "(0018,0050)".into(),
+            name: "SliceThickness",
+            reason: "slice spacing must be positive".into(),
+        });
+    }
+
+    let (nx, ny, nz) = (cols as usize, rows as usize, slices.len());
+    let bytes = (nx * ny * nz * 4) as u64;
+    if let Some(budget) = opts.memory_budget_bytes {
+        if bytes > budget {
+            return Err(Error::MemoryBudget {
+                what: format!("CT volume {nx} x {ny} x {nz} (f32 HU)"),
+                needed_bytes: bytes,
+                budget_bytes: budget,
+                advice: "crop or resample the series, or raise the budget".into(),
+            });
+        }
+    }
+    let first_ipp = {
+        let f = &slices[0].file;
+        Attr::new(&f.path, &f.obj).f64s(tags::IMAGE_POSITION_PATIENT, "ImagePositionPatient", 3)?
+    };
+    // PixelSpacing is (row spacing = y, column spacing = x).
+    let grid = Grid3 {
+        dims: [nx, ny, nz],
+        origin_mm: [first_ipp[0], first_ipp[1], first_ipp[2]],
+        spacing_mm: [ps[1], ps[0], dz],
+    };
+
+    let planes: Vec<Vec<f32>> = slices
+        .par_iter()
+        .map(|s| decode_slice_hu(&s.file, nx, ny))
+        .collect::<Result<_>>()?;
+    let mut hu = Vec::with_capacity(nx * ny * nz);
+    for p in planes {
+        hu.extend_from_slice(&p);
+    }
+
+    let f0 = &slices[0].file.obj;
+    let s = |tag| dicom_io::opt_str(f0, tag).unwrap_or_default();
+    let meta = CtMeta {
+        series_instance_uid: slices[0].series_uid.clone(),
+        study_instance_uid: s(tags::STUDY_INSTANCE_UID),
+        frame_of_reference_uid: Attr::new(&slices[0].file.path, f0)
+            .string(tags::FRAME_OF_REFERENCE_UID, "FrameOfReferenceUID")?,
+        series_description: s(tags::SERIES_DESCRIPTION),
+        patient_position: s(tags::PATIENT_POSITION),
+        manufacturer: s(tags::MANUFACTURER),
+        patient_name: s(tags::PATIENT_NAME),
+        patient_id: s(tags::PATIENT_ID),
+        patient_birth_date: s(tags::PATIENT_BIRTH_DATE),
+        patient_sex: s(tags::PATIENT_SEX),
+        study_date: s(tags::STUDY_DATE),
+        study_time: s(tags::STUDY_TIME),
+        study_id: s(tags::STUDY_ID),
+        accession_number: s(tags::ACCESSION_NUMBER),
+        referring_physician_name: s(tags::REFERRING_PHYSICIAN_NAME),
+        study_description: s(tags::STUDY_DESCRIPTION),
+        sop_instance_uids: slices
+            .iter()
+            .map(|s| dicom_io::opt_str(&s.file.obj, tags::SOP_INSTANCE_UID).unwrap_or_default())
+            .collect(),
+        files: slices.iter().map(|s| s.file.path.clone()).collect(),
+    };
+    Ok(CtVolume { grid, hu, meta })
+}
+
+const NATIVE_SYNTAXES: [&str; 3] = [
+    "1.2.840.10008.1.2",   // implicit VR little endian
+    "1.2.840.10008.1.2.1", // explicit VR little endian
+    "1.2.840.10008.1.2.1.99", // deflated explicit VR little endian (inflated by the parser)
+];
+
+/// Decode one slice to HU.
+fn decode_slice_hu(f: &DicomFile, nx: usize, ny: usize) -> Result<Vec<f32>> {
+    let a = Attr::new(&f.path, &f.obj);
+    let slope = a.f64_or(tags::RESCALE_SLOPE, "RescaleSlope", 1.0)?;
+    let intercept = a.f64_or(tags::RESCALE_INTERCEPT, "RescaleIntercept", 0.0)?;
+    let bits = a.int(tags::BITS_ALLOCATED, "BitsAllocated")?;
+    let signed = a.int(tags::PIXEL_REPRESENTATION, "PixelRepresentation")? == 1;
+    let spp = a.f64_or(tags::SAMPLES_PER_PIXEL, "SamplesPerPixel", 1.0)?;
+    if spp != 1.0 {
+        return Err(a.invalid(tags::SAMPLES_PER_PIXEL, "SamplesPerPixel", "CT must have 1 sample per pixel"));
+    }
+    if f.obj.get(tags::PIXEL_DATA).is_none() {
+        return Err(a.invalid(tags::PIXEL_DATA, "PixelData", "missing"));
+    }
+    let n = nx * ny;
+    let native = NATIVE_SYNTAXES.contains(&f.transfer_syntax.as_str());
+    let decoded;
+    let raw: &[u8] = if native {
+        decoded = f
+            .obj
+            .get(tags::PIXEL_DATA)
+            .map(|e| e.to_bytes())
+            .transpose()
+            .map_err(|e| a.invalid(tags::PIXEL_DATA, "PixelData", e.to_string()))?
+            .unwrap_or_default()
+            .into_owned();
+        &decoded
+    } else {
+        use dicom_pixeldata::PixelDecoder;
+        use dicom_transfer_syntax_registry::TransferSyntaxIndex;
+        let name = dicom_transfer_syntax_registry::TransferSyntaxRegistry
+            .get(&f.transfer_syntax)
+            .map(|t| t.name().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let d = f.obj.decode_pixel_data().map_err(|e| Error::UnsupportedTransferSyntax {
+            path: f.path.clone(),
+            uid: f.transfer_syntax.clone(),
+            name,
+            reason: e.to_string(),
+        })?;
+        decoded = d.data().to_vec();
+        &decoded
+    };
+    let bytes_per = match bits {
+        8 => 1,
+        16 => 2,
+        32 => 4,
+        _ => {
+            return Err(a.invalid(
+                tags::BITS_ALLOCATED,
+                "BitsAllocated",
+                format!("{bits} is not supported (8, 16 or 32)"),
+            ))
+        }
+    };
+    if raw.len() < n * bytes_per {
+        return Err(a.invalid(
+            tags::PIXEL_DATA,
+            "PixelData",
+            format!(
+                "has {} bytes, expected {} for {nx} x {ny} x {bits} bit (truncated?)",
+                raw.len(),
+                n * bytes_per
+            ),
+        ));
+    }
+    let mut out = Vec::with_capacity(n);
+    for px in 0..n {
+        let o = px * bytes_per;
+        let v: f64 = match (bytes_per, signed) {
+            (1, false) => raw[o] as f64,
+            (1, true) => raw[o] as i8 as f64,
+            (2, false) => u16::from_le_bytes([raw[o], raw[o + 1]]) as f64,
+            (2, true) => i16::from_le_bytes([raw[o], raw[o + 1]]) as f64,
+            (_, false) => u32::from_le_bytes([raw[o], raw[o + 1], raw[o + 2], raw[o + 3]]) as f64,
+            (_, true) => i32::from_le_bytes([raw[o], raw[o + 1], raw[o + 2], raw[o + 3]]) as f64,
+        };
+        out.push((v * slope + intercept) as f32);
+    }
+    Ok(out)
+}

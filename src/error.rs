@@ -1,0 +1,132 @@
+//! Typed errors. Every variant that concerns user input names the file, the DICOM tag,
+//! the structure or the goal it is about, so a planner can act on the message.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Errors raised by rtopt. Messages never contain patient names or IDs.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file or folder could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file has a DICOM preamble or meta header but could not be parsed (truncated or corrupt).
+    #[error("{path}: not a readable DICOM file: {reason}")]
+    BadDicom { path: PathBuf, reason: String },
+    /// A required attribute is missing or has an unusable value.
+    #[error("{path}: tag {tag} {name}: {reason}")]
+    Tag {
+        path: PathBuf,
+        tag: String,
+        name: &'static str,
+        reason: String,
+    },
+    /// The folder holds no CT image.
+    #[error("{dir}: no CT Image Storage files found ({found})")]
+    NoCt { dir: PathBuf, found: String },
+    /// Several CT series in one folder and no choice made.
+    #[error("{dir}: {count} CT series found; choose one with --series <SeriesInstanceUID>:\n{listing}")]
+    MultipleSeries {
+        dir: PathBuf,
+        count: usize,
+        listing: String,
+    },
+    /// The requested series is not in the folder.
+    #[error("{dir}: no CT series with SeriesInstanceUID {uid}; present:\n{listing}")]
+    SeriesNotFound {
+        dir: PathBuf,
+        uid: String,
+        listing: String,
+    },
+    /// A slice disagrees with the first slice of the series on geometry.
+    #[error("{path}: tag {tag} {name} is {value}, but the first slice {first} has {expected}")]
+    InconsistentSlice {
+        path: PathBuf,
+        first: PathBuf,
+        tag: String,
+        name: &'static str,
+        value: String,
+        expected: String,
+    },
+    /// Non-uniform slice positions: a missing or a duplicated slice.
+    #[error("slice spacing: {first} and {second} are {gap_mm:.3} mm apart along the slice normal, expected {expected_mm:.3} mm ({kind})")]
+    SliceSpacing {
+        first: PathBuf,
+        second: PathBuf,
+        gap_mm: f64,
+        expected_mm: f64,
+        kind: &'static str,
+    },
+    /// An image orientation that rtopt does not support.
+    #[error("{path}: tag (0020,0037) ImageOrientationPatient {value}: only axial slices with row direction +x and column direction +y (LPS) are supported; oblique or tilted series must be resampled first")]
+    UnsupportedOrientation { path: PathBuf, value: String },
+    /// Pixel data that this build cannot decode.
+    #[error("{path}: transfer syntax {uid} ({name}) cannot be decoded by this build: {reason}")]
+    UnsupportedTransferSyntax {
+        path: PathBuf,
+        uid: String,
+        name: String,
+        reason: String,
+    },
+    /// The RT Structure Set refers to another frame of reference than the CT.
+    #[error("{path}: RTSTRUCT frame of reference {rtstruct_uid} does not match the CT's {ct_uid} (tag (3006,0024) ReferencedFrameOfReferenceUID)")]
+    FrameOfReferenceMismatch {
+        path: PathBuf,
+        rtstruct_uid: String,
+        ct_uid: String,
+    },
+    /// A contour cannot be placed on the CT grid.
+    #[error("ROI '{roi}': contour {contour} at z = {z_mm:.2} mm {reason}")]
+    ContourOffGrid {
+        roi: String,
+        contour: usize,
+        z_mm: f64,
+        reason: String,
+    },
+    /// A closed planar contour with fewer than three points, or non-planar.
+    #[error("{path}: ROI '{roi}': contour {contour} {reason}")]
+    BadContour {
+        path: PathBuf,
+        roi: String,
+        contour: usize,
+        reason: String,
+    },
+    /// A structure named by a protocol, a command or a goal is not present.
+    #[error("structure '{name}' not found; present: {present}")]
+    StructureNotFound { name: String, present: String },
+    /// A machine, protocol or model file is invalid.
+    #[error("{path}: {reason}")]
+    Config { path: PathBuf, reason: String },
+    /// Invalid arguments given through the library API or the command line.
+    #[error("{0}")]
+    Invalid(String),
+    /// The hard constraints of a protocol cannot all be met.
+    #[error("infeasible protocol: the hard constraints cannot all hold; conflicting: {}", .constraints.join("; "))]
+    Infeasible { constraints: Vec<String> },
+    /// The solver stopped without a usable solution.
+    #[error("optimisation failed: {0}")]
+    Solver(String),
+    /// A planned resource would exceed the configured memory budget.
+    #[error("{what} would need {needed_bytes} bytes, above the memory budget of {budget_bytes} bytes; {advice}")]
+    MemoryBudget {
+        what: String,
+        needed_bytes: u64,
+        budget_bytes: u64,
+        advice: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! # rtopt
+//!
+//! Treatment-planning optimisation for external-beam photon IMRT, in the matRad workflow:
+//! CT and structures ([`case`]), beams ([`beams`), dose-influence matrix ([`dose`]),
+//! fluence optimisation, leaf sequencing and DICOM export
+//! .
+//!
+//! Coordinates are DICOM patient coordinates (LPS, mm); angles follow IEC 61217; doses are
+//! in Gy and beamlet weights in MU.
+
+pub mod atomic;
+pub mod case;
+pub mod ct;
+pub mod dicom_io;
+pub mod error;
+pub mod geometry;
+pub mod segment;
+pub mod structures;
+
+pub use case::{Case, LoadOptions};
+pub use ct::CtVolume;
+pub use error::{Error, Result};
+pub use geometry::{Grid3, Mask};

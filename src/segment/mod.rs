@@ -1,0 +1,3 @@
+//! Segmentation: classical body outline (and, in time, model-based organs at risk).
+
+pub mod body;

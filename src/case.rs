@@ -219,7 +219,11 @@ impl std::fmt::Display for Inspection {
             "  first voxel       ({:.2}, {:.2}, {:.2}) mm (LPS)",
             self.origin_mm[0], self.origin_mm[1], self.origin_mm[2]
         )?;
-        writeln!(f, "  HU range          {:.1} .. {:.1}", self.hu_min, self.hu_max)?;
+        writeln!(
+            f,
+            "  HU range          {:.1} .. {:.1}",
+            self.hu_min, self.hu_max
+        )?;
         writeln!(f)?;
         writeln!(
             f,

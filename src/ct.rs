@@ -209,7 +209,11 @@ fn assemble(dir: &Path, files: Vec<DicomFile>, opts: &CtImportOptions) -> Result
     let first_path = first.path.clone();
     let a0 = Attr::new(&first.path, &first.obj);
     let slice_thickness = a0.f64_or(tags::SLICE_THICKNESS, "SliceThickness", 1.0)?;
-    let iop = a0.f64s(tags::IMAGE_ORIENTATION_PATIENT, "ImageOrientationPatient", 6)?;
+    let iop = a0.f64s(
+        tags::IMAGE_ORIENTATION_PATIENT,
+        "ImageOrientationPatient",
+        6,
+    )?;
     let rows = a0.int(tags::ROWS, "Rows")?;
     let cols = a0.int(tags::COLUMNS, "Columns")?;
     let ps = a0.f64s(tags::PIXEL_SPACING, "PixelSpacing", 2)?;
@@ -229,7 +233,11 @@ fn assemble(dir: &Path, files: Vec<DicomFile>, opts: &CtImportOptions) -> Result
     let normal = [0.0, 0.0, 1.0];
     for s in slices.iter_mut() {
         let a = Attr::new(&s.file.path, &s.file.obj);
-        let iop_s = a.f64s(tags::IMAGE_ORIENTATION_PATIENT, "ImageOrientationPatient", 6)?;
+        let iop_s = a.f64s(
+            tags::IMAGE_ORIENTATION_PATIENT,
+            "ImageOrientationPatient",
+            6,
+        )?;
         if iop_s.iter().zip(&iop).any(|(x, y)| (x - y).abs() > 1e-4) {
             return Err(Error::InconsistentSlice {
                 path: s.file.path.clone(),
@@ -376,8 +384,8 @@ fn assemble(dir: &Path, files: Vec<DicomFile>, opts: &CtImportOptions) -> Result
 }
 
 const NATIVE_SYNTAXES: [&str; 3] = [
-    "1.2.840.10008.1.2",   // implicit VR little endian
-    "1.2.840.10008.1.2.1", // explicit VR little endian
+    "1.2.840.10008.1.2",      // implicit VR little endian
+    "1.2.840.10008.1.2.1",    // explicit VR little endian
     "1.2.840.10008.1.2.1.99", // deflated explicit VR little endian (inflated by the parser)
 ];
 
@@ -390,7 +398,11 @@ fn decode_slice_hu(f: &DicomFile, nx: usize, ny: usize) -> Result<Vec<f32>> {
     let signed = a.int(tags::PIXEL_REPRESENTATION, "PixelRepresentation")? == 1;
     let spp = a.f64_or(tags::SAMPLES_PER_PIXEL, "SamplesPerPixel", 1.0)?;
     if spp != 1.0 {
-        return Err(a.invalid(tags::SAMPLES_PER_PIXEL, "SamplesPerPixel", "CT must have 1 sample per pixel"));
+        return Err(a.invalid(
+            tags::SAMPLES_PER_PIXEL,
+            "SamplesPerPixel",
+            "CT must have 1 sample per pixel",
+        ));
     }
     if f.obj.get(tags::PIXEL_DATA).is_none() {
         return Err(a.invalid(tags::PIXEL_DATA, "PixelData", "missing"));
@@ -415,12 +427,15 @@ fn decode_slice_hu(f: &DicomFile, nx: usize, ny: usize) -> Result<Vec<f32>> {
             .get(&f.transfer_syntax)
             .map(|t| t.name().to_string())
             .unwrap_or_else(|| "unknown".into());
-        let d = f.obj.decode_pixel_data().map_err(|e| Error::UnsupportedTransferSyntax {
-            path: f.path.clone(),
-            uid: f.transfer_syntax.clone(),
-            name,
-            reason: e.to_string(),
-        })?;
+        let d = f
+            .obj
+            .decode_pixel_data()
+            .map_err(|e| Error::UnsupportedTransferSyntax {
+                path: f.path.clone(),
+                uid: f.transfer_syntax.clone(),
+                name,
+                reason: e.to_string(),
+            })?;
         decoded = d.data().to_vec();
         &decoded
     };

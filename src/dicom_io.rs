@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use dicom_core::Tag;
 use dicom_object::{FileDicomObject, InMemDicomObject, OpenFileOptions};
-use dicom_transfer_syntax_registry::entries::{EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN};
+use dicom_transfer_syntax_registry::entries::{
+    EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
+};
 
 use crate::error::{Error, Result};
 
@@ -56,7 +58,11 @@ pub fn probe(path: &Path) -> Result<Probe> {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        let ts = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
+        let ts = obj
+            .meta()
+            .transfer_syntax()
+            .trim_end_matches('\0')
+            .to_string();
         return Ok(Probe::Dicom(Box::new(DicomFile {
             path: path.to_path_buf(),
             transfer_syntax: ts,
@@ -66,13 +72,21 @@ pub fn probe(path: &Path) -> Result<Probe> {
     }
     // No meta header: try a raw data set. A plausible one starts with a group-0008 element.
     if bytes.len() < 8 || u16::from_le_bytes([bytes[0], bytes[1]]) != 0x0008 {
-        return Ok(Probe::NotDicom("no DICOM preamble, meta header or data set".into()));
+        return Ok(Probe::NotDicom(
+            "no DICOM preamble, meta header or data set".into(),
+        ));
     }
     let explicit = bytes[4].is_ascii_uppercase() && bytes[5].is_ascii_uppercase();
     let (ts, ts_uid) = if explicit {
-        (EXPLICIT_VR_LITTLE_ENDIAN.erased(), EXPLICIT_VR_LITTLE_ENDIAN.uid())
+        (
+            EXPLICIT_VR_LITTLE_ENDIAN.erased(),
+            EXPLICIT_VR_LITTLE_ENDIAN.uid(),
+        )
     } else {
-        (IMPLICIT_VR_LITTLE_ENDIAN.erased(), IMPLICIT_VR_LITTLE_ENDIAN.uid())
+        (
+            IMPLICIT_VR_LITTLE_ENDIAN.erased(),
+            IMPLICIT_VR_LITTLE_ENDIAN.uid(),
+        )
     };
     let ds = match InMemDicomObject::read_dataset_with_ts(&bytes[..], &ts) {
         Ok(ds) => ds,

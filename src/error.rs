@@ -31,7 +31,9 @@ pub enum Error {
     #[error("{dir}: no CT Image Storage files found ({found})")]
     NoCt { dir: PathBuf, found: String },
     /// Several CT series in one folder and no choice made.
-    #[error("{dir}: {count} CT series found; choose one with --series <SeriesInstanceUID>:\n{listing}")]
+    #[error(
+        "{dir}: {count} CT series found; choose one with --series <SeriesInstanceUID>:\n{listing}"
+    )]
     MultipleSeries {
         dir: PathBuf,
         count: usize,

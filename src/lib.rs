@@ -9,11 +9,14 @@
 //! in Gy and beamlet weights in MU.
 
 pub mod atomic;
+pub mod beams;
 pub mod case;
 pub mod ct;
 pub mod dicom_io;
+pub mod dose;
 pub mod error;
 pub mod geometry;
+pub mod machine;
 pub mod segment;
 pub mod structures;
 

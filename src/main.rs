@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "rtopt", version, about = "IMRT treatment-planning optimisation engine")]
+#[command(
+    name = "rtopt",
+    version,
+    about = "IMRT treatment-planning optimisation engine"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -92,8 +92,7 @@ pub fn read_rtstruct(path: &Path) -> Result<StructureSet> {
         let number = ia.int(tags::ROI_NUMBER, "ROINumber")?;
         let name = dicom_io::opt_str(it, tags::ROI_NAME).unwrap_or_else(|| format!("ROI {number}"));
         if frame_of_reference_uid.is_none() {
-            frame_of_reference_uid =
-                dicom_io::opt_str(it, tags::REFERENCED_FRAME_OF_REFERENCE_UID);
+            frame_of_reference_uid = dicom_io::opt_str(it, tags::REFERENCED_FRAME_OF_REFERENCE_UID);
         }
         rois.insert(
             number,
@@ -201,7 +200,10 @@ pub fn rasterize(roi: &Roi, grid: &Grid3) -> Result<Mask> {
             continue;
         }
         let z = c.points_mm.iter().map(|p| p[2]).sum::<f64>() / c.points_mm.len() as f64;
-        if c.points_mm.iter().any(|p| (p[2] - z).abs() > 0.01 * dz.max(1.0)) {
+        if c.points_mm
+            .iter()
+            .any(|p| (p[2] - z).abs() > 0.01 * dz.max(1.0))
+        {
             return Err(Error::ContourOffGrid {
                 roi: roi.name.clone(),
                 contour: ci,
@@ -226,7 +228,12 @@ pub fn rasterize(roi: &Roi, grid: &Grid3) -> Result<Mask> {
         }
         let (lo, hi) = grid.bounds_mm();
         let (minx, maxx, miny, maxy) = c.points_mm.iter().fold(
-            (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY),
+            (
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+            ),
             |(a, b, cc, d), p| (a.min(p[0]), b.max(p[0]), cc.min(p[1]), d.max(p[1])),
         );
         if maxx < lo[0] || minx > hi[0] || maxy < lo[1] || miny > hi[1] {

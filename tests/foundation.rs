@@ -41,7 +41,11 @@ fn tg119_masks_match_ground_truth_voxel_for_voxel() {
         .expect("reference json");
     let v: serde_json::Value = serde_json::from_str(&text).expect("json");
     let n = case.ct.grid.len();
-    let expected_counts = [("Core", 1320usize), ("OuterTarget", 7458), ("BODY", 601_736)];
+    let expected_counts = [
+        ("Core", 1320usize),
+        ("OuterTarget", 7458),
+        ("BODY", 601_736),
+    ];
     for s in v["structures"].as_array().expect("structures") {
         let name = s["name"].as_str().expect("name");
         let rle: Vec<u64> = s["mask_rle"]
@@ -58,7 +62,10 @@ fn tg119_masks_match_ground_truth_voxel_for_voxel() {
             .zip(&reference)
             .filter(|(a, b)| a != b)
             .count();
-        assert_eq!(diff, 0, "{name}: {diff} voxels differ from the ground truth");
+        assert_eq!(
+            diff, 0,
+            "{name}: {diff} voxels differ from the ground truth"
+        );
         let want = expected_counts
             .iter()
             .find(|(nm, _)| *nm == name)
@@ -135,8 +142,20 @@ fn bad_pixel_data_removed() {
         o.remove_element(tags::PIXEL_DATA);
     });
     let (e, msg) = err_of(t.path());
-    assert!(matches!(e, Error::Tag { name: "PixelData", .. }), "{msg}");
-    assert!(msg.contains("(7FE0,0010)") && msg.contains("CT.TG119.0011.dcm"), "{msg}");
+    assert!(
+        matches!(
+            e,
+            Error::Tag {
+                name: "PixelData",
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("(7FE0,0010)") && msg.contains("CT.TG119.0011.dcm"),
+        "{msg}"
+    );
     inspect_fails_with(t.path(), "PixelData");
 }
 
@@ -145,10 +164,23 @@ fn bad_wrong_modality() {
     let t = common::copy_tg119();
     let victim = common::ct_files(t.path())[5].clone();
     modify(&victim, |o| {
-        o.put(DataElement::new(tags::MODALITY, VR::CS, PrimitiveValue::from("MR")));
+        o.put(DataElement::new(
+            tags::MODALITY,
+            VR::CS,
+            PrimitiveValue::from("MR"),
+        ));
     });
     let (e, msg) = err_of(t.path());
-    assert!(matches!(e, Error::Tag { name: "Modality", .. }), "{msg}");
+    assert!(
+        matches!(
+            e,
+            Error::Tag {
+                name: "Modality",
+                ..
+            }
+        ),
+        "{msg}"
+    );
     assert!(msg.contains("'MR'"), "{msg}");
 }
 
@@ -168,7 +200,10 @@ fn bad_two_series_mixed_and_series_choice() {
     }
     let (e, msg) = err_of(t.path());
     assert!(matches!(e, Error::MultipleSeries { count: 2, .. }), "{msg}");
-    assert!(msg.contains(other) && msg.contains("64 slices") && msg.contains("65 slices"), "{msg}");
+    assert!(
+        msg.contains(other) && msg.contains("64 slices") && msg.contains("65 slices"),
+        "{msg}"
+    );
     inspect_fails_with(t.path(), "--series");
     // Choosing one series works (the RTSTRUCT's contours beyond it are then off the grid,
     // so load the CT alone).
@@ -189,8 +224,20 @@ fn bad_missing_slice() {
     let files = common::ct_files(t.path());
     std::fs::remove_file(&files[40]).expect("rm");
     let (e, msg) = err_of(t.path());
-    assert!(matches!(e, Error::SliceSpacing { kind: "missing slice (gap)", .. }), "{msg}");
-    assert!(msg.contains("CT.TG119.0040.dcm") && msg.contains("CT.TG119.0042.dcm"), "{msg}");
+    assert!(
+        matches!(
+            e,
+            Error::SliceSpacing {
+                kind: "missing slice (gap)",
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("CT.TG119.0040.dcm") && msg.contains("CT.TG119.0042.dcm"),
+        "{msg}"
+    );
     inspect_fails_with(t.path(), "missing slice");
 }
 
@@ -200,8 +247,20 @@ fn bad_duplicated_slice() {
     let files = common::ct_files(t.path());
     std::fs::copy(&files[30], t.path().join("CT.TG119.dup.dcm")).expect("dup");
     let (e, msg) = err_of(t.path());
-    assert!(matches!(e, Error::SliceSpacing { kind: "duplicate slice position", .. }), "{msg}");
-    assert!(msg.contains("CT.TG119.0031.dcm") && msg.contains("CT.TG119.dup.dcm"), "{msg}");
+    assert!(
+        matches!(
+            e,
+            Error::SliceSpacing {
+                kind: "duplicate slice position",
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("CT.TG119.0031.dcm") && msg.contains("CT.TG119.dup.dcm"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -250,7 +309,10 @@ fn bad_rtstruct_other_frame_of_reference() {
     file.obj.write_to_file(&rs).expect("write");
     let (e, msg) = err_of(t.path());
     assert!(matches!(e, Error::FrameOfReferenceMismatch { .. }), "{msg}");
-    assert!(msg.contains("2.25.999") && msg.contains("RS.TG119.dcm"), "{msg}");
+    assert!(
+        msg.contains("2.25.999") && msg.contains("RS.TG119.dcm"),
+        "{msg}"
+    );
     inspect_fails_with(t.path(), "frame of reference");
 }
 
@@ -293,7 +355,10 @@ fn bad_contour_with_two_points() {
     file.obj.write_to_file(&rs).expect("write");
     let (e, msg) = err_of(t.path());
     assert!(matches!(e, Error::BadContour { .. }), "{msg}");
-    assert!(msg.contains("2 point(s)") && msg.contains("contour 0"), "{msg}");
+    assert!(
+        msg.contains("2 point(s)") && msg.contains("contour 0"),
+        "{msg}"
+    );
 }
 
 #[test]

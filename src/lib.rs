@@ -15,6 +15,7 @@ pub mod ct;
 pub mod dicom_io;
 pub mod dose;
 pub mod error;
+pub mod export;
 pub mod geometry;
 pub mod machine;
 pub mod segment;

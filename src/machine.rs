@@ -59,3 +59,20 @@ mod tests {
         assert_eq!(b[50], 100.0);
     }
 }
+
+/// A treatment machine: geometry, collimation and (added by the dose engine) its beam model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MachineModel {
+    /// TreatmentMachineName written into RT Plans.
+    pub name: String,
+    /// Nominal beam energy, MV.
+    pub energy_mv: f64,
+    /// Source-axis distance, mm.
+    pub sad_mm: f64,
+    /// Beamlet width along leaf travel, mm at the isocentre.
+    pub beamlet_size_mm: f64,
+    pub mlc: Mlc,
+    pub jaws: Jaws,
+    /// Smallest deliverable segment, MU.
+    pub min_segment_mu: f64,
+}

@@ -14,10 +14,12 @@ pub mod case;
 pub mod ct;
 pub mod dicom_io;
 pub mod dose;
+pub mod dvh;
 pub mod error;
 pub mod export;
 pub mod geometry;
 pub mod machine;
+pub mod optimize;
 pub mod segment;
 pub mod structures;
 

@@ -466,6 +466,11 @@ fn rtplan_and_rtdose_pass_dciodvfy() {
     assert!(tp.contains("RTPlan") || tp.contains("RT Plan"), "{tp}");
     let td = dciodvfy(&d);
     assert!(td.contains("RTDose") || td.contains("RT Dose"), "{td}");
+    // For manual inspection (dcmdump, a TPS import): RTOPT_DELIVERY_OUT=<folder>.
+    if let Ok(dir) = std::env::var("RTOPT_DELIVERY_OUT") {
+        std::fs::copy(&p, Path::new(&dir).join("RP.synthetic.dcm")).unwrap();
+        std::fs::copy(&d, Path::new(&dir).join("RD.synthetic.dcm")).unwrap();
+    }
 }
 
 #[test]
@@ -727,6 +732,7 @@ fn gamma_global_scaling_boundary() {
     assert!(r.pass_rate_percent < 100.0);
     // At the peak the gradient is zero: γ = 0.035 / 0.03 (Gaussian σ = 20 mm, r=0 is optimal).
     let centre = g.index(20, 20, 20);
+    println!("γ at the peak, 1 mm grid: {}", r.gamma[centre]);
     assert!(
         (r.gamma[centre] as f64 - 0.035 / 0.03).abs() < 0.02,
         "γ at peak {}",

@@ -381,10 +381,7 @@ pub fn pair_rows(
         *own = used.first().copied();
     }
     // Every used row must be covered completely by leaf pairs.
-    for iy in 0..g.ny {
-        if !used_rows[iy] {
-            continue;
-        }
+    for (iy, _) in used_rows.iter().enumerate().take(g.ny).filter(|(_, &u)| u) {
         let yl = g.y0_mm + iy as f64 * h - 0.5 * h;
         let covered: f64 = (0..n_pairs)
             .filter(|&p| owner[p] == Some(iy))

@@ -101,7 +101,7 @@ pub fn rtdose_bytes(d: &DoseExport) -> Result<(Vec<u8>, String)> {
         .s(tags::SOP_INSTANCE_UID, VR::UI, &sop_uid)
         .s(tags::MODALITY, VR::CS, "RTDOSE")
         .s(tags::SERIES_INSTANCE_UID, VR::UI, &series_uid)
-        .s(tags::SERIES_NUMBER, VR::IS, "")
+        .is(tags::SERIES_NUMBER, 902)
         .s(tags::SERIES_DESCRIPTION, VR::LO, "rtopt plan dose")
         .s(tags::OPERATORS_NAME, VR::PN, "");
     patient_study_frame(&mut o, d.ct);

@@ -177,7 +177,7 @@ pub fn rtplan_bytes(p: &PlanExport) -> Result<(Vec<u8>, String)> {
         .s(tags::SOP_INSTANCE_UID, VR::UI, &sop_uid)
         .s(tags::MODALITY, VR::CS, "RTPLAN")
         .s(tags::SERIES_INSTANCE_UID, VR::UI, &series_uid)
-        .s(tags::SERIES_NUMBER, VR::IS, "")
+        .is(tags::SERIES_NUMBER, 901)
         .s(tags::SERIES_DESCRIPTION, VR::LO, "rtopt IMRT plan")
         .s(tags::OPERATORS_NAME, VR::PN, "");
     patient_study_frame(&mut ds, p.ct);

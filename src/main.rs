@@ -1,6 +1,12 @@
 //! `rtopt` command line: parses arguments and calls the library.
+//!
+//! Exit codes: 0 success (for `plan`: planned and every hard goal met); 1 internal or solver
+//! failure; 2 invalid input (file, tag, structure, protocol); 3 infeasible protocol;
+//! 4 unmet soft goals with `--strict` (or unmet hard goals after sequencing).
 
-use std::path::PathBuf;
+#![allow(clippy::result_large_err)]
+
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -32,10 +38,75 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Plan a case end to end: beams, dose, optimisation, sequencing, RTPLAN, RTDOSE, report.
+    Plan {
+        /// Case folder (CT series + RT Structure Set).
+        case: PathBuf,
+        /// Planning protocol (TOML). Default: `protocol.toml` in the case folder.
+        #[arg(long)]
+        protocol: Option<PathBuf>,
+        /// Output folder. Default: `rtopt-<case folder name>` in the current folder.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Machine description (JSON). Default: the shipped generic 6 MV machine.
+        #[arg(long)]
+        machine: Option<PathBuf>,
+        /// SeriesInstanceUID when the folder holds several CT series.
+        #[arg(long)]
+        series: Option<String>,
+        /// Turn hard constraints into heavy penalties and report their violation.
+        #[arg(long)]
+        relax: bool,
+        /// Exit with code 4 when a soft goal (objective) is not met.
+        #[arg(long)]
+        strict: bool,
+        /// Do not normalise the deliverable plan to the target D95.
+        #[arg(long)]
+        no_normalize: bool,
+        /// No progress output.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Compare plan variants (output folders of `rtopt plan`): metrics, goals, DVHs.
+    Compare {
+        /// Two or more output folders.
+        #[arg(required = true, num_args = 2..)]
+        plans: Vec<PathBuf>,
+        /// Also write an HTML comparison here.
+        #[arg(long)]
+        html: Option<PathBuf>,
+    },
 }
 
-/// Exit code for invalid input (bad file, missing tag, unknown structure).
+const EXIT_FAILURE: u8 = 1;
 const EXIT_INPUT: u8 = 2;
+const EXIT_INFEASIBLE: u8 = 3;
+const EXIT_UNMET: u8 = 4;
+
+fn exit_code(e: &rtopt::Error) -> u8 {
+    use rtopt::Error as E;
+    match e {
+        E::Infeasible { .. } => EXIT_INFEASIBLE,
+        E::Solver(_) => EXIT_FAILURE,
+        _ => EXIT_INPUT,
+    }
+}
+
+fn fail(e: rtopt::Error) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(exit_code(&e))
+}
+
+fn load_case(folder: &Path, series: Option<String>, rtstruct: Option<PathBuf>) -> rtopt::Result<rtopt::Case> {
+    let opts = rtopt::LoadOptions {
+        ct: rtopt::ct::CtImportOptions {
+            series_uid: series,
+            ..Default::default()
+        },
+        rtstruct,
+    };
+    rtopt::Case::load(folder, &opts)
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -45,34 +116,74 @@ fn main() -> ExitCode {
             series,
             rtstruct,
             json,
-        } => {
-            let opts = rtopt::LoadOptions {
-                ct: rtopt::ct::CtImportOptions {
-                    series_uid: series,
-                    memory_budget_bytes: None,
-                },
-                rtstruct,
-            };
-            match rtopt::Case::load(&folder, &opts) {
-                Ok(case) => {
-                    let ins = case.inspect();
-                    if json {
-                        match serde_json::to_string_pretty(&ins) {
-                            Ok(s) => println!("{s}"),
-                            Err(e) => {
-                                eprintln!("error: {e}");
-                                return ExitCode::from(1);
-                            }
+        } => match load_case(&folder, series, rtstruct) {
+            Ok(case) => {
+                let ins = case.inspect();
+                if json {
+                    match serde_json::to_string_pretty(&ins) {
+                        Ok(s) => println!("{s}"),
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            return ExitCode::from(EXIT_FAILURE);
                         }
+                    }
+                } else {
+                    print!("{ins}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Command::Plan {
+            case,
+            protocol,
+            out,
+            machine,
+            series,
+            relax,
+            strict,
+            no_normalize,
+            quiet,
+        } => {
+            let args = rtopt::cli::PlanArgs {
+                case,
+                protocol,
+                out,
+                machine,
+                series,
+                relax,
+                normalize: !no_normalize,
+                quiet,
+            };
+            match rtopt::cli::plan(&args) {
+                Ok(outcome) => {
+                    print!("{}", outcome.goal_table);
+                    println!("outputs written to {}", outcome.out_dir.display());
+                    if !outcome.constraints_met {
+                        eprintln!("error: hard goals not met on the deliverable dose (see the goal table)");
+                        ExitCode::from(EXIT_UNMET)
+                    } else if strict && !outcome.all_met {
+                        eprintln!("error: --strict: soft goals not met (see the goal table)");
+                        ExitCode::from(EXIT_UNMET)
                     } else {
-                        print!("{ins}");
+                        ExitCode::SUCCESS
+                    }
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::Compare { plans, html } => {
+            match rtopt::report::compare::load_variants(&plans) {
+                Ok(vs) => {
+                    print!("{}", rtopt::report::compare::compare_text(&vs));
+                    if let Some(h) = html {
+                        if let Err(e) = rtopt::report::compare::write_html(&vs, &h) {
+                            return fail(e);
+                        }
                     }
                     ExitCode::SUCCESS
                 }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(EXIT_INPUT)
-                }
+                Err(e) => fail(e),
             }
         }
     }

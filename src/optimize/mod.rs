@@ -1104,6 +1104,24 @@ impl<'a> PlanningProblem<'a> {
         })
     }
 
+    /// Evaluate every goal on a total dose (Gy per dose-grid row), e.g. the deliverable dose
+    /// after sequencing, with the same conventions as the optimiser's own goal table.
+    pub fn evaluate_goals(&self, dose_gy: &[f64]) -> Result<Vec<GoalResult>> {
+        if dose_gy.len() != self.a.n_rows() {
+            return Err(Error::Invalid(format!(
+                "goal evaluation: {} dose values for {} dose-grid rows",
+                dose_gy.len(),
+                self.a.n_rows()
+            )));
+        }
+        Ok(self
+            .goals
+            .iter()
+            .enumerate()
+            .map(|(i, g)| self.evaluate(i, g, dose_gy, None))
+            .collect())
+    }
+
     fn evaluate(&self, _gi: usize, g: &GoalSpec, dose: &[f64], slack: Option<f64>) -> GoalResult {
         let d: Vec<f64> = g.rows.iter().map(|&r| dose[r as usize]).collect();
         let nv = d.len() as f64;

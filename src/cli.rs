@@ -1,0 +1,102 @@
+//! Library side of the command-line verbs that need more than one call (so `main.rs` only
+//! parses arguments).
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::optimize::protocol::Protocol;
+use crate::optimize::OptimizeOptions;
+use crate::plan::Planner;
+use crate::progress::ProgressMode;
+
+/// Arguments of `rtopt plan`.
+#[derive(Debug, Clone, Default)]
+pub struct PlanArgs {
+    pub case: PathBuf,
+    pub protocol: Option<PathBuf>,
+    pub out: Option<PathBuf>,
+    pub machine: Option<PathBuf>,
+    pub series: Option<String>,
+    pub relax: bool,
+    pub normalize: bool,
+    pub quiet: bool,
+}
+
+/// What `rtopt plan` reports back.
+pub struct PlanOutcome {
+    pub out_dir: PathBuf,
+    pub goal_table: String,
+    pub constraints_met: bool,
+    pub all_met: bool,
+}
+
+/// The protocol used when `--protocol` is not given: `protocol.toml` in the case folder.
+pub fn default_protocol_path(case: &Path) -> Result<PathBuf> {
+    let p = case.join("protocol.toml");
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(Error::Invalid(format!(
+            "{}: no protocol.toml in the case folder; give one with --protocol (examples in data/protocols/)",
+            case.display()
+        )))
+    }
+}
+
+/// The output folder used when `--out` is not given: `rtopt-<case folder name>`.
+pub fn default_out_dir(case: &Path) -> PathBuf {
+    let name = case
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "case".into());
+    PathBuf::from(format!("rtopt-{name}"))
+}
+
+/// Run `rtopt plan`.
+pub fn plan(args: &PlanArgs) -> Result<PlanOutcome> {
+    let protocol_path = match &args.protocol {
+        Some(p) => p.clone(),
+        None => default_protocol_path(&args.case)?,
+    };
+    let protocol = Protocol::load(&protocol_path)?;
+    let case = crate::Case::load(
+        &args.case,
+        &crate::LoadOptions {
+            ct: crate::ct::CtImportOptions {
+                series_uid: args.series.clone(),
+                ..Default::default()
+            },
+            rtstruct: None,
+        },
+    )?;
+    let machine = match &args.machine {
+        Some(m) => crate::machine::MachineModel::load(m)?,
+        None => crate::machine::MachineModel::default_6x(),
+    };
+    let name = protocol_path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "protocol".into());
+    let planned = Planner::new(case, protocol)
+        .with_protocol_source(&name, Some(&protocol_path))
+        .with_machine(machine)
+        .with_optimize_options(OptimizeOptions {
+            relax: args.relax,
+            ..OptimizeOptions::default()
+        })
+        .with_deliverable_normalization(args.normalize)
+        .with_progress(ProgressMode::auto(args.quiet))
+        .run()?;
+    let out_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out_dir(&args.case));
+    planned.write(&out_dir)?;
+    Ok(PlanOutcome {
+        out_dir,
+        goal_table: planned.report.goal_table(),
+        constraints_met: planned.report.constraints_met(),
+        all_met: planned.report.all_goals_met(),
+    })
+}

@@ -1,0 +1,547 @@
+//! The planning pipeline behind `rtopt plan`: case -> beams -> influence matrix ->
+//! optimisation -> sequencing -> deliverable dose -> RTPLAN, RTDOSE and report.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! let case = rtopt::Case::load(Path::new("data/tg119"), &Default::default())?;
+//! let protocol = rtopt::optimize::protocol::Protocol::load(Path::new("data/protocols/tg119.toml"))?;
+//! let plan = rtopt::plan::Planner::new(case, protocol).run()?;
+//! print!("{}", plan.report.goal_table());
+//! plan.write(Path::new("out/tg119"))?;
+//! # Ok::<(), rtopt::Error>(())
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::beams::{self, Beam, BeamSetup};
+use crate::case::Case;
+use crate::dose::{self, DoseCalculation, DoseOptions};
+use crate::error::{Error, Result};
+use crate::export::rtdose::{self, DoseExport};
+use crate::export::rtplan::{self, PlanExport, TargetPrescription};
+use crate::gamma::{self, GammaOptions, GammaResult};
+use crate::machine::MachineModel;
+use crate::optimize::protocol::Protocol;
+use crate::optimize::{OptimizationResult, OptimizeOptions, PlanningProblem};
+use crate::progress::{Progress, ProgressMode};
+use crate::report::{
+    self, BeamRow, DvhCurve, GoalRow, PlanQuality, ProtocolMetric, Report, StageTiming,
+    StructureMetrics,
+};
+use crate::sequencing::{self, DeliveryMachine, SequencedPlan, SequencingOptions};
+
+/// DVH sampling step of the report, Gy.
+pub const DVH_BIN_GY: f64 = 0.1;
+
+/// A configured planning run. Build with [`Planner::new`], adjust with the `with_*` methods,
+/// then [`Planner::run`].
+pub struct Planner {
+    case: Case,
+    protocol: Protocol,
+    protocol_name: String,
+    machine: MachineModel,
+    beam_setup: Option<BeamSetup>,
+    dose: DoseOptions,
+    optimize: OptimizeOptions,
+    sequencing: SequencingOptions,
+    gamma: GammaOptions,
+    normalize_deliverable: bool,
+    progress: ProgressMode,
+    input_files: Vec<PathBuf>,
+}
+
+impl Planner {
+    /// A run of `protocol` on `case` with the default 6 MV machine and options.
+    pub fn new(case: Case, protocol: Protocol) -> Self {
+        let mut input_files: Vec<PathBuf> = case.ct.meta.files.clone();
+        if let Some(ss) = &case.structure_set {
+            input_files.push(ss.path.clone());
+        }
+        Planner {
+            case,
+            protocol,
+            protocol_name: "protocol".into(),
+            machine: MachineModel::default_6x(),
+            beam_setup: None,
+            dose: DoseOptions::default(),
+            optimize: OptimizeOptions::default(),
+            sequencing: SequencingOptions::default(),
+            gamma: GammaOptions::default(),
+            normalize_deliverable: true,
+            progress: ProgressMode::Quiet,
+            input_files,
+        }
+    }
+
+    /// Name shown in the report (e.g. the protocol file's stem) and the file it came from.
+    pub fn with_protocol_source(mut self, name: &str, file: Option<&Path>) -> Self {
+        self.protocol_name = name.to_string();
+        if let Some(f) = file {
+            self.input_files.push(f.to_path_buf());
+        }
+        self
+    }
+
+    pub fn with_machine(mut self, machine: MachineModel) -> Self {
+        self.machine = machine;
+        self
+    }
+
+    /// Override the beam arrangement (default: the protocol's `[beams]`, else 9 equispaced).
+    pub fn with_beam_setup(mut self, setup: BeamSetup) -> Self {
+        self.beam_setup = Some(setup);
+        self
+    }
+
+    pub fn with_dose_options(mut self, opts: DoseOptions) -> Self {
+        self.dose = opts;
+        self
+    }
+
+    pub fn with_optimize_options(mut self, opts: OptimizeOptions) -> Self {
+        self.optimize = opts;
+        self
+    }
+
+    pub fn with_sequencing_options(mut self, opts: SequencingOptions) -> Self {
+        self.sequencing = opts;
+        self
+    }
+
+    /// Scale the deliverable plan's MU so the target's D95 equals the prescription (default
+    /// on), as clinics normalise after sequencing.
+    pub fn with_deliverable_normalization(mut self, on: bool) -> Self {
+        self.normalize_deliverable = on;
+        self
+    }
+
+    pub fn with_progress(mut self, mode: ProgressMode) -> Self {
+        self.progress = mode;
+        self
+    }
+
+    /// Run the whole pipeline.
+    pub fn run(self) -> Result<PlannedCase> {
+        let mut prog = Progress::new(self.progress);
+        let p = &self.protocol;
+        let case = &self.case;
+        let target_name = p.prescription.target.clone();
+        let target = case.structure(&target_name)?;
+
+        // Beams.
+        let st = prog.start("beams");
+        let setup = match (&self.beam_setup, &p.beams) {
+            (Some(s), _) => s.clone(),
+            (None, Some(b)) => BeamSetup {
+                gantry_deg: b.gantry_deg.clone(),
+                couch_deg: b.couch_deg,
+                collimator_deg: b.collimator_deg,
+                ..BeamSetup::default()
+            },
+            (None, None) => BeamSetup::default(),
+        };
+        let beams = beams::setup_beams(&target.mask, &setup, &self.machine)?;
+        let n_beamlets: usize = beams.iter().map(|b| b.beamlets.len()).sum();
+        prog.finish(st, &format!("{} beams, {n_beamlets} beamlets", beams.len()));
+
+        // Dose-influence matrix.
+        let st = prog.start("dose influence matrix");
+        let body = case.body_mask();
+        let dose = dose::influence_matrix(&case.ct, &body, &beams, &self.machine, &self.dose)?;
+        prog.finish(
+            st,
+            &format!(
+                "{} voxels x {} beamlets, nnz {:.1} M, truncated mass {:.2} %",
+                dose.matrix.n_rows(),
+                dose.matrix.n_cols(),
+                dose.matrix.nnz() as f64 / 1e6,
+                100.0 * dose.truncated_mass_fraction
+            ),
+        );
+
+        // Optimisation.
+        let st = prog.start("optimisation");
+        let structures: Vec<(String, String, Vec<u32>)> = case
+            .structures
+            .iter()
+            .map(|s| {
+                (
+                    s.roi.name.clone(),
+                    s.roi.interpreted_type.clone(),
+                    dose.dose_grid.rows_in(&s.mask),
+                )
+            })
+            .collect();
+        let problem = PlanningProblem::new(&dose.matrix, &dose.dose_grid, &beams, &structures, p)?;
+        let optimized = problem.solve(&self.optimize)?;
+        prog.finish(
+            st,
+            &format!(
+                "{} after {} iterations ({} rounds)",
+                optimized.status, optimized.iterations, optimized.rounds
+            ),
+        );
+
+        // Sequencing and deliverable dose.
+        let st = prog.start("sequencing");
+        let delivery_machine = DeliveryMachine::from(&self.machine);
+        let mut sequenced = sequencing::sequence_plan(
+            &beams,
+            &optimized.weights_mu,
+            &delivery_machine,
+            &self.sequencing,
+        )?;
+        let fractions = p.prescription.fractions as f64;
+        let x_d = sequencing::deliverable_weights(&beams, &sequenced.beams, dose.matrix.n_cols())?;
+        let mut deliverable_gy: Vec<f64> = dose
+            .matrix
+            .dose(&x_d)
+            .into_iter()
+            .map(|d| d * fractions)
+            .collect();
+        let target_rows = dose.dose_grid.rows_in(&target.mask);
+        let mut mu_scale = 1.0;
+        if self.normalize_deliverable {
+            let td: Vec<f64> = target_rows
+                .iter()
+                .map(|&r| deliverable_gy[r as usize])
+                .collect();
+            let d95 = crate::dvh::dose_at_volume(&td, 95.0);
+            if d95.is_finite() && d95 > 0.0 {
+                mu_scale = p.prescription.total_dose_gy / d95;
+                for d in deliverable_gy.iter_mut() {
+                    *d *= mu_scale;
+                }
+                for b in sequenced.beams.iter_mut() {
+                    for s in b.segments.iter_mut() {
+                        s.mu *= mu_scale;
+                    }
+                    b.meterset_mu *= mu_scale;
+                }
+            }
+        }
+        let n_segments: usize = sequenced.beams.iter().map(|b| b.segments.len()).sum();
+        prog.finish(
+            st,
+            &format!(
+                "{n_segments} segments, {:.0} MU per fraction (normalisation x{mu_scale:.4})",
+                sequenced.total_mu()
+            ),
+        );
+
+        // Deliverable versus optimised dose.
+        let st = prog.start("gamma (deliverable)");
+        let grid = &dose.dose_grid.grid;
+        let opt_full = dose.dose_grid.to_full(&optimized.dose_gy);
+        let del_full = dose.dose_grid.to_full(&deliverable_gy);
+        let gamma_result = gamma::gamma_3d(grid, &opt_full, grid, &del_full, &self.gamma)?;
+        prog.finish(
+            st,
+            &format!("3 %/2 mm pass rate {:.2} %", gamma_result.pass_rate_percent),
+        );
+
+        let st = prog.start("report");
+        let goal_rows = problem.evaluate_goals(&deliverable_gy)?;
+        let mut planned = PlannedCase {
+            case: self.case.clone(),
+            protocol: self.protocol.clone(),
+            machine: self.machine.clone(),
+            delivery_machine,
+            beams,
+            dose,
+            optimized,
+            sequenced,
+            deliverable_gy,
+            deliverable_full_gy: del_full,
+            mu_scale,
+            gamma: gamma_result,
+            report: Report {
+                rtopt_version: env!("CARGO_PKG_VERSION").to_string(),
+                case: String::new(),
+                protocol: self.protocol_name.clone(),
+                prescription_gy: p.prescription.total_dose_gy,
+                fractions: p.prescription.fractions,
+                target: target_name.clone(),
+                input_hashes: hash_files(&self.input_files)?,
+                structures: Vec::new(),
+                protocol_metrics: Vec::new(),
+                quality: report::plan_quality(&[], &[], 0.0, 0.0),
+                goals: Vec::new(),
+                beams: Vec::new(),
+                optimizer: serde_json::Value::Null,
+                delivery: serde_json::Value::Null,
+                notes: Vec::new(),
+                timings: Vec::new(),
+                dvh: Vec::new(),
+            },
+        };
+        planned.build_report(goal_rows)?;
+        prog.finish(st, "");
+        planned.report.timings = prog
+            .timings()
+            .iter()
+            .map(|(s, t)| StageTiming {
+                stage: s.clone(),
+                seconds: *t,
+            })
+            .collect();
+        Ok(planned)
+    }
+}
+
+/// A finished plan: everything the outputs are written from.
+pub struct PlannedCase {
+    pub case: Case,
+    pub protocol: Protocol,
+    pub machine: MachineModel,
+    pub delivery_machine: DeliveryMachine,
+    pub beams: Vec<Beam>,
+    pub dose: DoseCalculation,
+    pub optimized: OptimizationResult,
+    /// Segments after the deliverable normalisation.
+    pub sequenced: SequencedPlan,
+    /// Total deliverable dose per dose-grid row, Gy (what RTDOSE holds).
+    pub deliverable_gy: Vec<f64>,
+    /// The same on the full dose grid.
+    pub deliverable_full_gy: Vec<f32>,
+    /// MU factor of the deliverable normalisation (1 without).
+    pub mu_scale: f64,
+    pub gamma: GammaResult,
+    pub report: Report,
+}
+
+fn hash_files(files: &[PathBuf]) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::with_capacity(files.len());
+    for f in files {
+        let bytes = std::fs::read(f).map_err(|e| Error::io(f, e))?;
+        let h = Sha256::digest(&bytes);
+        let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        out.push((name, hex));
+    }
+    Ok(out)
+}
+
+impl PlannedCase {
+    fn build_report(&mut self, goals: Vec<crate::optimize::GoalResult>) -> Result<()> {
+        let voxel_cm3 = self.dose.dose_grid.grid.voxel_volume_cm3();
+        let p = &self.protocol;
+        let rx = p.prescription.total_dose_gy;
+        let mut structures = Vec::new();
+        let mut dvh = Vec::new();
+        let mut metrics = Vec::new();
+        let mut target_doses = Vec::new();
+        for s in &self.case.structures {
+            let rows = self.dose.dose_grid.rows_in(&s.mask);
+            let d: Vec<f64> = rows.iter().map(|&r| self.deliverable_gy[r as usize]).collect();
+            structures.push(StructureMetrics::compute(
+                &s.roi.name,
+                &s.roi.interpreted_type,
+                &d,
+                voxel_cm3,
+            ));
+            dvh.push(DvhCurve::compute(&s.roi.name, s.roi.color, &d, DVH_BIN_GY));
+            if s.roi.name == p.prescription.target {
+                target_doses = d.clone();
+            }
+            for sg in p.structures.iter().filter(|g| g.name == s.roi.name) {
+                for g in &sg.goals {
+                    if let crate::optimize::protocol::GoalKind::DvhMax { volume_pct: v, .. }
+                    | crate::optimize::protocol::GoalKind::DvhMin { volume_pct: v, .. } = g.kind
+                    {
+                        metrics.push(ProtocolMetric {
+                            structure: s.roi.name.clone(),
+                            metric: format!("D{v}"),
+                            value: crate::dvh::dose_at_volume(&d, v),
+                            unit: "Gy".into(),
+                        });
+                    }
+                }
+            }
+        }
+        let quality: PlanQuality =
+            report::plan_quality(&self.deliverable_gy, &target_doses, rx, voxel_cm3);
+        let goal_rows: Vec<GoalRow> = goals
+            .iter()
+            .map(|g| GoalRow {
+                structure: g.structure.clone(),
+                goal: g.description.clone(),
+                kind: match g.role {
+                    crate::optimize::GoalRole::Objective => "objective",
+                    crate::optimize::GoalRole::Constraint => "constraint",
+                    crate::optimize::GoalRole::Report => "report",
+                }
+                .to_string(),
+                achieved: g.achieved_gy,
+                unit: "Gy".into(),
+                met: g.met.unwrap_or(true),
+            })
+            .collect();
+        let beams: Vec<BeamRow> = self
+            .beams
+            .iter()
+            .zip(&self.sequenced.beams)
+            .map(|(b, s)| BeamRow {
+                number: b.number,
+                name: b.name.clone(),
+                gantry_deg: b.gantry_deg,
+                couch_deg: b.couch_deg,
+                collimator_deg: b.collimator_deg,
+                mu: s.meterset_mu,
+                segments: s.segments.len(),
+            })
+            .collect();
+        let o = &self.optimized;
+        self.report.case = self
+            .case
+            .dir
+            .as_ref()
+            .and_then(|d| d.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "case".into());
+        self.report.structures = structures;
+        self.report.protocol_metrics = metrics;
+        self.report.quality = quality;
+        self.report.goals = goal_rows;
+        self.report.beams = beams;
+        self.report.dvh = dvh;
+        self.report.optimizer = serde_json::json!({
+            "solver": "Clarabel (faer)",
+            "status": o.status,
+            "iterations": o.iterations,
+            "rounds": o.rounds,
+            "solve_seconds": o.solve_seconds,
+            "objective": o.objective,
+            "variables": o.n_variables,
+            "constraint_rows": o.n_constraint_rows,
+            "influence_matrix": {
+                "rows": self.dose.matrix.n_rows(),
+                "columns": self.dose.matrix.n_cols(),
+                "nnz": self.dose.matrix.nnz(),
+                "truncated_mass_fraction": self.dose.truncated_mass_fraction,
+            },
+        });
+        self.report.delivery = serde_json::json!({
+            "sequencing": self.sequenced.reports,
+            "total_mu_per_fraction": self.sequenced.total_mu(),
+            "mu_normalisation_factor": self.mu_scale,
+            "gamma": {
+                "criteria": "3 %/2 mm global, 10 % threshold, deliverable vs optimised dose",
+                "pass_rate_percent": self.gamma.pass_rate_percent,
+                "evaluated_points": self.gamma.evaluated,
+                "mean_gamma": self.gamma.mean_gamma,
+            },
+        });
+        self.report.notes = vec![
+            "Dose-volume constraints are enforced through their CVaR (Rockafellar-Uryasev) counterparts, which are conservative: the achieved DVH point is at least as good as the limit.".into(),
+            "Goals, DVHs and indices are evaluated on the deliverable (sequenced) dose, after MU normalisation of the target D95 to the prescription.".into(),
+            "Not for clinical use.".into(),
+        ];
+        Ok(())
+    }
+
+    /// Write `RTPLAN.dcm`, `RTDOSE.dcm`, `report.json` and `report.html` into `out_dir`.
+    /// Everything is first written into a temporary sibling folder which is then renamed into
+    /// place, so a reader never sees a partial plan folder.
+    pub fn write(&self, out_dir: &Path) -> Result<()> {
+        let parent = out_dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        let name = out_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| Error::Invalid(format!("{}: not a folder name", out_dir.display())))?;
+        let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let res = self.write_files(&tmp);
+        if let Err(e) = res {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        if out_dir.exists() {
+            let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+            std::fs::rename(out_dir, &old).map_err(|e| Error::io(out_dir, e))?;
+            std::fs::rename(&tmp, out_dir).map_err(|e| Error::io(out_dir, e))?;
+            std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+        } else {
+            std::fs::rename(&tmp, out_dir).map_err(|e| Error::io(out_dir, e))?;
+        }
+        Ok(())
+    }
+
+    fn write_files(&self, dir: &Path) -> Result<()> {
+        let ct = &self.case.ct.meta;
+        let ss_uid = self
+            .case
+            .structure_set
+            .as_ref()
+            .map(|s| s.sop_instance_uid.clone())
+            .unwrap_or_default();
+        let target = self.case.structure(&self.protocol.prescription.target)?;
+        let plan = PlanExport {
+            label: truncate(&format!("rtopt {}", self.report.case), 16),
+            ct,
+            structure_set_uid: ss_uid,
+            target: TargetPrescription {
+                roi_number: target.roi.number,
+                roi_name: target.roi.name.clone(),
+                prescription_gy: self.protocol.prescription.total_dose_gy,
+            },
+            fractions: self.protocol.prescription.fractions,
+            machine: &self.delivery_machine,
+            beams: &self.beams,
+            sequenced: &self.sequenced.beams,
+            beam_dose_gy: None,
+            plan_date: ct.study_date.clone(),
+            plan_time: ct.study_time.clone(),
+        };
+        let plan_uid = rtplan::write_rtplan(&dir.join("RTPLAN.dcm"), &plan)?;
+        rtdose::write_rtdose(
+            &dir.join("RTDOSE.dcm"),
+            &DoseExport {
+                ct,
+                grid: &self.dose.dose_grid.grid,
+                dose_gy: &self.deliverable_full_gy,
+                plan_sop_uid: &plan_uid,
+            },
+        )?;
+        let json = serde_json::to_string_pretty(&self.report)
+            .map_err(|e| Error::Invalid(format!("report.json: {e}")))?;
+        crate::atomic::write_file(&dir.join("report.json"), json.as_bytes())?;
+        let outlines: Vec<(&str, [u8; 3], &crate::geometry::Mask)> = self
+            .case
+            .structures
+            .iter()
+            .map(|s| (s.roi.name.as_str(), s.roi.color, &s.mask))
+            .collect();
+        let iso = self
+            .beams
+            .first()
+            .map(|b| b.isocenter_mm)
+            .unwrap_or([0.0; 3]);
+        let html = report::html::render(&report::html::HtmlInputs {
+            report: &self.report,
+            ct: &self.case.ct,
+            dose_gy: &self.deliverable_full_gy,
+            dose_grid: &self.dose.dose_grid.grid,
+            outlines,
+            isocenter_mm: iso,
+        })?;
+        crate::atomic::write_file(&dir.join("report.html"), html.as_bytes())?;
+        Ok(())
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}

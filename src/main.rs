@@ -32,6 +32,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Uniform-fluence dose of a case: beamlets around the target, 2 Gy target mean.
+    Dose {
+        /// Case folder (CT + RTSTRUCT).
+        folder: PathBuf,
+        /// Gantry angles, degrees (comma separated).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "0,40,80,120,160,200,240,280,320"
+        )]
+        beams: Vec<f64>,
+        /// Target structure (default: the first PTV).
+        #[arg(long)]
+        target: Option<String>,
+        /// Machine file (default: built-in generic 6 MV).
+        #[arg(long)]
+        machine: Option<PathBuf>,
+        /// Write the summary as JSON to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 /// Exit code for invalid input (bad file, missing tag, unknown structure).
@@ -40,6 +61,19 @@ const EXIT_INPUT: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Dose {
+            folder,
+            beams,
+            target,
+            machine,
+            out,
+        } => match run_dose(&folder, &beams, target, machine, out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_INPUT)
+            }
+        },
         Command::Inspect {
             folder,
             series,
@@ -76,4 +110,36 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn run_dose(
+    folder: &std::path::Path,
+    beams: &[f64],
+    target: Option<String>,
+    machine: Option<PathBuf>,
+    out: Option<PathBuf>,
+) -> rtopt::Result<()> {
+    let case = rtopt::Case::load(folder, &Default::default())?;
+    let machine = match machine {
+        Some(p) => rtopt::machine::MachineModel::load(&p)?,
+        None => rtopt::machine::MachineModel::default_6x(),
+    };
+    let target = match target {
+        Some(t) => t,
+        None => rtopt::dose::report::default_target(&case)?,
+    };
+    let s = rtopt::dose::report::open_field_summary(
+        &case,
+        &target,
+        beams,
+        &machine,
+        &Default::default(),
+    )?;
+    print!("{s}");
+    if let Some(p) = out {
+        let text =
+            serde_json::to_string_pretty(&s).map_err(|e| rtopt::Error::Invalid(e.to_string()))?;
+        rtopt::atomic::write_file(&p, text.as_bytes())?;
+    }
+    Ok(())
 }

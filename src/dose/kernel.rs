@@ -121,20 +121,20 @@ impl Kernel {
     }
 
     /// Depth (mm) and value of the central-axis maximum of a square field in water
-    /// (golden-section refinement of a 0.5 mm scan over 0..100 mm).
+    /// (golden-section refinement of a 1 mm scan over 1..100 mm).
     pub fn open_field_dmax(&self, field_mm: f64, ssd_mm: f64) -> (f64, f64) {
         let f = |d: f64| self.square_field_cax(field_mm, ssd_mm, d);
         let mut best = (0.0, f64::NEG_INFINITY);
-        for i in 1..=200 {
-            let d = i as f64 * 0.5;
+        for i in 1..=100 {
+            let d = i as f64;
             let v = f(d);
             if v > best.1 {
                 best = (d, v);
             }
         }
-        let (mut a, mut b) = ((best.0 - 0.5).max(0.0), best.0 + 0.5);
+        let (mut a, mut b) = ((best.0 - 1.0).max(0.0), best.0 + 1.0);
         let g = 0.5 * (5f64.sqrt() - 1.0);
-        for _ in 0..40 {
+        for _ in 0..30 {
             let c = b - g * (b - a);
             let d = a + g * (b - a);
             if f(c) > f(d) {

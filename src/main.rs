@@ -49,6 +49,12 @@ enum Command {
         /// Machine file (default: built-in generic 6 MV).
         #[arg(long)]
         machine: Option<PathBuf>,
+        /// Lateral cutoff of the beamlet kernels, mm (default: DoseOptions::default()).
+        #[arg(long)]
+        cutoff_mm: Option<f64>,
+        /// Relative threshold below which matrix entries are dropped.
+        #[arg(long)]
+        threshold: Option<f64>,
         /// Write the summary as JSON to this file.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -66,14 +72,25 @@ fn main() -> ExitCode {
             beams,
             target,
             machine,
+            cutoff_mm,
+            threshold,
             out,
-        } => match run_dose(&folder, &beams, target, machine, out) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(EXIT_INPUT)
+        } => {
+            let mut opts = rtopt::dose::DoseOptions::default();
+            if let Some(c) = cutoff_mm {
+                opts.lateral_cutoff_mm = c;
             }
-        },
+            if let Some(t) = threshold {
+                opts.relative_threshold = t;
+            }
+            match run_dose(&folder, &beams, target, machine, &opts, out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(EXIT_INPUT)
+                }
+            }
+        }
         Command::Inspect {
             folder,
             series,
@@ -117,6 +134,7 @@ fn run_dose(
     beams: &[f64],
     target: Option<String>,
     machine: Option<PathBuf>,
+    opts: &rtopt::dose::DoseOptions,
     out: Option<PathBuf>,
 ) -> rtopt::Result<()> {
     let case = rtopt::Case::load(folder, &Default::default())?;
@@ -128,13 +146,7 @@ fn run_dose(
         Some(t) => t,
         None => rtopt::dose::report::default_target(&case)?,
     };
-    let s = rtopt::dose::report::open_field_summary(
-        &case,
-        &target,
-        beams,
-        &machine,
-        &Default::default(),
-    )?;
+    let s = rtopt::dose::report::open_field_summary(&case, &target, beams, &machine, opts)?;
     print!("{s}");
     if let Some(p) = out {
         let text =

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::engine::{influence_matrix, DoseOptions};
+use super::engine::{dose_at_points, influence_matrix, DoseOptions};
 use crate::beams::{setup_beams, BeamSetup};
 use crate::case::Case;
 use crate::error::{Error, Result};
@@ -31,6 +31,11 @@ pub struct OpenFieldSummary {
     pub matrix_bytes: usize,
     pub truncated_mass_fraction: f64,
     pub build_seconds: f64,
+    /// Mean of `A x` over up to 200 sampled target voxels, and the same from
+    /// [`dose_at_points`] (no cutoff, no threshold): their ratio shows what the truncation
+    /// costs inside the target.
+    pub target_sample_matrix_gy: f64,
+    pub target_sample_exact_gy: f64,
     pub structures: Vec<StructureDose>,
 }
 
@@ -83,6 +88,23 @@ pub fn open_field_summary(
         )));
     }
     let scale = 2.0 / tmean;
+    let step = trows.len().div_ceil(200).max(1);
+    let sample: Vec<u32> = trows.iter().step_by(step).cloned().collect();
+    let g = calc.dose_grid.grid;
+    let pts: Vec<[f64; 3]> = sample
+        .iter()
+        .map(|&r| {
+            let [i, j, k] = g.ijk(calc.dose_grid.voxels[r as usize] as usize);
+            g.centre_mm(i, j, k)
+        })
+        .collect();
+    let exact = dose_at_points(&case.ct, &beams, machine, &vec![scale; n], &pts)?;
+    let target_sample_exact_gy = exact.iter().sum::<f64>() / exact.len() as f64;
+    let target_sample_matrix_gy = sample
+        .iter()
+        .map(|&r| dose1[r as usize] * scale)
+        .sum::<f64>()
+        / sample.len() as f64;
     let structures = case
         .structures
         .iter()
@@ -116,6 +138,8 @@ pub fn open_field_summary(
         matrix_bytes: calc.matrix.bytes(),
         truncated_mass_fraction: calc.truncated_mass_fraction,
         build_seconds: calc.build_seconds,
+        target_sample_matrix_gy,
+        target_sample_exact_gy,
         structures,
     })
 }
@@ -135,6 +159,11 @@ impl std::fmt::Display for OpenFieldSummary {
             self.matrix_bytes as f64 / 1e6,
             100.0 * self.truncated_mass_fraction,
             self.build_seconds
+        )?;
+        writeln!(
+            f,
+            "target sample: matrix {:.3} Gy, exact (no truncation) {:.3} Gy",
+            self.target_sample_matrix_gy, self.target_sample_exact_gy
         )?;
         writeln!(
             f,

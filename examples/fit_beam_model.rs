@@ -8,6 +8,8 @@
 //! objective; prints the residual of every data point and the fitted `beam_model` JSON.
 //! With `--write` the machine file is rewritten (atomically).
 
+#![allow(clippy::needless_range_loop)]
+
 use std::path::Path;
 
 use rtopt::dose::kernel::Kernel;

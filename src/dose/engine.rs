@@ -1,4 +1,6 @@
 //! The pencil-beam dose engine: influence matrix and point doses (`docs/dose.md`).
+// Index loops mirror the formulas; negated comparisons deliberately reject NaN.
+#![allow(clippy::needless_range_loop, clippy::neg_cmp_op_on_partial_ord)]
 
 use std::time::Instant;
 

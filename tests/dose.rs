@@ -360,4 +360,9 @@ fn setup_beams_covers_target_and_lateral_beam_enters_from_its_side() {
     // Wrong weight count: a clear error.
     let e = dose_at_points(&ct, &single, &m, &[1.0], &[[0.0; 3]]).unwrap_err();
     assert!(e.to_string().contains("weights"), "{e}");
+    // Only HFS geometry is implemented: other patient positions are refused.
+    let mut ffs = ct.clone();
+    ffs.meta.patient_position = "FFS".into();
+    let e = dose_at_points(&ffs, &single, &m, &w, &[[0.0; 3]]).unwrap_err();
+    assert!(e.to_string().contains("FFS"), "{e}");
 }

@@ -70,6 +70,19 @@ pub fn density_volume(ct: &CtVolume, machine: &MachineModel) -> DensityVolume {
     }
 }
 
+/// Only head-first supine geometry is modelled (`docs/dose.md`); an empty PatientPosition
+/// (CT built in memory) is taken as HFS.
+fn check_patient_position(ct: &CtVolume) -> Result<()> {
+    let pp = ct.meta.patient_position.trim();
+    if pp.is_empty() || pp.eq_ignore_ascii_case("HFS") {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "CT PatientPosition (0018,5100) is '{pp}': only HFS beam geometry is implemented"
+        )))
+    }
+}
+
 fn check_beams(beams: &[Beam]) -> Result<usize> {
     let mut col = 0usize;
     for (b, beam) in beams.iter().enumerate() {
@@ -231,6 +244,7 @@ pub fn dose_at_points(
     weights_mu: &[f64],
     points_lps: &[[f64; 3]],
 ) -> Result<Vec<f64>> {
+    check_patient_position(ct)?;
     let n_cols = check_beams(beams)?;
     if weights_mu.len() != n_cols {
         return Err(Error::Invalid(format!(
@@ -295,6 +309,7 @@ pub fn influence_matrix(
     opts: &DoseOptions,
 ) -> Result<DoseCalculation> {
     let t_start = Instant::now();
+    check_patient_position(ct)?;
     let n_cols = check_beams(beams)?;
     if opts
         .grid_spacing_mm

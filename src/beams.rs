@@ -3,6 +3,8 @@
 //! Angles follow IEC 61217: gantry, collimator and patient-support (couch) angles in degrees.
 //! Beamlet positions are in the beam-limiting-device (BLD) frame projected to the isocentre
 //! plane: `x` along leaf travel (the X jaws), `y` across leaf pairs (the Y jaws), mm.
+// Index loops mirror the formulas; negated comparisons deliberately reject NaN.
+#![allow(clippy::needless_range_loop, clippy::neg_cmp_op_on_partial_ord)]
 
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,7 @@
 //! Treatment-machine description (read from `data/machines/*.json`): geometry, MLC, jaws,
 //! beam model and calibration.
+// Index loops mirror the formulas; negated comparisons deliberately reject NaN.
+#![allow(clippy::needless_range_loop, clippy::neg_cmp_op_on_partial_ord)]
 
 use std::path::Path;
 

@@ -1,4 +1,6 @@
 //! The pencil-beam dose engine: influence matrix and point doses (`docs/dose.md`).
+// Index loops mirror the formulas; negated comparisons deliberately reject NaN.
+#![allow(clippy::needless_range_loop, clippy::neg_cmp_op_on_partial_ord)]
 
 use std::time::Instant;
 
@@ -28,12 +30,13 @@ pub struct DoseOptions {
 }
 
 impl Default for DoseOptions {
-    /// 3 mm grid, 40 mm cutoff, threshold 1e-3 (see `docs/dose.md` for the truncated mass).
+    /// 3 mm grid, 30 mm cutoff, threshold 2e-3 (see `docs/dose.md`: the long-range scatter
+    /// term is mostly dropped; on TG119 about 17 % of the dose mass, most of it low dose).
     fn default() -> Self {
         DoseOptions {
             grid_spacing_mm: [3.0; 3],
-            lateral_cutoff_mm: 40.0,
-            relative_threshold: 1e-3,
+            lateral_cutoff_mm: 30.0,
+            relative_threshold: 2e-3,
         }
     }
 }
@@ -64,6 +67,19 @@ pub fn density_volume(ct: &CtVolume, machine: &MachineModel) -> DensityVolume {
             .par_iter()
             .map(|&h| machine.relative_electron_density(h))
             .collect(),
+    }
+}
+
+/// Only head-first supine geometry is modelled (`docs/dose.md`); an empty PatientPosition
+/// (CT built in memory) is taken as HFS.
+fn check_patient_position(ct: &CtVolume) -> Result<()> {
+    let pp = ct.meta.patient_position.trim();
+    if pp.is_empty() || pp.eq_ignore_ascii_case("HFS") {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "CT PatientPosition (0018,5100) is '{pp}': only HFS beam geometry is implemented"
+        )))
     }
 }
 
@@ -228,6 +244,7 @@ pub fn dose_at_points(
     weights_mu: &[f64],
     points_lps: &[[f64; 3]],
 ) -> Result<Vec<f64>> {
+    check_patient_position(ct)?;
     let n_cols = check_beams(beams)?;
     if weights_mu.len() != n_cols {
         return Err(Error::Invalid(format!(
@@ -281,7 +298,7 @@ struct ChunkOut {
 /// Compute the dose-influence matrix of `beams` on a dose grid covering `body`.
 ///
 /// Per beam, radiological depths come from a [`DepthTable`] (a fan of exactly traced rays,
-/// lateral spacing half the smallest dose-grid spacing, 1 mm... see `docs/dose.md`); every
+/// lateral and depth spacing half the smallest dose-grid spacing, see `docs/dose.md`); every
 /// body voxel then receives the analytic beamlet integrals of all beamlets within the
 /// lateral cutoff. Rows are computed in parallel (rayon) and assembled deterministically.
 pub fn influence_matrix(
@@ -292,6 +309,7 @@ pub fn influence_matrix(
     opts: &DoseOptions,
 ) -> Result<DoseCalculation> {
     let t_start = Instant::now();
+    check_patient_position(ct)?;
     let n_cols = check_beams(beams)?;
     if opts
         .grid_spacing_mm

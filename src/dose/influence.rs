@@ -3,6 +3,8 @@
 //! Stored twice, as compressed columns (one per beamlet, the natural output of the dose
 //! engine, used for `A^T y`) and compressed rows (one per voxel, used for `A x` and for
 //! per-voxel constraint rows). Values are f32, indices u32; both products are parallel.
+// Index loops mirror the formulas; negated comparisons deliberately reject NaN.
+#![allow(clippy::needless_range_loop, clippy::neg_cmp_op_on_partial_ord)]
 
 use rayon::prelude::*;
 

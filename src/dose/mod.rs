@@ -5,6 +5,7 @@ pub mod grid;
 pub mod influence;
 pub mod kernel;
 pub mod raytrace;
+pub mod report;
 
 pub use engine::{dose_at_points, influence_matrix, DoseCalculation, DoseOptions};
 pub use grid::DoseGrid;

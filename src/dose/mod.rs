@@ -1,6 +1,7 @@
 //! Dose calculation (matRad's `dij` step): pencil-beam photon dose and the influence matrix.
 
 pub mod engine;
+pub mod exact;
 pub mod grid;
 pub mod influence;
 pub mod kernel;
@@ -8,5 +9,6 @@ pub mod raytrace;
 pub mod report;
 
 pub use engine::{dose_at_points, influence_matrix, DoseCalculation, DoseOptions};
+pub use exact::dose_from_weights;
 pub use grid::DoseGrid;
 pub use influence::InfluenceMatrix;

@@ -493,7 +493,7 @@ impl<'a> PlanningProblem<'a> {
                 GoalKind::MeanDose { .. } | GoalKind::MeanMax { .. } | GoalKind::MeanMin { .. } => {
                     self.colsum(g);
                 }
-                GoalKind::Eud { a, .. } if a == 1.0 => {
+                GoalKind::Eud { a: 1.0, .. } => {
                     self.colsum(g);
                 }
                 _ => {}
@@ -637,7 +637,7 @@ impl<'a> PlanningProblem<'a> {
                         q[k] += weight * f / nv * cs[k];
                     }
                 }
-                GoalKind::Eud { a: ea, weight } if ea == 1.0 => {
+                GoalKind::Eud { a: 1.0, weight } => {
                     let cs = self.colsum(g);
                     for k in 0..n {
                         q[k] += weight * f / nv * cs[k];
@@ -1073,7 +1073,7 @@ impl<'a> PlanningProblem<'a> {
                 })?;
             let d: Vec<f64> = rows.iter().map(|&r| dose[r as usize]).collect();
             let dx = dvh::dose_at_volume(&d, nm.volume_pct);
-            if !(dx > 0.0) {
+            if dx.is_nan() || dx <= 0.0 {
                 return Err(Error::Invalid(format!(
                     "cannot normalise: D{} of '{}' is {dx} Gy",
                     nm.volume_pct, nm.structure

@@ -323,7 +323,11 @@ fn constraint_generation_reaches_the_full_row_optimum() {
     let p = protocol(
         r#"[[structure]]
 name = "BODY"
-goals = [{ type = "max_dose", dose_gy = 52 }]"#,
+goals = [{ type = "max_dose", dose_gy = 52 }]
+
+[[structure]]
+name = "OuterTarget"
+goals = [{ type = "dvh_min", dose_gy = 49.5, volume_pct = 95 }, { type = "dvh_max", dose_gy = 51.5, volume_pct = 10 }]"#,
     );
     let pb = problem(&case, &p);
     let full = pb
@@ -352,6 +356,9 @@ goals = [{ type = "max_dose", dose_gy = 52 }]"#,
     );
     let bmax = dvh::max(&doses(&gen.dose_gy, rows(&case, "BODY")));
     assert!(bmax <= 52.0 * 1.0001, "BODY max {bmax}");
+    let ptv = doses(&gen.dose_gy, rows(&case, "OuterTarget"));
+    assert!(dvh::lower_cvar(&ptv, 5.0) >= 49.5 * (1.0 - 1e-4));
+    assert!(dvh::upper_cvar(&ptv, 10.0) <= 51.5 * (1.0 + 1e-4));
 }
 
 #[test]
@@ -469,8 +476,18 @@ fn probe_timing() {
     println!("precompute {:?}", t.elapsed());
     let ls = std::env::var("LS").unwrap_or("faer".into());
     let th: u32 = std::env::var("TH").map(|v| v.parse().unwrap()).unwrap_or(0);
-    let r = pb.solve(&OptimizeOptions { verbose: std::env::var("V").is_ok(), linear_solver: ls, threads: th, ..Default::default() }).unwrap();
-    println!("solve {:.3} s, iters {}, vars {}, rows {}", r.solve_seconds, r.iterations, r.n_variables, r.n_constraint_rows);
+    let r = pb
+        .solve(&OptimizeOptions {
+            verbose: std::env::var("V").is_ok(),
+            linear_solver: ls,
+            threads: th,
+            ..Default::default()
+        })
+        .unwrap();
+    println!(
+        "solve {:.3} s, iters {}, vars {}, rows {}",
+        r.solve_seconds, r.iterations, r.n_variables, r.n_constraint_rows
+    );
 }
 
 /// TG-119 C-shape (easy) on the CORT phantom with the project's dose engine: 9 beams

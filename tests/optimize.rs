@@ -323,7 +323,11 @@ fn constraint_generation_reaches_the_full_row_optimum() {
     let p = protocol(
         r#"[[structure]]
 name = "BODY"
-goals = [{ type = "max_dose", dose_gy = 52 }]"#,
+goals = [{ type = "max_dose", dose_gy = 52 }]
+
+[[structure]]
+name = "OuterTarget"
+goals = [{ type = "dvh_min", dose_gy = 49.5, volume_pct = 95 }, { type = "dvh_max", dose_gy = 51.5, volume_pct = 10 }]"#,
     );
     let pb = problem(&case, &p);
     let full = pb
@@ -352,6 +356,9 @@ goals = [{ type = "max_dose", dose_gy = 52 }]"#,
     );
     let bmax = dvh::max(&doses(&gen.dose_gy, rows(&case, "BODY")));
     assert!(bmax <= 52.0 * 1.0001, "BODY max {bmax}");
+    let ptv = doses(&gen.dose_gy, rows(&case, "OuterTarget"));
+    assert!(dvh::lower_cvar(&ptv, 5.0) >= 49.5 * (1.0 - 1e-4));
+    assert!(dvh::upper_cvar(&ptv, 10.0) <= 51.5 * (1.0 + 1e-4));
 }
 
 #[test]
@@ -453,25 +460,16 @@ fn shipped_tg119_protocol_parses() {
 }
 
 #[test]
-#[ignore = "timing probe"]
+#[ignore = "timing probe: PROBE=0..3 selects the goal mix"]
 fn probe_timing() {
-    let t = std::time::Instant::now();
     let case = small();
-    println!(
-        "case {:?} rows {} cols {} nnz {}",
-        t.elapsed(),
-        case.matrix.n_rows(),
-        case.matrix.n_cols(),
-        case.matrix.nnz()
-    );
-    for s in &case.structures {
-        println!("{} {}", s.0, s.2.len());
-    }
-    let p = protocol(
-        r#"[[structure]]
-name = "Core"
-goals = [{ type = "overdose", dose_gy = 20, weight = 300 }, { type = "dvh_max", dose_gy = 25, volume_pct = 10 }]"#,
-    );
+    let extra = match std::env::var("PROBE").as_deref() {
+        Ok("0") => "",
+        Ok("1") => "[[structure]]\nname = \"Core\"\ngoals = [{ type = \"overdose\", dose_gy = 20, weight = 300 }]",
+        Ok("2") => "[[structure]]\nname = \"Core\"\ngoals = [{ type = \"dvh_max\", dose_gy = 25, volume_pct = 10 }]",
+        _ => "[[structure]]\nname = \"OuterTarget\"\ngoals = [{ type = \"dvh_min\", dose_gy = 50, volume_pct = 95 }]",
+    };
+    let p = protocol(extra);
     let pb = problem(&case, &p);
     let t = std::time::Instant::now();
     pb.precompute();
@@ -487,7 +485,98 @@ goals = [{ type = "overdose", dose_gy = 20, weight = 300 }, { type = "dvh_max", 
         })
         .unwrap();
     println!(
-        "solve {} s, iters {}, vars {}, rows {}",
+        "solve {:.3} s, iters {}, vars {}, rows {}",
         r.solve_seconds, r.iterations, r.n_variables, r.n_constraint_rows
     );
+}
+
+/// TG-119 C-shape (easy) on the CORT phantom with the project's dose engine: 9 beams
+/// 0..320 by 40, 5 mm beamlets, 3 mm dose grid, 50 Gy in 30 fractions (Ezzell et al. 2009;
+/// goals in `data/protocols/tg119.toml`). Peer: matRad PTV D95 49.1 Gy, Core D10 23.8 Gy
+/// before normalisation (`docs/tg119.md`).
+#[test]
+#[ignore = "TG-119 end to end: the solve did not finish within 30 min on the shared 2-core machine (per-voxel rows of ~10^3 non-zeros, see docs/benchmarks.md); run with --ignored"]
+fn tg119_c_shape_meets_goals() {
+    use rtopt::beams::{setup_beams, BeamSetup};
+    use rtopt::dose::engine::{influence_matrix, DoseOptions};
+    use rtopt::machine::MachineModel;
+    let t = std::time::Instant::now();
+    let case = rtopt::Case::load(Path::new("data/tg119"), &Default::default()).unwrap();
+    let p = Protocol::load(Path::new("data/protocols/tg119.toml")).unwrap();
+    let machine = MachineModel::default_6x();
+    let target = &case.structure("OuterTarget").unwrap().mask;
+    let bs = p.beams.as_ref().unwrap();
+    let setup = BeamSetup {
+        gantry_deg: bs.gantry_deg.clone(),
+        couch_deg: bs.couch_deg,
+        collimator_deg: bs.collimator_deg,
+        ..Default::default()
+    };
+    let beams = setup_beams(target, &setup, &machine).unwrap();
+    let body = case.body_mask();
+    let calc =
+        influence_matrix(&case.ct, &body, &beams, &machine, &DoseOptions::default()).unwrap();
+    println!(
+        "dose: {} rows x {} beamlets, {} nnz, {:.1} s",
+        calc.matrix.n_rows(),
+        calc.matrix.n_cols(),
+        calc.matrix.nnz(),
+        calc.build_seconds
+    );
+    let structures: Vec<(String, String, Vec<u32>)> = ["OuterTarget", "Core", "BODY"]
+        .iter()
+        .map(|n| {
+            let s = case.structure(n).unwrap();
+            (
+                n.to_string(),
+                s.roi.interpreted_type.clone(),
+                calc.dose_grid.rows_in(&s.mask),
+            )
+        })
+        .collect();
+    let pb = PlanningProblem::new(&calc.matrix, &calc.dose_grid, &beams, &structures, &p).unwrap();
+    let r = pb.solve(&OptimizeOptions::default()).unwrap();
+    let d = |name: &str| {
+        doses(
+            &r.dose_gy,
+            &structures.iter().find(|s| s.0 == name).unwrap().2,
+        )
+    };
+    let (ptv, core) = (d("OuterTarget"), d("Core"));
+    let (d95, d10, c10) = (
+        dvh::dose_at_volume(&ptv, 95.0),
+        dvh::dose_at_volume(&ptv, 10.0),
+        dvh::dose_at_volume(&core, 10.0),
+    );
+    println!(
+        "TG-119 C-shape: PTV D95 {d95:.2} Gy (>= 50), D10 {d10:.2} Gy (<= 55); Core D10 {c10:.2} Gy \
+         (<= 25; TG-119 'hard' goal 10 Gy); matRad: D95 49.1, Core D10 23.8. \
+         Solve {:.1} s, {} iterations, {} rounds, {} variables, {} rows; total {:.0} s",
+        r.solve_seconds, r.iterations, r.rounds, r.n_variables, r.n_constraint_rows,
+        t.elapsed().as_secs_f64()
+    );
+    for g in &r.goals {
+        println!(
+            "  {} {}: achieved {:.2} Gy, met {:?}",
+            g.structure, g.description, g.achieved_gy, g.met
+        );
+    }
+    assert!(d95 >= 50.0 * (1.0 - 1e-4), "PTV D95 {d95}");
+    assert!(d10 <= 55.0, "PTV D10 {d10}");
+    assert!(c10 <= 25.0, "Core D10 {c10}");
+    // Hard constraints hold on the final dose within 0.5 %.
+    for g in r
+        .goals
+        .iter()
+        .filter(|g| g.role == rtopt::optimize::GoalRole::Constraint)
+    {
+        assert_eq!(
+            g.met,
+            Some(true),
+            "{} {}: {}",
+            g.structure,
+            g.description,
+            g.achieved_gy
+        );
+    }
 }

@@ -493,7 +493,7 @@ impl<'a> PlanningProblem<'a> {
                 GoalKind::MeanDose { .. } | GoalKind::MeanMax { .. } | GoalKind::MeanMin { .. } => {
                     self.colsum(g);
                 }
-                GoalKind::Eud { a, .. } if a == 1.0 => {
+                GoalKind::Eud { a: 1.0, .. } => {
                     self.colsum(g);
                 }
                 _ => {}
@@ -551,6 +551,25 @@ impl<'a> PlanningProblem<'a> {
         }
         let d0 = self.reference_dose();
         let sign = Self::hinge_sign(&g.kind).unwrap_or(1.0);
+        // CVaR terms: only the tail beyond the VaR matters; start from three times the tail
+        // of the reference dose (by rank), constraint generation adds what is missing.
+        let tail = match g.kind {
+            GoalKind::DvhMax { volume_pct, .. } => Some(volume_pct / 100.0),
+            GoalKind::DvhMin { volume_pct, .. } => Some(1.0 - volume_pct / 100.0),
+            _ => None,
+        };
+        if let Some(p) = tail {
+            let k = ((3.0 * p * g.rows.len() as f64).ceil() as usize + 50).min(g.rows.len());
+            let mut idx: Vec<u32> = g.rows.clone();
+            // hottest first for upper tails, coldest first for lower tails; ties by row
+            idx.sort_by(|&a, &b| {
+                let (da, db) = (d0[a as usize], d0[b as usize]);
+                (sign * db).total_cmp(&(sign * da)).then(a.cmp(&b))
+            });
+            idx.truncate(k);
+            idx.sort_unstable();
+            return idx;
+        }
         let theta = match g.kind {
             GoalKind::MaxPenalty { .. } => g
                 .rows
@@ -637,7 +656,7 @@ impl<'a> PlanningProblem<'a> {
                         q[k] += weight * f / nv * cs[k];
                     }
                 }
-                GoalKind::Eud { a: ea, weight } if ea == 1.0 => {
+                GoalKind::Eud { a: 1.0, weight } => {
                     let cs = self.colsum(g);
                     for k in 0..n {
                         q[k] += weight * f / nv * cs[k];
@@ -1073,7 +1092,7 @@ impl<'a> PlanningProblem<'a> {
                 })?;
             let d: Vec<f64> = rows.iter().map(|&r| dose[r as usize]).collect();
             let dx = dvh::dose_at_volume(&d, nm.volume_pct);
-            if !(dx > 0.0) {
+            if dx.is_nan() || dx <= 0.0 {
                 return Err(Error::Invalid(format!(
                     "cannot normalise: D{} of '{}' is {dx} Gy",
                     nm.volume_pct, nm.structure

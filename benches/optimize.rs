@@ -1,0 +1,177 @@
+//! Fluence-optimisation benchmarks (figures in docs/benchmarks.md, section "Optimisation").
+//!
+//! - `optimize/synthetic/<voxels>x<beamlets>`: full solve (Hessian blocks, formulation,
+//!   Clarabel) of the synthetic C-shape with hard CVaR constraints, cold problem each time.
+//! - `optimize/variant/...`: re-solve after a weight change on a warm problem (cached
+//!   Hessian blocks and constraint-generation rows).
+//! - `optimize/tg119`: TG-119 C-shape with the project's dose engine; only when
+//!   `RTOPT_BENCH_TG119=1` (the dose calculation takes minutes and is not timed).
+//!
+//! Peak resident memory of the process is printed at the end (VmHWM).
+
+use std::path::Path;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use rtopt::optimize::synthetic::c_shape;
+use rtopt::optimize::{OptimizeOptions, PlanningProblem, Protocol};
+
+const PROTOCOL: &str = r#"
+[prescription]
+total_dose_gy = 50
+fractions = 30
+target = "OuterTarget"
+
+[[structure]]
+name = "OuterTarget"
+goals = [
+  { type = "deviation", dose_gy = 51, weight = 1000 },
+  { type = "dvh_min", dose_gy = 50, volume_pct = 95 },
+  { type = "dvh_max", dose_gy = 55, volume_pct = 10 },
+]
+
+[[structure]]
+name = "Core"
+goals = [
+  { type = "overdose", dose_gy = 10, weight = 300 },
+  { type = "dvh_max", dose_gy = 25, volume_pct = 10 },
+]
+
+[[structure]]
+name = "BODY"
+goals = [{ type = "overdose", dose_gy = 30, weight = 100, exclude = ["OuterTarget"] }]
+"#;
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|v| v.parse::<f64>().ok()))
+                .flatten()
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn synthetic(c: &mut Criterion) {
+    let p = Protocol::from_toml_str(PROTOCOL, Path::new("bench.toml")).unwrap();
+    let mut g = c.benchmark_group("optimize");
+    g.sample_size(10).measurement_time(Duration::from_secs(20));
+    for (n_side, slices, beams, bl) in [(30, 6, 5, 6.0), (40, 8, 7, 5.0), (50, 12, 9, 5.0)] {
+        let case = c_shape(n_side, slices, beams, bl);
+        let label = format!("{}x{}", case.matrix.n_rows(), case.matrix.n_cols());
+        let opts = OptimizeOptions::default();
+        let probe = || {
+            let r = PlanningProblem::new(
+                &case.matrix,
+                &case.dose_grid,
+                &case.beams,
+                &case.structures,
+                &p,
+            )
+            .unwrap()
+            .solve(&opts)
+            .unwrap();
+            eprintln!(
+                "synthetic {label}: nnz {}, {} iterations, {} rounds, {} variables, {} rows, \
+                 solve {:.2} s",
+                case.matrix.nnz(),
+                r.iterations,
+                r.rounds,
+                r.n_variables,
+                r.n_constraint_rows,
+                r.solve_seconds
+            );
+        };
+        let mut probed = false;
+        g.bench_function(format!("synthetic/{label}"), |b| {
+            if !probed {
+                probe();
+                probed = true;
+            }
+            b.iter(|| {
+                PlanningProblem::new(
+                    &case.matrix,
+                    &case.dose_grid,
+                    &case.beams,
+                    &case.structures,
+                    &p,
+                )
+                .unwrap()
+                .solve(&opts)
+                .unwrap()
+            })
+        });
+        let mut warm = PlanningProblem::new(
+            &case.matrix,
+            &case.dose_grid,
+            &case.beams,
+            &case.structures,
+            &p,
+        )
+        .unwrap();
+        warm.solve(&opts).unwrap();
+        let goal = warm.find_goal("Core", "overdose").unwrap();
+        let mut w = 300.0;
+        g.bench_function(format!("variant/{label}"), |b| {
+            b.iter(|| {
+                w = if w == 300.0 { 600.0 } else { 300.0 };
+                warm.set_goal_weight(goal, w).unwrap();
+                warm.solve(&opts).unwrap()
+            })
+        });
+    }
+    g.finish();
+    eprintln!("peak RSS {:.0} MiB", peak_rss_mib());
+}
+
+fn tg119(c: &mut Criterion) {
+    if std::env::var("RTOPT_BENCH_TG119").as_deref() != Ok("1") {
+        return;
+    }
+    use rtopt::beams::{setup_beams, BeamSetup};
+    use rtopt::dose::{influence_matrix, DoseOptions};
+    use rtopt::machine::MachineModel;
+    let case = rtopt::Case::load(Path::new("data/tg119"), &Default::default()).unwrap();
+    let p = Protocol::load(Path::new("data/protocols/tg119.toml")).unwrap();
+    let machine = MachineModel::default_6x();
+    let target = &case.structure("OuterTarget").unwrap().mask;
+    let beams = setup_beams(target, &BeamSetup::default(), &machine).unwrap();
+    let calc = influence_matrix(
+        &case.ct,
+        &case.body_mask(),
+        &beams,
+        &machine,
+        &DoseOptions::default(),
+    )
+    .unwrap();
+    let structures: Vec<(String, String, Vec<u32>)> = ["OuterTarget", "Core", "BODY"]
+        .iter()
+        .map(|n| {
+            let s = case.structure(n).unwrap();
+            (
+                n.to_string(),
+                s.roi.interpreted_type.clone(),
+                calc.dose_grid.rows_in(&s.mask),
+            )
+        })
+        .collect();
+    let opts = OptimizeOptions::default();
+    let mut g = c.benchmark_group("optimize");
+    g.sample_size(10).measurement_time(Duration::from_secs(60));
+    g.bench_function("tg119", |b| {
+        b.iter(|| {
+            PlanningProblem::new(&calc.matrix, &calc.dose_grid, &beams, &structures, &p)
+                .unwrap()
+                .solve(&opts)
+                .unwrap()
+        })
+    });
+    g.finish();
+    eprintln!("peak RSS {:.0} MiB", peak_rss_mib());
+}
+
+criterion_group!(benches, synthetic, tg119);
+criterion_main!(benches);

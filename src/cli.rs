@@ -83,7 +83,7 @@ pub fn plan(args: &PlanArgs) -> Result<PlanOutcome> {
         .with_machine(machine)
         .with_optimize_options(OptimizeOptions {
             relax: args.relax,
-            ..OptimizeOptions::default()
+            ..crate::plan::optimisation_defaults()
         })
         .with_deliverable_normalization(args.normalize)
         .with_progress(ProgressMode::auto(args.quiet))

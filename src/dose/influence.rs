@@ -199,6 +199,21 @@ impl InfluenceMatrix {
         });
     }
 
+    /// Scale every row `r` by `factors[r]` (e.g. the ratio of the untruncated to the
+    /// truncated dose per voxel, see `plan::scatter_correction`).
+    pub fn scale_rows(&mut self, factors: &[f64]) {
+        assert_eq!(factors.len(), self.n_rows);
+        for r in 0..self.n_rows {
+            for k in self.row_ptr[r]..self.row_ptr[r + 1] {
+                self.row_vals[k] = (self.row_vals[k] as f64 * factors[r]) as f32;
+            }
+        }
+        for k in 0..self.col_vals.len() {
+            let r = self.col_rows[k] as usize;
+            self.col_vals[k] = (self.col_vals[k] as f64 * factors[r]) as f32;
+        }
+    }
+
     /// A new matrix with the columns scaled (e.g. to turn unit-fluence columns into segments).
     pub fn scale_columns(&mut self, factors: &[f64]) {
         assert_eq!(factors.len(), self.n_cols);

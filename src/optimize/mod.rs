@@ -981,7 +981,7 @@ impl<'a> PlanningProblem<'a> {
             // Constraint generation: add excluded voxels that violate their hinge.
             let mut added = false;
             let tol = 1e-4 * rx;
-            let margin = 0.05 * rx;
+            let margin = 0.01 * rx;
             for h in &form.hinges {
                 let Some(c) = cand[h.goal].as_mut() else {
                     continue;

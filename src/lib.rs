@@ -10,6 +10,7 @@
 
 pub mod atomic;
 pub mod beams;
+pub mod budget;
 pub mod case;
 pub mod ct;
 pub mod dicom_io;

@@ -49,7 +49,7 @@ fn main() -> ExitCode {
             let opts = rtopt::LoadOptions {
                 ct: rtopt::ct::CtImportOptions {
                     series_uid: series,
-                    memory_budget_bytes: None,
+                    memory_budget_bytes: Some(rtopt::budget::default_memory_budget_bytes()),
                 },
                 rtstruct,
             };

@@ -64,3 +64,355 @@ pub struct Beam {
     /// Column of the influence matrix holding this beam's first beamlet.
     pub first_column: usize,
 }
+
+use crate::error::{Error, Result};
+use crate::geometry::Mask;
+use crate::machine::MachineModel;
+
+/// Orthonormal beam frame in LPS: source position and BLD axes (IEC 61217, HFS).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BeamFrame {
+    /// Source position, LPS mm.
+    pub source_mm: [f64; 3],
+    /// Unit vector of the central axis, source -> isocentre (LPS).
+    pub axis: [f64; 3],
+    /// BLD x axis (leaf travel, X jaws), LPS unit vector.
+    pub x_axis: [f64; 3],
+    /// BLD y axis (across leaves, Y jaws), LPS unit vector.
+    pub y_axis: [f64; 3],
+    /// Source-axis distance, mm.
+    pub sad_mm: f64,
+}
+
+#[inline]
+fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
+    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+}
+
+/// Rotate `v` about the LPS +y axis by `phi` radians (right-handed).
+fn rot_y(v: [f64; 3], phi: f64) -> [f64; 3] {
+    let (s, c) = phi.sin_cos();
+    [v[0] * c + v[2] * s, v[1], -v[0] * s + v[2] * c]
+}
+
+impl BeamFrame {
+    /// Beam frame for IEC 61217 gantry, couch and collimator angles (degrees), HFS patient.
+    ///
+    /// HFS: IEC fixed X = LPS +x, Y = LPS +z, Z = LPS -y. At couch 0 the source sits at
+    /// `iso + SAD (sin g, -cos g, 0)` (gantry 0 anterior, 90 patient left); the BLD x axis is
+    /// `(cos g, sin g, 0)` and the BLD y axis LPS +z (towards the gantry). The collimator
+    /// turns the BLD axes right-handedly about the axis pointing to the source
+    /// (counter-clockwise seen from the source). The couch angle turns the patient
+    /// counter-clockwise seen from above (about IEC Z), i.e. the beam turns about LPS +y by
+    /// the couch angle in patient coordinates.
+    pub fn new(
+        gantry_deg: f64,
+        couch_deg: f64,
+        collimator_deg: f64,
+        isocenter_mm: [f64; 3],
+        sad_mm: f64,
+    ) -> BeamFrame {
+        let g = gantry_deg.to_radians();
+        let (sg, cg) = g.sin_cos();
+        let to_source = [sg, -cg, 0.0];
+        let ex0 = [cg, sg, 0.0];
+        let ey0 = [0.0, 0.0, 1.0];
+        let (sc, cc) = collimator_deg.to_radians().sin_cos();
+        let mut ex = [0.0; 3];
+        let mut ey = [0.0; 3];
+        for a in 0..3 {
+            ex[a] = cc * ex0[a] + sc * ey0[a];
+            ey[a] = -sc * ex0[a] + cc * ey0[a];
+        }
+        let phi = couch_deg.to_radians();
+        let to_source = rot_y(to_source, phi);
+        let ex = rot_y(ex, phi);
+        let ey = rot_y(ey, phi);
+        let source = [
+            isocenter_mm[0] + sad_mm * to_source[0],
+            isocenter_mm[1] + sad_mm * to_source[1],
+            isocenter_mm[2] + sad_mm * to_source[2],
+        ];
+        BeamFrame {
+            source_mm: source,
+            axis: [-to_source[0], -to_source[1], -to_source[2]],
+            x_axis: ex,
+            y_axis: ey,
+            sad_mm,
+        }
+    }
+
+    /// LPS point -> `(x_iso_mm, y_iso_mm, z_mm)`: BLD coordinates projected to the isocentre
+    /// plane (scaled by SAD / z) and the distance `z_mm` from the source along the central
+    /// axis. Points at or behind the source (z <= 0) give non-finite lateral values.
+    #[inline]
+    pub fn to_beam(&self, p_mm: [f64; 3]) -> [f64; 3] {
+        let r = [
+            p_mm[0] - self.source_mm[0],
+            p_mm[1] - self.source_mm[1],
+            p_mm[2] - self.source_mm[2],
+        ];
+        let z = dot(r, self.axis);
+        let s = self.sad_mm / z;
+        [dot(r, self.x_axis) * s, dot(r, self.y_axis) * s, z]
+    }
+
+    /// Inverse of [`BeamFrame::to_beam`].
+    #[inline]
+    pub fn to_lps(&self, b: [f64; 3]) -> [f64; 3] {
+        let s = b[2] / self.sad_mm;
+        let mut p = [0.0; 3];
+        for a in 0..3 {
+            p[a] = self.source_mm[a]
+                + s * (self.sad_mm * self.axis[a] + b[0] * self.x_axis[a] + b[1] * self.y_axis[a]);
+        }
+        p
+    }
+}
+
+impl Beam {
+    /// The beam frame (source and BLD axes in LPS).
+    pub fn frame(&self) -> BeamFrame {
+        BeamFrame::new(
+            self.gantry_deg,
+            self.couch_deg,
+            self.collimator_deg,
+            self.isocenter_mm,
+            self.sad_mm,
+        )
+    }
+
+    /// Source position, LPS mm (HFS).
+    pub fn source_mm(&self) -> [f64; 3] {
+        self.frame().source_mm
+    }
+
+    /// LPS point -> `(x_iso_mm, y_iso_mm, z_mm from the source along the central axis)`.
+    pub fn lps_to_beam(&self, p_mm: [f64; 3]) -> [f64; 3] {
+        self.frame().to_beam(p_mm)
+    }
+
+    /// Inverse of [`Beam::lps_to_beam`].
+    pub fn beam_to_lps(&self, b: [f64; 3]) -> [f64; 3] {
+        self.frame().to_lps(b)
+    }
+
+    /// Number of active beamlets (columns of the influence matrix).
+    pub fn n_beamlets(&self) -> usize {
+        self.beamlets.len()
+    }
+}
+
+/// How to place beams and beamlets around a target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BeamSetup {
+    /// IEC 61217 gantry angles, degrees (one beam each).
+    pub gantry_deg: Vec<f64>,
+    /// IEC 61217 couch angle, degrees (all beams).
+    pub couch_deg: f64,
+    /// IEC 61217 collimator angle, degrees (all beams).
+    pub collimator_deg: f64,
+    /// Isocentre, LPS mm (default: the target centroid).
+    pub isocenter_mm: Option<[f64; 3]>,
+    /// Beamlet size at the isocentre, mm (square).
+    pub beamlet_size_mm: f64,
+    /// Margin around the target's beam's-eye-view projection, mm at the isocentre.
+    pub margin_mm: f64,
+}
+
+impl Default for BeamSetup {
+    /// Nine equispaced coplanar beams (0, 40, ..., 320), 5 mm beamlets, 5 mm margin.
+    fn default() -> Self {
+        BeamSetup {
+            gantry_deg: (0..9).map(|i| 40.0 * i as f64).collect(),
+            couch_deg: 0.0,
+            collimator_deg: 0.0,
+            isocenter_mm: None,
+            beamlet_size_mm: 5.0,
+            margin_mm: 5.0,
+        }
+    }
+}
+
+/// Place one beam per gantry angle with a beamlet grid covering the target's
+/// beam's-eye-view projection plus `margin_mm`.
+///
+/// The grid edges lie on multiples of the beamlet size at the isocentre, so with 5 mm
+/// beamlets every MLC leaf boundary of the default machine (multiples of 5 mm) is a row
+/// edge. Beamlets are ordered row by row (`iy` outer, `ix` inner); `first_column` counts
+/// cumulatively over the beams. Only HFS geometry is modelled (see [`BeamFrame::new`]).
+pub fn setup_beams(target: &Mask, setup: &BeamSetup, machine: &MachineModel) -> Result<Vec<Beam>> {
+    let b = setup.beamlet_size_mm;
+    if !(b.is_finite() && b > 0.0) {
+        return Err(Error::Invalid(format!(
+            "beamlet size must be a positive number of mm, got {b}"
+        )));
+    }
+    if !(setup.margin_mm.is_finite() && setup.margin_mm >= 0.0) {
+        return Err(Error::Invalid(format!(
+            "beamlet margin must be >= 0 mm, got {}",
+            setup.margin_mm
+        )));
+    }
+    if setup.gantry_deg.is_empty() {
+        return Err(Error::Invalid("no gantry angle given".into()));
+    }
+    for &g in setup
+        .gantry_deg
+        .iter()
+        .chain([setup.couch_deg, setup.collimator_deg].iter())
+    {
+        if !g.is_finite() {
+            return Err(Error::Invalid(format!("beam angle {g} is not finite")));
+        }
+    }
+    let iso = match setup.isocenter_mm {
+        Some(i) => i,
+        None => target
+            .centroid_mm()
+            .ok_or_else(|| Error::Invalid("target mask is empty: cannot place beams".into()))?,
+    };
+    let pts: Vec<[f64; 3]> = target
+        .inside
+        .iter()
+        .enumerate()
+        .filter(|(_, &v)| v)
+        .map(|(idx, _)| {
+            let [i, j, k] = target.grid.ijk(idx);
+            target.grid.centre_mm(i, j, k)
+        })
+        .collect();
+    if pts.is_empty() {
+        return Err(Error::Invalid(
+            "target mask is empty: cannot place beamlets".into(),
+        ));
+    }
+    let mut beams = Vec::with_capacity(setup.gantry_deg.len());
+    let mut first_column = 0usize;
+    for (n, &g) in setup.gantry_deg.iter().enumerate() {
+        let frame = BeamFrame::new(
+            g,
+            setup.couch_deg,
+            setup.collimator_deg,
+            iso,
+            machine.sad_mm,
+        );
+        let proj: Vec<[f64; 2]> = pts
+            .iter()
+            .map(|&p| {
+                let q = frame.to_beam(p);
+                [q[0], q[1]]
+            })
+            .collect();
+        let m = setup.margin_mm;
+        let (mut lo, mut hi) = ([f64::INFINITY; 2], [f64::NEG_INFINITY; 2]);
+        for q in &proj {
+            for a in 0..2 {
+                lo[a] = lo[a].min(q[a] - m);
+                hi[a] = hi[a].max(q[a] + m);
+            }
+        }
+        // Grid edges on multiples of b.
+        let e0 = [(lo[0] / b).floor(), (lo[1] / b).floor()];
+        let nx = (((hi[0] / b).ceil() - e0[0]) as usize).max(1);
+        let ny = (((hi[1] / b).ceil() - e0[1]) as usize).max(1);
+        let mut active = vec![false; nx * ny];
+        for q in &proj {
+            let ix0 = (((q[0] - m) / b).floor() - e0[0]).max(0.0) as usize;
+            let ix1 = ((((q[0] + m) / b).ceil() - e0[0]) as usize).min(nx);
+            let iy0 = (((q[1] - m) / b).floor() - e0[1]).max(0.0) as usize;
+            let iy1 = ((((q[1] + m) / b).ceil() - e0[1]) as usize).min(ny);
+            for iy in iy0..iy1 {
+                let y_lo = (e0[1] + iy as f64) * b;
+                let dy = (y_lo - q[1]).max(q[1] - (y_lo + b)).max(0.0);
+                for ix in ix0..ix1 {
+                    let x_lo = (e0[0] + ix as f64) * b;
+                    let dx = (x_lo - q[0]).max(q[0] - (x_lo + b)).max(0.0);
+                    if dx * dx + dy * dy <= m * m + 1e-9 {
+                        active[iy * nx + ix] = true;
+                    }
+                }
+            }
+        }
+        let grid = BeamletGrid {
+            size_x_mm: b,
+            size_y_mm: b,
+            nx,
+            ny,
+            x0_mm: (e0[0] + 0.5) * b,
+            y0_mm: (e0[1] + 0.5) * b,
+        };
+        let beamlets: Vec<[usize; 2]> = (0..ny)
+            .flat_map(|iy| (0..nx).map(move |ix| [ix, iy]))
+            .filter(|&[ix, iy]| active[iy * nx + ix])
+            .collect();
+        let nb = beamlets.len();
+        beams.push(Beam {
+            number: n + 1,
+            name: format!("G{:03.0}", g.rem_euclid(360.0)),
+            gantry_deg: g,
+            couch_deg: setup.couch_deg,
+            collimator_deg: setup.collimator_deg,
+            isocenter_mm: iso,
+            sad_mm: machine.sad_mm,
+            grid,
+            beamlets,
+            first_column,
+        });
+        first_column += nb;
+    }
+    Ok(beams)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: [f64; 3], b: [f64; 3], tol: f64) -> bool {
+        (0..3).all(|i| (a[i] - b[i]).abs() < tol)
+    }
+
+    #[test]
+    fn source_positions_iec61217_hfs() {
+        let iso = [10.0, -20.0, 30.0];
+        let f = |g| BeamFrame::new(g, 0.0, 0.0, iso, 1000.0).source_mm;
+        // gantry 0: anterior (LPS -y); 90: patient left (+x); 180: posterior; 270: right.
+        assert!(close(f(0.0), [10.0, -1020.0, 30.0], 1e-9));
+        assert!(close(f(90.0), [1010.0, -20.0, 30.0], 1e-9));
+        assert!(close(f(180.0), [10.0, 980.0, 30.0], 1e-9));
+        assert!(close(f(270.0), [-990.0, -20.0, 30.0], 1e-9));
+    }
+
+    #[test]
+    fn bld_axes_and_round_trip() {
+        let fr = BeamFrame::new(90.0, 0.0, 0.0, [0.0; 3], 1000.0);
+        assert!(close(fr.x_axis, [0.0, 1.0, 0.0], 1e-12));
+        assert!(close(fr.y_axis, [0.0, 0.0, 1.0], 1e-12));
+        // Right-handed BLD frame: x cross y points to the source.
+        let fr0 = BeamFrame::new(0.0, 0.0, 0.0, [0.0; 3], 1000.0);
+        let z = [
+            fr0.x_axis[1] * fr0.y_axis[2] - fr0.x_axis[2] * fr0.y_axis[1],
+            fr0.x_axis[2] * fr0.y_axis[0] - fr0.x_axis[0] * fr0.y_axis[2],
+            fr0.x_axis[0] * fr0.y_axis[1] - fr0.x_axis[1] * fr0.y_axis[0],
+        ];
+        assert!(close(z, [0.0, -1.0, 0.0], 1e-12));
+        for &(g, c, k) in &[(0.0, 0.0, 0.0), (37.0, 15.0, 290.0), (200.0, 350.0, 45.0)] {
+            let fr = BeamFrame::new(g, c, k, [5.0, 6.0, 7.0], 1000.0);
+            let p = [42.0, -17.0, 88.0];
+            let q = fr.to_beam(p);
+            assert!(close(fr.to_lps(q), p, 1e-9));
+            // The isocentre maps to (0, 0, SAD).
+            assert!(close(fr.to_beam([5.0, 6.0, 7.0]), [0.0, 0.0, 1000.0], 1e-9));
+        }
+        // A point 10 mm towards patient left at gantry 0 projects to x_iso = +10 mm at iso
+        // depth and to 10 * 1000/1100 at 100 mm beyond the isocentre.
+        let q = fr0.to_beam([10.0, 100.0, 0.0]);
+        assert!(close(q, [10.0 * 1000.0 / 1100.0, 0.0, 1100.0], 1e-9));
+        // Collimator 90: BLD x axis turns onto the old y axis (LPS +z).
+        let fr = BeamFrame::new(0.0, 0.0, 90.0, [0.0; 3], 1000.0);
+        assert!(close(fr.x_axis, [0.0, 0.0, 1.0], 1e-12));
+        // Couch 90 with gantry 90: source moves from patient left towards the feet (-z).
+        let fr = BeamFrame::new(90.0, 90.0, 0.0, [0.0; 3], 1000.0);
+        assert!(close(fr.source_mm, [0.0, 0.0, -1000.0], 1e-9));
+    }
+}

@@ -17,9 +17,11 @@ pub mod dicom_io;
 pub mod dose;
 pub mod error;
 pub mod export;
+pub mod gamma;
 pub mod geometry;
 pub mod machine;
 pub mod segment;
+pub mod sequencing;
 pub mod structures;
 
 pub use case::{Case, LoadOptions};

@@ -1,7 +1,11 @@
 //! Treatment-machine description (read from `data/machines/*.json`): geometry, MLC, jaws,
 //! beam model and calibration.
 
+use std::path::Path;
+
 use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
 
 /// Multi-leaf collimator.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,6 +62,36 @@ mod tests {
         assert_eq!(b[10], -100.0);
         assert_eq!(b[50], 100.0);
     }
+
+    #[test]
+    fn default_machine_parses_and_hlut_interpolates() {
+        let m = super::MachineModel::default_6x();
+        assert_eq!(m.mlc.n_pairs(), 60);
+        // matRad/CORT curve: (-1024, 0.00324) -> (200, 1.2): HU 0 gives 1.0044.
+        let w = m.relative_electron_density(0.0) as f64;
+        assert!((w - (0.00324 + 1024.0 / 1224.0 * (1.2 - 0.00324))).abs() < 1e-5);
+        assert!((m.relative_electron_density(300.0) - 1.2).abs() < 1e-6);
+        assert!((m.relative_electron_density(-5000.0) - 0.00324).abs() < 1e-7);
+        assert!((m.relative_electron_density(9000.0) - 2.5306).abs() < 1e-6);
+    }
+
+    #[test]
+    fn invalid_machine_file_names_the_field() {
+        let mut v: serde_json::Value = serde_json::from_str(super::DEFAULT_6X_JSON).expect("json");
+        v["beam_model"]["mu_per_mm"] = serde_json::json!(-1.0);
+        let e = super::MachineModel::from_json(&v.to_string(), std::path::Path::new("m.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("m.json") && e.contains("beam_model.mu_per_mm"),
+            "{e}"
+        );
+        v.as_object_mut().expect("obj").remove("calibration");
+        let e = super::MachineModel::from_json(&v.to_string(), std::path::Path::new("m.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("calibration"), "{e}");
+    }
 }
 
 /// A treatment machine: geometry, collimation and (added by the dose engine) its beam model.
@@ -75,4 +109,180 @@ pub struct MachineModel {
     pub jaws: Jaws,
     /// Smallest deliverable segment, MU.
     pub min_segment_mu: f64,
+    /// Photon pencil-beam kernel (see `docs/dose.md`).
+    pub beam_model: PencilBeamModel,
+    /// CT calibration: HU -> electron density relative to water, piecewise linear,
+    /// `[hu, rel_ed]` pairs with ascending HU (clamped outside the table).
+    pub hu_to_rel_ed: Vec<[f64; 2]>,
+    /// Absolute dose calibration.
+    pub calibration: Calibration,
+}
+
+/// One term of the pencil-beam kernel: a Bortfeld depth function times a Gaussian lateral
+/// kernel (`docs/dose.md`).
+///
+/// Depth term: `w * beta/(beta - mu) * (exp(-mu d) - exp(-beta d))`, `d` the radiological
+/// depth in mm. Lateral term: a Gaussian of standard deviation
+/// `sigma_iso_mm + sigma_slope * d` in the isocentre plane.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KernelComponent {
+    /// Weight `w` (dimensionless; the absolute scale comes from [`Calibration`]).
+    pub weight: f64,
+    /// Build-up coefficient `beta`, 1/mm.
+    pub beta_per_mm: f64,
+    /// Gaussian sigma at zero depth, mm in the isocentre plane.
+    pub sigma_iso_mm: f64,
+    /// Growth of sigma per mm of radiological depth (mm/mm).
+    pub sigma_slope: f64,
+}
+
+/// Bortfeld-style photon pencil-beam model: depth terms times Gaussian radial kernels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PencilBeamModel {
+    /// Effective linear attenuation coefficient of the primary fluence in water, 1/mm.
+    pub mu_per_mm: f64,
+    /// Kernel terms (typically 3: primary + penumbra, medium-range and long-range scatter).
+    pub components: Vec<KernelComponent>,
+}
+
+/// Absolute calibration: `dose_gy_per_mu` at the depth of maximum dose on the central axis of
+/// a square `field_mm` field at source-surface distance `ssd_mm` in water.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// Gy per MU at dmax (default 0.01 Gy/MU = 1 cGy/MU).
+    pub dose_gy_per_mu: f64,
+    /// Side of the square reference field at the isocentre, mm (default 100).
+    pub field_mm: f64,
+    /// Source-surface distance of the reference set-up, mm (default 1000).
+    pub ssd_mm: f64,
+}
+
+const DEFAULT_6X_JSON: &str = include_str!("../data/machines/generic_6x.json");
+
+impl MachineModel {
+    /// Read a machine file (JSON). Errors name the file and the offending field.
+    pub fn load(path: &Path) -> Result<MachineModel> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_json(&text, path)
+    }
+
+    /// Parse a machine description; `path` is used in error messages only.
+    pub fn from_json(text: &str, path: &Path) -> Result<MachineModel> {
+        let m: MachineModel = serde_json::from_str(text).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            reason: format!("invalid machine file: {e}"),
+        })?;
+        m.validate().map_err(|reason| Error::Config {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+        Ok(m)
+    }
+
+    /// The built-in generic 6 MV machine (`data/machines/generic_6x.json`).
+    pub fn default_6x() -> MachineModel {
+        // The embedded file is checked by a unit test; parsing cannot fail at run time.
+        Self::from_json(DEFAULT_6X_JSON, Path::new("data/machines/generic_6x.json"))
+            .unwrap_or_else(|e| panic!("built-in machine file is invalid: {e}"))
+    }
+
+    /// Check physical plausibility; the error string names the field.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let pos = |v: f64, name: &str| -> std::result::Result<(), String> {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(format!("field `{name}` must be a positive number, got {v}"))
+            }
+        };
+        pos(self.sad_mm, "sad_mm")?;
+        pos(self.beamlet_size_mm, "beamlet_size_mm")?;
+        pos(self.energy_mv, "energy_mv")?;
+        if !(self.min_segment_mu.is_finite() && self.min_segment_mu >= 0.0) {
+            return Err("field `min_segment_mu` must be >= 0".into());
+        }
+        let b = &self.mlc.leaf_boundaries_mm;
+        if b.len() < 2 || b.windows(2).any(|w| !(w[1] > w[0])) {
+            return Err(
+                "field `mlc.leaf_boundaries_mm` must hold >= 2 strictly ascending values".into(),
+            );
+        }
+        if !(self.mlc.x_max_mm > self.mlc.x_min_mm) {
+            return Err("fields `mlc.x_min_mm`/`mlc.x_max_mm`: need x_min < x_max".into());
+        }
+        if !(self.jaws.x_max_mm > self.jaws.x_min_mm && self.jaws.y_max_mm > self.jaws.y_min_mm) {
+            return Err("field `jaws`: need min < max on both axes".into());
+        }
+        pos(self.beam_model.mu_per_mm, "beam_model.mu_per_mm")?;
+        if self.beam_model.components.is_empty()
+            || self.beam_model.components.len() > crate::dose::kernel::MAX_COMPONENTS
+        {
+            return Err(format!(
+                "field `beam_model.components` must hold 1 to {} terms",
+                crate::dose::kernel::MAX_COMPONENTS
+            ));
+        }
+        for (i, c) in self.beam_model.components.iter().enumerate() {
+            if !c.weight.is_finite() {
+                return Err(format!(
+                    "field `beam_model.components[{i}].weight` is not finite"
+                ));
+            }
+            pos(
+                c.beta_per_mm,
+                &format!("beam_model.components[{i}].beta_per_mm"),
+            )?;
+            if (c.beta_per_mm - self.beam_model.mu_per_mm).abs() < 1e-9 {
+                return Err(format!(
+                    "field `beam_model.components[{i}].beta_per_mm` must differ from mu_per_mm"
+                ));
+            }
+            pos(
+                c.sigma_iso_mm,
+                &format!("beam_model.components[{i}].sigma_iso_mm"),
+            )?;
+            if !(c.sigma_slope.is_finite() && c.sigma_slope >= 0.0) {
+                return Err(format!(
+                    "field `beam_model.components[{i}].sigma_slope` must be >= 0"
+                ));
+            }
+        }
+        let h = &self.hu_to_rel_ed;
+        if h.is_empty() || h.windows(2).any(|w| !(w[1][0] > w[0][0])) {
+            return Err(
+                "field `hu_to_rel_ed` must hold [hu, rel_ed] pairs with strictly ascending HU"
+                    .into(),
+            );
+        }
+        if h.iter().any(|p| !(p[1].is_finite() && p[1] >= 0.0)) {
+            return Err("field `hu_to_rel_ed`: relative electron densities must be >= 0".into());
+        }
+        pos(
+            self.calibration.dose_gy_per_mu,
+            "calibration.dose_gy_per_mu",
+        )?;
+        pos(self.calibration.field_mm, "calibration.field_mm")?;
+        pos(self.calibration.ssd_mm, "calibration.ssd_mm")?;
+        Ok(())
+    }
+
+    /// Electron density relative to water for a CT number (piecewise linear in
+    /// [`MachineModel::hu_to_rel_ed`], clamped to the end values outside the table).
+    pub fn relative_electron_density(&self, hu: f32) -> f32 {
+        let h = &self.hu_to_rel_ed;
+        let x = hu as f64;
+        if h.is_empty() {
+            return 1.0;
+        }
+        if x <= h[0][0] {
+            return h[0][1] as f32;
+        }
+        for w in h.windows(2) {
+            if x <= w[1][0] {
+                let f = (x - w[0][0]) / (w[1][0] - w[0][0]);
+                return (w[0][1] + f * (w[1][1] - w[0][1])) as f32;
+            }
+        }
+        h[h.len() - 1][1] as f32
+    }
 }

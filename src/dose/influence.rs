@@ -75,6 +75,50 @@ impl InfluenceMatrix {
         }
     }
 
+    /// Build from compressed rows (`row_ptr` of length `n_rows + 1`, column indices strictly
+    /// increasing within each row) and derive the compressed columns.
+    pub fn from_csr(
+        n_rows: usize,
+        n_cols: usize,
+        row_ptr: Vec<usize>,
+        row_cols: Vec<u32>,
+        row_vals: Vec<f32>,
+    ) -> Self {
+        assert_eq!(row_ptr.len(), n_rows + 1);
+        assert_eq!(row_cols.len(), row_vals.len());
+        assert_eq!(row_ptr[n_rows], row_cols.len());
+        let mut counts = vec![0usize; n_cols + 1];
+        for &c in &row_cols {
+            counts[c as usize + 1] += 1;
+        }
+        for i in 0..n_cols {
+            counts[i + 1] += counts[i];
+        }
+        let col_ptr = counts.clone();
+        let mut next = counts;
+        let mut col_rows = vec![0u32; row_cols.len()];
+        let mut col_vals = vec![0f32; row_cols.len()];
+        for r in 0..n_rows {
+            for k in row_ptr[r]..row_ptr[r + 1] {
+                let c = row_cols[k] as usize;
+                let dst = next[c];
+                col_rows[dst] = r as u32;
+                col_vals[dst] = row_vals[k];
+                next[c] += 1;
+            }
+        }
+        InfluenceMatrix {
+            n_rows,
+            n_cols,
+            col_ptr,
+            col_rows,
+            col_vals,
+            row_ptr,
+            row_cols,
+            row_vals,
+        }
+    }
+
     /// Number of rows (dose voxels).
     pub fn n_rows(&self) -> usize {
         self.n_rows

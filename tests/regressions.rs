@@ -108,3 +108,10 @@ fn rtstruct_bytes_path_matches_file_path() {
     // Every ROI hits the coarse grid (the fuzz target exercises the fill loop).
     assert!(st.iter().all(|s| s.mask.count() > 0));
 }
+
+#[test]
+fn rtplan_regressions_are_clean_errors() {
+    all_err("rtplan", 2, |p, _| {
+        rtopt::export::plan_import::read_rtplan(p)
+    });
+}

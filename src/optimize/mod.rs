@@ -1,0 +1,1223 @@
+//! Constrained convex fluence-map optimisation (matRad's `fluenceOptimization` step) with the
+//! Clarabel interior-point solver.
+//!
+//! Units: the influence matrix `A` is Gy per MU for **one fraction**; beamlet weights `x` are
+//! **MU per fraction**; every dose in a protocol, a goal result or `dose_gy` is the **total**
+//! dose of the course, `d = fractions * A x`. The maths (objective terms, CVaR, Hessian
+//! reduction, constraint generation, overlap rule, infeasibility diagnosis) is written up in
+//! `docs/optimization.md`.
+//!
+//! ```text
+//! let protocol = Protocol::load(Path::new("data/protocols/tg119.toml"))?;
+//! let problem = PlanningProblem::new(&matrix, &dose_grid, &beams, &structures, &protocol)?;
+//! let plan = problem.solve(&OptimizeOptions::default())?;
+//! let goal = problem.find_goal("Core", "overdose")?;
+//! problem.set_goal_weight(goal, 50.0)?;          // variant: reuses Hessian blocks
+//! let variant = problem.solve(&OptimizeOptions::default())?;
+//! ```
+
+pub mod hessian;
+pub mod protocol;
+pub mod synthetic;
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use clarabel::algebra::CscMatrix;
+use clarabel::solver::{
+    DefaultSettingsBuilder, DefaultSolver, IPSolver, SolverStatus, SupportedConeT,
+};
+use serde::Serialize;
+
+use crate::beams::Beam;
+use crate::dose::{DoseGrid, InfluenceMatrix};
+use crate::dvh;
+use crate::error::{Error, Result};
+pub use hessian::DenseSym;
+pub use protocol::{
+    BeamsSection, FluenceSection, Goal, GoalKind, Mode, Prescription, Protocol, StructureGoals,
+};
+
+/// Relative tolerance with which a constraint counts as met on the final dose (0.5 %).
+pub const MET_TOLERANCE: f64 = 0.005;
+
+/// Scale the plan after optimisation so that `D_volume_pct` of `structure` equals `dose_gy`
+/// (total Gy), as clinics normalise to the prescription.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Normalization {
+    pub structure: String,
+    pub volume_pct: f64,
+    pub dose_gy: f64,
+}
+
+/// Solver options.
+#[derive(Debug, Clone)]
+pub struct OptimizeOptions {
+    /// Turn hard constraints into penalties `relax_weight * violation_gy` (one slack per
+    /// constraint, in Gy) and report the violations instead of failing as infeasible.
+    pub relax: bool,
+    /// Penalty per Gy of violation of a relaxed constraint.
+    pub relax_weight: f64,
+    /// Optional normalisation after the solve.
+    pub normalize: Option<Normalization>,
+    /// Clarabel iteration limit (per solve round).
+    pub max_iter: u32,
+    /// Threads for the faer factorisation (0 = all).
+    pub threads: u32,
+    /// Relative gap and feasibility tolerance handed to Clarabel.
+    pub tolerance: f64,
+    /// Goals on structures with at most this many voxels get one row per voxel from the
+    /// start; larger structures start from the voxels a reference plan puts near the
+    /// threshold and grow by constraint generation (exact at convergence).
+    pub full_rows_limit: usize,
+    /// Maximum number of constraint-generation rounds.
+    pub max_rounds: usize,
+    /// Print Clarabel's iteration log.
+    pub verbose: bool,
+    /// Clarabel's `direct_solve_method` (`"faer"`, measured fastest here; `"qdldl"`).
+    pub linear_solver: String,
+}
+
+impl Default for OptimizeOptions {
+    fn default() -> Self {
+        OptimizeOptions {
+            relax: false,
+            relax_weight: 1.0e4,
+            normalize: None,
+            max_iter: 200,
+            threads: 0,
+            tolerance: 1e-7,
+            full_rows_limit: 30_000,
+            max_rounds: 8,
+            verbose: false,
+            linear_solver: "faer".to_string(),
+        }
+    }
+}
+
+/// Whether a goal is an objective term or a constraint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GoalRole {
+    Objective,
+    Constraint,
+    /// A constraint-type goal in `report` mode: evaluated only.
+    Report,
+}
+
+/// The outcome of one goal on the final (possibly normalised) total dose.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GoalResult {
+    pub structure: String,
+    /// The goal in the protocol's words, e.g. `max dose <= 40 Gy`.
+    pub description: String,
+    pub role: GoalRole,
+    /// Limit or reference dose, Gy total (none for mean, gEUD and max-penalty objectives).
+    pub limit_gy: Option<f64>,
+    /// The dose statistic the goal is about, Gy: max (max dose, overdose, max penalty), min
+    /// (min dose, underdose), mean (mean goals, deviation), gEUD, or the exact-DVH `D_x`.
+    pub achieved_gy: f64,
+    /// For DVH goals, the CVaR (tail mean) the convex constraint bounds.
+    pub cvar_gy: Option<f64>,
+    /// Weighted objective term (objectives only).
+    pub objective_value: Option<f64>,
+    /// Constraints: holds within [`MET_TOLERANCE`]. Objectives: `None`.
+    pub met: Option<bool>,
+    /// With `relax`: the optimiser's slack, Gy (0 when the constraint holds).
+    pub violation_gy: Option<f64>,
+}
+
+/// Result of a fluence optimisation.
+#[derive(Debug, Clone, Serialize)]
+pub struct OptimizationResult {
+    /// Beamlet weights, MU per fraction, one per influence-matrix column.
+    pub weights_mu: Vec<f64>,
+    /// Total dose over the course, Gy, one per dose-grid row.
+    pub dose_gy: Vec<f64>,
+    /// Clarabel's final status (`Solved`, `AlmostSolved`, ...).
+    pub status: String,
+    /// Interior-point iterations, summed over the constraint-generation rounds.
+    pub iterations: u32,
+    /// Wall time of the whole solve (formulation, Clarabel, evaluation), seconds.
+    pub solve_seconds: f64,
+    /// Constraint-generation rounds (1 when the first formulation was exact).
+    pub rounds: usize,
+    /// Objective value at the optimum (before normalisation).
+    pub objective: f64,
+    /// Number of variables and constraint rows of the last Clarabel problem.
+    pub n_variables: usize,
+    pub n_constraint_rows: usize,
+    /// Factor applied by normalisation (1 without).
+    pub normalization_factor: f64,
+    pub goals: Vec<GoalResult>,
+}
+
+impl OptimizationResult {
+    /// The result of the goal with this structure and description, if any.
+    pub fn goal(&self, structure: &str, description: &str) -> Option<&GoalResult> {
+        self.goals
+            .iter()
+            .find(|g| g.structure == structure && g.description == description)
+    }
+}
+
+/// Fluence of one beam on its beamlet grid, MU per fraction, row-major (`mu[iy * nx + ix]`),
+/// zero at inactive beamlets.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FluenceMap {
+    pub beam_number: usize,
+    pub nx: usize,
+    pub ny: usize,
+    pub mu: Vec<f64>,
+}
+
+/// Per-beam fluence maps from the weights (columns `first_column..` of each beam).
+pub fn fluence_maps(beams: &[Beam], weights_mu: &[f64]) -> Vec<FluenceMap> {
+    beams
+        .iter()
+        .map(|b| {
+            let (nx, ny) = (b.grid.nx, b.grid.ny);
+            let mut mu = vec![0.0; nx * ny];
+            for (k, &[ix, iy]) in b.beamlets.iter().enumerate() {
+                if let Some(&w) = weights_mu.get(b.first_column + k) {
+                    if ix < nx && iy < ny {
+                        mu[iy * nx + ix] = w;
+                    }
+                }
+            }
+            FluenceMap {
+                beam_number: b.number,
+                nx,
+                ny,
+                mu,
+            }
+        })
+        .collect()
+}
+
+/// A goal bound to its voxel rows.
+#[derive(Debug)]
+struct GoalSpec {
+    structure: String,
+    kind: GoalKind,
+    /// Rows of `A` the goal acts on (structure minus exclusions), ascending.
+    rows: Vec<u32>,
+    /// `A_s^T A_s` for deviation goals (independent of weight and reference dose).
+    hess: OnceLock<Arc<DenseSym>>,
+    /// `A_s^T 1`.
+    colsum: OnceLock<Vec<f64>>,
+}
+
+/// Who owns a constraint row (for infeasibility diagnosis).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Owner {
+    Goal(usize),
+    Bounds,
+}
+
+/// Constraint rows under construction (CSR).
+#[derive(Default)]
+struct Rows {
+    ptr: Vec<usize>,
+    cols: Vec<usize>,
+    vals: Vec<f64>,
+    b: Vec<f64>,
+    owner: Vec<Owner>,
+}
+
+impl Rows {
+    fn new() -> Self {
+        Rows {
+            ptr: vec![0],
+            ..Default::default()
+        }
+    }
+    fn len(&self) -> usize {
+        self.b.len()
+    }
+    /// Add the row `sum entries <= b` (or `= b` / cone slot, depending on the block).
+    fn push(&mut self, entries: impl IntoIterator<Item = (usize, f64)>, b: f64, owner: Owner) {
+        for (c, v) in entries {
+            if v != 0.0 {
+                self.cols.push(c);
+                self.vals.push(v);
+            }
+        }
+        self.ptr.push(self.cols.len());
+        self.b.push(b);
+        self.owner.push(owner);
+    }
+}
+
+/// A per-voxel hinge family: voxel `v` matters only when `sign * (d_v - theta) > 0`.
+struct Hinge {
+    goal: usize,
+    sign: f64,
+    theta_const: f64,
+    theta_vars: Vec<(usize, f64)>,
+}
+
+/// The formulated problem handed to Clarabel.
+struct Formulation {
+    n_var: usize,
+    p: CscMatrix<f64>,
+    q: Vec<f64>,
+    a: CscMatrix<f64>,
+    b: Vec<f64>,
+    cones: Vec<SupportedConeT<f64>>,
+    owner: Vec<Owner>,
+    hinges: Vec<Hinge>,
+    /// Constant added to Clarabel's objective (deviation terms).
+    obj_const: f64,
+    /// Relax slack variable per goal.
+    slack_var: Vec<Option<usize>>,
+}
+
+/// A fluence-optimisation problem: influence matrix, structures, protocol and cached
+/// beamlet-space data. Changing weights or limits ([`PlanningProblem::set_goal_weight`],
+/// [`PlanningProblem::set_goal_limit`]) keeps the cached Hessian blocks and the voxel rows
+/// found by constraint generation, so variants re-solve without recomputing them.
+pub struct PlanningProblem<'a> {
+    a: &'a InfluenceMatrix,
+    fractions: f64,
+    rx_gy: f64,
+    target_rows: Vec<u32>,
+    structures: Vec<(String, Vec<u32>)>,
+    goals: Vec<GoalSpec>,
+    fluence: FluenceSection,
+    /// Neighbouring beamlet pairs (columns) within a beam.
+    pairs: Vec<(usize, usize)>,
+    /// Candidate voxel rows of hinge goals, grown by constraint generation; kept for variants.
+    candidates: Mutex<Vec<Option<Vec<u32>>>>,
+    reference_dose: OnceLock<Vec<f64>>,
+}
+
+impl<'a> PlanningProblem<'a> {
+    /// Bind a protocol to an influence matrix. `structures` lists `(name, RTROIInterpretedType,
+    /// rows of A)` (rows from [`DoseGrid::rows_in`]). Errors: a structure the protocol names
+    /// is missing ([`Error::StructureNotFound`]), a goal has no voxel, or the beams do not
+    /// match the matrix columns.
+    pub fn new(
+        matrix: &'a InfluenceMatrix,
+        dose_grid: &DoseGrid,
+        beams: &[Beam],
+        structures: &[(String, String, Vec<u32>)],
+        protocol: &Protocol,
+    ) -> Result<PlanningProblem<'a>> {
+        if dose_grid.len() != matrix.n_rows() {
+            return Err(Error::Invalid(format!(
+                "dose grid has {} voxels but the influence matrix {} rows",
+                dose_grid.len(),
+                matrix.n_rows()
+            )));
+        }
+        let n = matrix.n_cols();
+        if !beams.is_empty() {
+            let total: usize = beams.iter().map(|b| b.beamlets.len()).sum();
+            let ok = total == n && beams.iter().all(|b| b.first_column + b.beamlets.len() <= n);
+            if !ok {
+                return Err(Error::Invalid(format!(
+                    "beams hold {total} beamlets but the influence matrix has {n} columns"
+                )));
+            }
+        }
+        protocol.validate(std::path::Path::new("<protocol>"))?;
+        let present = || {
+            structures
+                .iter()
+                .map(|s| s.0.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let find = |name: &str| -> Result<&Vec<u32>> {
+            structures
+                .iter()
+                .find(|s| s.0 == name)
+                .map(|s| &s.2)
+                .ok_or_else(|| Error::StructureNotFound {
+                    name: name.to_string(),
+                    present: present(),
+                })
+        };
+        for name in protocol.referenced_structures() {
+            find(&name)?;
+        }
+        for s in structures {
+            if let Some(&r) = s.2.iter().find(|&&r| r as usize >= matrix.n_rows()) {
+                return Err(Error::Invalid(format!(
+                    "structure '{}' lists row {r}, beyond the {} rows of the influence matrix",
+                    s.0,
+                    matrix.n_rows()
+                )));
+            }
+        }
+        let target_rows = sorted(find(&protocol.prescription.target)?);
+        let mut goals = Vec::new();
+        for sg in &protocol.structures {
+            let rows = sorted(find(&sg.name)?);
+            for g in &sg.goals {
+                let mut rows = rows.clone();
+                for ex in &g.exclude {
+                    let exm = hessian::row_mask(matrix.n_rows(), find(ex)?);
+                    rows.retain(|&r| !exm[r as usize]);
+                }
+                if rows.is_empty() {
+                    return Err(Error::Invalid(format!(
+                        "goal '{} {}' has no voxel on the dose grid",
+                        sg.name,
+                        g.kind.describe()
+                    )));
+                }
+                goals.push(GoalSpec {
+                    structure: sg.name.clone(),
+                    kind: g.kind.clone(),
+                    rows,
+                    hess: OnceLock::new(),
+                    colsum: OnceLock::new(),
+                });
+            }
+        }
+        // Neighbouring pairs for the smoothness term.
+        let mut pairs = Vec::new();
+        for b in beams {
+            let mut map = std::collections::HashMap::new();
+            for (k, &[ix, iy]) in b.beamlets.iter().enumerate() {
+                map.insert((ix, iy), b.first_column + k);
+            }
+            for (k, &[ix, iy]) in b.beamlets.iter().enumerate() {
+                let c = b.first_column + k;
+                for nb in [(ix + 1, iy), (ix, iy + 1)] {
+                    if let Some(&c2) = map.get(&nb) {
+                        pairs.push((c.min(c2), c.max(c2)));
+                    }
+                }
+            }
+        }
+        pairs.sort_unstable();
+        let ng = goals.len();
+        Ok(PlanningProblem {
+            a: matrix,
+            fractions: protocol.prescription.fractions as f64,
+            rx_gy: protocol.prescription.total_dose_gy,
+            target_rows,
+            structures: structures
+                .iter()
+                .map(|s| (s.0.clone(), sorted(&s.2)))
+                .collect(),
+            goals,
+            fluence: protocol.fluence.clone(),
+            pairs,
+            candidates: Mutex::new(vec![None; ng]),
+            reference_dose: OnceLock::new(),
+        })
+    }
+
+    /// The goals in protocol order: `(structure, description)`; the index is the goal id used
+    /// by [`PlanningProblem::set_goal_weight`] and [`PlanningProblem::set_goal_limit`].
+    pub fn goals(&self) -> Vec<(String, String)> {
+        self.goals
+            .iter()
+            .map(|g| (g.structure.clone(), g.kind.describe()))
+            .collect()
+    }
+
+    /// Index of the first goal of `structure` whose description contains `text`.
+    pub fn find_goal(&self, structure: &str, text: &str) -> Result<usize> {
+        self.goals
+            .iter()
+            .position(|g| g.structure == structure && g.kind.describe().contains(text))
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "no goal of '{structure}' matching '{text}'; goals: {}",
+                    self.goals()
+                        .iter()
+                        .map(|(s, d)| format!("{s} {d}"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ))
+            })
+    }
+
+    /// Change the weight of an objective (variant re-optimisation).
+    pub fn set_goal_weight(&mut self, goal: usize, weight: f64) -> Result<()> {
+        if !(weight.is_finite() && weight >= 0.0) {
+            return Err(Error::Invalid(format!(
+                "weight {weight} must be a finite number >= 0"
+            )));
+        }
+        let g = self
+            .goals
+            .get_mut(goal)
+            .ok_or_else(|| Error::Invalid(format!("no goal {goal}")))?;
+        let desc = g.kind.describe();
+        let w = g
+            .kind
+            .weight_mut()
+            .ok_or_else(|| Error::Invalid(format!("'{} {desc}' has no weight", g.structure)))?;
+        *w = weight;
+        Ok(())
+    }
+
+    /// Change the reference or limit dose (Gy total) of a goal (variant re-optimisation).
+    pub fn set_goal_limit(&mut self, goal: usize, dose_gy: f64) -> Result<()> {
+        if !(dose_gy.is_finite() && dose_gy >= 0.0) {
+            return Err(Error::Invalid(format!("dose {dose_gy} Gy must be >= 0")));
+        }
+        let g = self
+            .goals
+            .get_mut(goal)
+            .ok_or_else(|| Error::Invalid(format!("no goal {goal}")))?;
+        let desc = g.kind.describe();
+        let d = g
+            .kind
+            .dose_gy_mut()
+            .ok_or_else(|| Error::Invalid(format!("'{} {desc}' has no dose", g.structure)))?;
+        *d = dose_gy;
+        Ok(())
+    }
+
+    /// Number of beamlets (columns).
+    pub fn n_beamlets(&self) -> usize {
+        self.a.n_cols()
+    }
+
+    /// Precompute the cached beamlet-space data (Hessian blocks, column sums). Called by
+    /// `solve` as needed; exposed so benchmarks can time it separately.
+    pub fn precompute(&self) {
+        for g in &self.goals {
+            match g.kind {
+                GoalKind::Deviation { .. } => {
+                    self.hess(g);
+                    self.colsum(g);
+                }
+                GoalKind::MeanDose { .. } | GoalKind::MeanMax { .. } | GoalKind::MeanMin { .. } => {
+                    self.colsum(g);
+                }
+                GoalKind::Eud { a, .. } if a == 1.0 => {
+                    self.colsum(g);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn hess(&self, g: &GoalSpec) -> Arc<DenseSym> {
+        g.hess
+            .get_or_init(|| {
+                let m = hessian::row_mask(self.a.n_rows(), &g.rows);
+                Arc::new(hessian::gram(self.a, &m))
+            })
+            .clone()
+    }
+
+    fn colsum<'g>(&self, g: &'g GoalSpec) -> &'g [f64] {
+        g.colsum.get_or_init(|| {
+            let m = hessian::row_mask(self.a.n_rows(), &g.rows);
+            hessian::column_sums(self.a, &m)
+        })
+    }
+
+    /// Dose of uniform fluence scaled to a mean target dose of the prescription (total Gy):
+    /// the reference for choosing initial constraint-generation rows.
+    fn reference_dose(&self) -> &[f64] {
+        self.reference_dose.get_or_init(|| {
+            let x = vec![1.0; self.a.n_cols()];
+            let d = self.a.dose(&x);
+            let m: f64 = self.target_rows.iter().map(|&r| d[r as usize]).sum::<f64>()
+                / self.target_rows.len().max(1) as f64;
+            let s = if m > 0.0 { self.rx_gy / m } else { 0.0 };
+            d.iter().map(|v| v * s).collect()
+        })
+    }
+
+    /// Sign and reference threshold of a hinge goal for initial row selection.
+    fn hinge_sign(kind: &GoalKind) -> Option<f64> {
+        match kind {
+            GoalKind::Overdose { .. }
+            | GoalKind::MaxPenalty { .. }
+            | GoalKind::MaxDose { .. }
+            | GoalKind::DvhMax { .. } => Some(1.0),
+            GoalKind::Underdose { .. } | GoalKind::MinDose { .. } | GoalKind::DvhMin { .. } => {
+                Some(-1.0)
+            }
+            _ => None,
+        }
+    }
+
+    fn initial_candidates(&self, gi: usize, opts: &OptimizeOptions) -> Vec<u32> {
+        let g = &self.goals[gi];
+        if g.rows.len() <= opts.full_rows_limit {
+            return g.rows.clone();
+        }
+        let d0 = self.reference_dose();
+        let sign = Self::hinge_sign(&g.kind).unwrap_or(1.0);
+        let theta = match g.kind {
+            GoalKind::MaxPenalty { .. } => g
+                .rows
+                .iter()
+                .map(|&r| d0[r as usize])
+                .fold(0.0f64, f64::max),
+            _ => g.kind.dose_gy().unwrap_or(self.rx_gy),
+        };
+        let margin = 0.25 * theta.abs().max(0.05 * self.rx_gy);
+        g.rows
+            .iter()
+            .copied()
+            .filter(|&r| sign * (d0[r as usize] - theta) > -margin)
+            .collect()
+    }
+
+    fn is_active(g: &GoalSpec, relax: bool) -> bool {
+        if g.kind.is_objective() {
+            return g.kind.weight().unwrap_or(0.0) > 0.0;
+        }
+        let _ = relax;
+        g.kind.mode() == Mode::Hard
+    }
+
+    /// Build the Clarabel problem for the current candidate rows.
+    fn formulate(&self, cand: &[Option<Vec<u32>>], opts: &OptimizeOptions) -> Formulation {
+        let n = self.a.n_cols();
+        let f = self.fractions;
+        let mut q = vec![0.0; n];
+        let mut nvar = n;
+        let mut pdiag: Vec<(usize, f64)> = Vec::new();
+        let mut eq = Rows::new();
+        let mut nn = Rows::new();
+        let mut pw = Rows::new();
+        let mut pw_alpha: Vec<f64> = Vec::new();
+        let mut hinges = Vec::new();
+        let mut dense: Vec<(f64, Arc<DenseSym>)> = Vec::new();
+        let mut obj_const = 0.0;
+        let mut slack_var = vec![None; self.goals.len()];
+        let a = self.a;
+        // sum_k scale * A[v, k] x_k
+        let vrow = |v: u32, scale: f64| {
+            let (c, vals) = a.row(v as usize);
+            c.iter()
+                .zip(vals)
+                .map(move |(&c, &val)| (c as usize, scale * val as f64))
+        };
+        let mut new_var = |q: &mut Vec<f64>, cost: f64| {
+            q.push(cost);
+            nvar += 1;
+            nvar - 1
+        };
+
+        for (gi, g) in self.goals.iter().enumerate() {
+            if !Self::is_active(g, opts.relax) {
+                continue;
+            }
+            let nv = g.rows.len() as f64;
+            let own = Owner::Goal(gi);
+            let cset: &[u32] = cand[gi].as_deref().unwrap_or(&g.rows);
+            // relax slack: theta shifted by sigma (>= 0) with linear penalty
+            let sigma = if !g.kind.is_objective() && opts.relax {
+                let s = new_var(&mut q, opts.relax_weight);
+                nn.push([(s, -1.0)], 0.0, own);
+                slack_var[gi] = Some(s);
+                Some(s)
+            } else {
+                None
+            };
+            let sig = |coef: f64| sigma.map(|s| (s, coef));
+            match g.kind {
+                GoalKind::Deviation { dose_gy, weight } => {
+                    let c = 2.0 * weight * f * f / nv;
+                    dense.push((c, self.hess(g)));
+                    let cs = self.colsum(g);
+                    for k in 0..n {
+                        q[k] -= 2.0 * weight * f * dose_gy / nv * cs[k];
+                    }
+                    obj_const += weight * dose_gy * dose_gy;
+                }
+                GoalKind::MeanDose { weight } => {
+                    let cs = self.colsum(g);
+                    for k in 0..n {
+                        q[k] += weight * f / nv * cs[k];
+                    }
+                }
+                GoalKind::Eud { a: ea, weight } if ea == 1.0 => {
+                    let cs = self.colsum(g);
+                    for k in 0..n {
+                        q[k] += weight * f / nv * cs[k];
+                    }
+                }
+                GoalKind::Eud { a: ea, weight } => {
+                    // ||d||_a <= tau via power cones (r_v, tau, d_v), sum r_v = tau.
+                    let tau = new_var(&mut q, weight * nv.powf(-1.0 / ea));
+                    let mut sum_entries = vec![(tau, -1.0)];
+                    for &v in &g.rows {
+                        let r = new_var(&mut q, 0.0);
+                        sum_entries.push((r, 1.0));
+                        pw.push([(r, -1.0)], 0.0, own);
+                        pw.push([(tau, -1.0)], 0.0, own);
+                        pw.push(vrow(v, -f), 0.0, own);
+                        pw_alpha.push(1.0 / ea);
+                    }
+                    eq.push(sum_entries, 0.0, own);
+                }
+                GoalKind::Overdose { dose_gy, weight }
+                | GoalKind::Underdose { dose_gy, weight } => {
+                    let s = if matches!(g.kind, GoalKind::Overdose { .. }) {
+                        1.0
+                    } else {
+                        -1.0
+                    };
+                    for &v in cset {
+                        let u = new_var(&mut q, 0.0);
+                        pdiag.push((u, 2.0 * weight / nv));
+                        // u >= 0 is implied: minimising u^2 subject to u >= s (d - D)
+                        // gives u = max(s (d - D), 0).
+                        nn.push(vrow(v, s * f).chain([(u, -1.0)]), s * dose_gy, own);
+                    }
+                    hinges.push(Hinge {
+                        goal: gi,
+                        sign: s,
+                        theta_const: dose_gy,
+                        theta_vars: vec![],
+                    });
+                }
+                GoalKind::MaxPenalty { weight } => {
+                    let z = new_var(&mut q, weight);
+                    nn.push([(z, -1.0)], 0.0, own);
+                    for &v in cset {
+                        nn.push(vrow(v, f).chain([(z, -1.0)]), 0.0, own);
+                    }
+                    hinges.push(Hinge {
+                        goal: gi,
+                        sign: 1.0,
+                        theta_const: 0.0,
+                        theta_vars: vec![(z, 1.0)],
+                    });
+                }
+                GoalKind::MaxDose { dose_gy, .. } | GoalKind::MinDose { dose_gy, .. } => {
+                    let s = if matches!(g.kind, GoalKind::MaxDose { .. }) {
+                        1.0
+                    } else {
+                        -1.0
+                    };
+                    for &v in cset {
+                        nn.push(vrow(v, s * f).chain(sig(-1.0)), s * dose_gy, own);
+                    }
+                    hinges.push(Hinge {
+                        goal: gi,
+                        sign: s,
+                        theta_const: dose_gy,
+                        theta_vars: sigma.map(|sv| vec![(sv, s)]).unwrap_or_default(),
+                    });
+                }
+                GoalKind::MeanMax { dose_gy, .. } | GoalKind::MeanMin { dose_gy, .. } => {
+                    let s = if matches!(g.kind, GoalKind::MeanMax { .. }) {
+                        1.0
+                    } else {
+                        -1.0
+                    };
+                    let cs = self.colsum(g);
+                    let entries: Vec<(usize, f64)> =
+                        (0..n).map(|k| (k, s * f / nv * cs[k])).collect();
+                    nn.push(entries.into_iter().chain(sig(-1.0)), s * dose_gy, own);
+                }
+                GoalKind::DvhMax {
+                    dose_gy,
+                    volume_pct,
+                    ..
+                }
+                | GoalKind::DvhMin {
+                    dose_gy,
+                    volume_pct,
+                    ..
+                } => {
+                    // Upper: t + 1/(pN) sum u_v <= D, u_v >= d_v - t.
+                    // Lower: t - 1/(pN) sum u_v >= D, u_v >= t - d_v, p = 1 - volume.
+                    let upper = matches!(g.kind, GoalKind::DvhMax { .. });
+                    let s = if upper { 1.0 } else { -1.0 };
+                    let p = if upper {
+                        volume_pct / 100.0
+                    } else {
+                        1.0 - volume_pct / 100.0
+                    };
+                    let t = new_var(&mut q, 0.0);
+                    let mut main = vec![(t, s)];
+                    for &v in cset {
+                        let u = new_var(&mut q, 0.0);
+                        nn.push(vrow(v, s * f).chain([(t, -s), (u, -1.0)]), 0.0, own);
+                        nn.push([(u, -1.0)], 0.0, own);
+                        main.push((u, 1.0 / (p * nv)));
+                    }
+                    nn.push(main.into_iter().chain(sig(-1.0)), s * dose_gy, own);
+                    hinges.push(Hinge {
+                        goal: gi,
+                        sign: s,
+                        theta_const: 0.0,
+                        theta_vars: vec![(t, 1.0)],
+                    });
+                }
+            }
+        }
+        // Fluence terms and bounds.
+        if self.fluence.total_mu_weight > 0.0 {
+            for qk in q.iter_mut().take(n) {
+                *qk += self.fluence.total_mu_weight;
+            }
+        }
+        for k in 0..n {
+            nn.push([(k, -1.0)], 0.0, Owner::Bounds);
+        }
+        if let Some(ub) = self.fluence.max_beamlet_mu {
+            for k in 0..n {
+                nn.push([(k, 1.0)], ub, Owner::Bounds);
+            }
+        }
+        // Smoothness Laplacian, per column j: entries (i <= j).
+        let mut lap: Vec<Vec<(usize, f64)>> = vec![Vec::new(); n];
+        if self.fluence.smoothness_weight > 0.0 && !self.pairs.is_empty() {
+            let c = 2.0 * self.fluence.smoothness_weight / self.pairs.len() as f64;
+            for &(i, j) in &self.pairs {
+                lap[i].push((i, c));
+                lap[j].push((j, c));
+                lap[j].push((i, -c));
+            }
+            for col in &mut lap {
+                col.sort_by_key(|e| e.0);
+                col.dedup_by(|b, a| {
+                    if a.0 == b.0 {
+                        a.1 += b.1;
+                        true
+                    } else {
+                        false
+                    }
+                });
+            }
+        }
+        // P (upper triangle, CSC).
+        let mut colptr = Vec::with_capacity(nvar + 1);
+        let mut rowval = Vec::new();
+        let mut nzval = Vec::new();
+        colptr.push(0);
+        let mut colbuf = vec![0.0; n];
+        for j in 0..n {
+            if dense.is_empty() {
+                for &(i, v) in &lap[j] {
+                    rowval.push(i);
+                    nzval.push(v);
+                }
+            } else {
+                let buf = &mut colbuf[..=j];
+                buf.iter_mut().for_each(|v| *v = 0.0);
+                for (c, h) in &dense {
+                    let col = &h.h[j * n..j * n + j + 1];
+                    for (b, &hv) in buf.iter_mut().zip(col) {
+                        *b += c * hv;
+                    }
+                }
+                for &(i, v) in &lap[j] {
+                    buf[i] += v;
+                }
+                for (i, &v) in buf.iter().enumerate() {
+                    if v != 0.0 {
+                        rowval.push(i);
+                        nzval.push(v);
+                    }
+                }
+            }
+            colptr.push(rowval.len());
+        }
+        let mut pd = pdiag.into_iter().peekable();
+        for j in n..nvar {
+            if let Some(&(u, v)) = pd.peek() {
+                if u == j {
+                    rowval.push(j);
+                    nzval.push(v);
+                    pd.next();
+                }
+            }
+            colptr.push(rowval.len());
+        }
+        let p = CscMatrix::new(nvar, nvar, colptr, rowval, nzval);
+
+        // Stack the row blocks: zero cone, nonnegative cone, power cones.
+        let m = eq.len() + nn.len() + pw.len();
+        let mut cones = Vec::new();
+        if eq.len() > 0 {
+            cones.push(SupportedConeT::ZeroConeT(eq.len()));
+        }
+        if nn.len() > 0 {
+            cones.push(SupportedConeT::NonnegativeConeT(nn.len()));
+        }
+        for &al in &pw_alpha {
+            cones.push(SupportedConeT::PowerConeT(al));
+        }
+        let mut b = Vec::with_capacity(m);
+        let mut owner = Vec::with_capacity(m);
+        let mut counts = vec![0usize; nvar + 1];
+        for blk in [&eq, &nn, &pw] {
+            b.extend_from_slice(&blk.b);
+            owner.extend_from_slice(&blk.owner);
+            for &c in &blk.cols {
+                counts[c + 1] += 1;
+            }
+        }
+        for j in 0..nvar {
+            counts[j + 1] += counts[j];
+        }
+        let acolptr = counts.clone();
+        let nnz = counts[nvar];
+        let mut next = counts;
+        let mut arow = vec![0usize; nnz];
+        let mut aval = vec![0f64; nnz];
+        let mut row0 = 0;
+        for blk in [&eq, &nn, &pw] {
+            for r in 0..blk.len() {
+                for k in blk.ptr[r]..blk.ptr[r + 1] {
+                    let c = blk.cols[k];
+                    arow[next[c]] = row0 + r;
+                    aval[next[c]] = blk.vals[k];
+                    next[c] += 1;
+                }
+            }
+            row0 += blk.len();
+        }
+        // Rows are visited in ascending order, but a row may repeat a column (never here:
+        // each row lists a column once), so the CSC is valid.
+        let amat = CscMatrix::new(m, nvar, acolptr, arow, aval);
+        Formulation {
+            n_var: nvar,
+            p,
+            q,
+            a: amat,
+            b,
+            cones,
+            owner,
+            hinges,
+            obj_const,
+            slack_var,
+        }
+    }
+
+    /// Solve the problem (see [`OptimizeOptions`]). Errors: [`Error::Infeasible`] naming the
+    /// conflicting hard constraints, [`Error::Solver`] when Clarabel stops without a solution.
+    pub fn solve(&self, opts: &OptimizeOptions) -> Result<OptimizationResult> {
+        let t0 = Instant::now();
+        let n = self.a.n_cols();
+        let mut cand: Vec<Option<Vec<u32>>> = {
+            let prev = self
+                .candidates
+                .lock()
+                .map(|c| c.clone())
+                .unwrap_or_default();
+            (0..self.goals.len())
+                .map(|gi| {
+                    let g = &self.goals[gi];
+                    Self::hinge_sign(&g.kind)?;
+                    if g.rows.len() <= opts.full_rows_limit {
+                        return None; // all rows
+                    }
+                    Some(match prev.get(gi).cloned().flatten() {
+                        Some(c) => c,
+                        None => self.initial_candidates(gi, opts),
+                    })
+                })
+                .collect()
+        };
+        let mut iterations = 0u32;
+        let mut rounds = 0usize;
+        let rx = self.rx_gy;
+        loop {
+            rounds += 1;
+            let form = self.formulate(&cand, opts);
+            let settings = DefaultSettingsBuilder::default()
+                .verbose(opts.verbose)
+                .max_iter(opts.max_iter)
+                .direct_solve_method(opts.linear_solver.clone())
+                .max_threads(opts.threads)
+                .tol_gap_rel(opts.tolerance)
+                .tol_gap_abs(opts.tolerance)
+                .tol_feas(opts.tolerance)
+                .build()
+                .map_err(|e| Error::Solver(format!("settings: {e}")))?;
+            let mut solver =
+                DefaultSolver::new(&form.p, &form.q, &form.a, &form.b, &form.cones, settings)
+                    .map_err(|e| Error::Solver(format!("setup: {e}")))?;
+            solver.solve();
+            let sol = &solver.solution;
+            iterations += sol.iterations;
+            match sol.status {
+                SolverStatus::Solved | SolverStatus::AlmostSolved => {}
+                SolverStatus::PrimalInfeasible | SolverStatus::AlmostPrimalInfeasible => {
+                    return Err(Error::Infeasible {
+                        constraints: self.diagnose(&form, &sol.z),
+                    });
+                }
+                s => {
+                    return Err(Error::Solver(format!(
+                        "Clarabel stopped with status {s:?} after {} iterations",
+                        sol.iterations
+                    )))
+                }
+            }
+            let x: Vec<f64> = sol.x[..n].iter().map(|&v| v.max(0.0)).collect();
+            let d_frac = self.a.dose(&x);
+            let dose: Vec<f64> = d_frac.iter().map(|v| v * self.fractions).collect();
+            // Constraint generation: add excluded voxels that violate their hinge.
+            let mut added = false;
+            let tol = 1e-4 * rx;
+            let margin = 0.05 * rx;
+            for h in &form.hinges {
+                let Some(c) = cand[h.goal].as_mut() else {
+                    continue;
+                };
+                let theta =
+                    h.theta_const + h.theta_vars.iter().map(|&(v, k)| k * sol.x[v]).sum::<f64>();
+                let inset = hessian::row_mask(self.a.n_rows(), c);
+                let rows = &self.goals[h.goal].rows;
+                let violated = rows
+                    .iter()
+                    .any(|&r| !inset[r as usize] && h.sign * (dose[r as usize] - theta) > tol);
+                if violated {
+                    c.extend(rows.iter().copied().filter(|&r| {
+                        !inset[r as usize] && h.sign * (dose[r as usize] - theta) > -margin
+                    }));
+                    c.sort_unstable();
+                    added = true;
+                }
+            }
+            if !added || rounds >= opts.max_rounds {
+                if let Ok(mut keep) = self.candidates.lock() {
+                    *keep = cand.clone();
+                }
+                let slacks: Vec<Option<f64>> = form
+                    .slack_var
+                    .iter()
+                    .map(|s| s.map(|v| sol.x[v].max(0.0)))
+                    .collect();
+                let objective = sol.obj_val + form.obj_const;
+                let status = format!("{:?}", sol.status);
+                let (n_variables, n_constraint_rows) = (form.n_var, form.b.len());
+                return self.finish(
+                    x,
+                    dose,
+                    opts,
+                    FinishInfo {
+                        status,
+                        iterations,
+                        rounds,
+                        objective,
+                        n_variables,
+                        n_constraint_rows,
+                        slacks,
+                        t0,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Name the constraints that carry the dual ray of Clarabel's infeasibility certificate.
+    fn diagnose(&self, form: &Formulation, z: &[f64]) -> Vec<String> {
+        let mut per_goal = vec![0.0f64; self.goals.len()];
+        for (r, &zr) in z.iter().enumerate() {
+            if let Some(Owner::Goal(g)) = form.owner.get(r) {
+                per_goal[*g] += zr.abs();
+            }
+        }
+        let hard: Vec<usize> = (0..self.goals.len())
+            .filter(|&g| !self.goals[g].kind.is_objective())
+            .collect();
+        let zmax = hard.iter().map(|&g| per_goal[g]).fold(0.0, f64::max);
+        let named: Vec<String> = hard
+            .iter()
+            .filter(|&&g| zmax > 0.0 && per_goal[g] > 1e-3 * zmax)
+            .map(|&g| self.describe(g))
+            .collect();
+        if named.is_empty() {
+            hard.iter()
+                .filter(|&&g| self.goals[g].kind.mode() == Mode::Hard)
+                .map(|&g| self.describe(g))
+                .collect()
+        } else {
+            named
+        }
+    }
+
+    fn describe(&self, g: usize) -> String {
+        format!(
+            "{} {}",
+            self.goals[g].structure,
+            self.goals[g].kind.describe()
+        )
+    }
+
+    fn finish(
+        &self,
+        mut x: Vec<f64>,
+        mut dose: Vec<f64>,
+        opts: &OptimizeOptions,
+        info: FinishInfo,
+    ) -> Result<OptimizationResult> {
+        let mut factor = 1.0;
+        if let Some(nm) = &opts.normalize {
+            let rows = self
+                .structures
+                .iter()
+                .find(|s| s.0 == nm.structure)
+                .map(|s| &s.1)
+                .ok_or_else(|| Error::StructureNotFound {
+                    name: nm.structure.clone(),
+                    present: self
+                        .structures
+                        .iter()
+                        .map(|s| s.0.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?;
+            let d: Vec<f64> = rows.iter().map(|&r| dose[r as usize]).collect();
+            let dx = dvh::dose_at_volume(&d, nm.volume_pct);
+            if !(dx > 0.0) {
+                return Err(Error::Invalid(format!(
+                    "cannot normalise: D{} of '{}' is {dx} Gy",
+                    nm.volume_pct, nm.structure
+                )));
+            }
+            factor = nm.dose_gy / dx;
+            x.iter_mut().for_each(|v| *v *= factor);
+            dose.iter_mut().for_each(|v| *v *= factor);
+        }
+        let goals = self
+            .goals
+            .iter()
+            .enumerate()
+            .map(|(gi, g)| self.evaluate(gi, g, &dose, info.slacks.get(gi).copied().flatten()))
+            .collect();
+        Ok(OptimizationResult {
+            weights_mu: x,
+            dose_gy: dose,
+            status: info.status,
+            iterations: info.iterations,
+            solve_seconds: info.t0.elapsed().as_secs_f64(),
+            rounds: info.rounds,
+            objective: info.objective,
+            n_variables: info.n_variables,
+            n_constraint_rows: info.n_constraint_rows,
+            normalization_factor: factor,
+            goals,
+        })
+    }
+
+    fn evaluate(&self, _gi: usize, g: &GoalSpec, dose: &[f64], slack: Option<f64>) -> GoalResult {
+        let d: Vec<f64> = g.rows.iter().map(|&r| dose[r as usize]).collect();
+        let nv = d.len() as f64;
+        let role = if g.kind.is_objective() {
+            GoalRole::Objective
+        } else if g.kind.mode() == Mode::Report {
+            GoalRole::Report
+        } else {
+            GoalRole::Constraint
+        };
+        let within = |achieved: f64, limit: f64, upper: bool| {
+            let tol = MET_TOLERANCE * limit.abs().max(1e-9);
+            if upper {
+                achieved <= limit + tol
+            } else {
+                achieved >= limit - tol
+            }
+        };
+        let (achieved, objective_value, met, cvar) = match g.kind {
+            GoalKind::Underdose { dose_gy, weight } => {
+                let v = d
+                    .iter()
+                    .map(|&x| (dose_gy - x).max(0.0).powi(2))
+                    .sum::<f64>()
+                    / nv;
+                (dvh::min(&d), Some(weight * v), None, None)
+            }
+            GoalKind::Overdose { dose_gy, weight } => {
+                let v = d
+                    .iter()
+                    .map(|&x| (x - dose_gy).max(0.0).powi(2))
+                    .sum::<f64>()
+                    / nv;
+                (dvh::max(&d), Some(weight * v), None, None)
+            }
+            GoalKind::Deviation { dose_gy, weight } => {
+                let v = d.iter().map(|&x| (x - dose_gy).powi(2)).sum::<f64>() / nv;
+                (dvh::mean(&d), Some(weight * v), None, None)
+            }
+            GoalKind::MeanDose { weight } => {
+                let m = dvh::mean(&d);
+                (m, Some(weight * m), None, None)
+            }
+            GoalKind::Eud { a, weight } => {
+                let e = (d.iter().map(|&x| x.max(0.0).powf(a)).sum::<f64>() / nv).powf(1.0 / a);
+                (e, Some(weight * e), None, None)
+            }
+            GoalKind::MaxPenalty { weight } => {
+                let m = dvh::max(&d);
+                (m, Some(weight * m), None, None)
+            }
+            GoalKind::MaxDose { dose_gy, .. } => {
+                let m = dvh::max(&d);
+                (m, None, Some(within(m, dose_gy, true)), None)
+            }
+            GoalKind::MinDose { dose_gy, .. } => {
+                let m = dvh::min(&d);
+                (m, None, Some(within(m, dose_gy, false)), None)
+            }
+            GoalKind::MeanMax { dose_gy, .. } => {
+                let m = dvh::mean(&d);
+                (m, None, Some(within(m, dose_gy, true)), None)
+            }
+            GoalKind::MeanMin { dose_gy, .. } => {
+                let m = dvh::mean(&d);
+                (m, None, Some(within(m, dose_gy, false)), None)
+            }
+            GoalKind::DvhMax {
+                dose_gy,
+                volume_pct,
+                ..
+            } => {
+                let dx = dvh::dose_at_volume(&d, volume_pct);
+                let cv = dvh::upper_cvar(&d, volume_pct);
+                (dx, None, Some(within(dx, dose_gy, true)), Some(cv))
+            }
+            GoalKind::DvhMin {
+                dose_gy,
+                volume_pct,
+                ..
+            } => {
+                let dx = dvh::dose_at_volume(&d, volume_pct);
+                let cv = dvh::lower_cvar(&d, 100.0 - volume_pct);
+                (dx, None, Some(within(dx, dose_gy, false)), Some(cv))
+            }
+        };
+        GoalResult {
+            structure: g.structure.clone(),
+            description: g.kind.describe(),
+            role,
+            limit_gy: g.kind.dose_gy(),
+            achieved_gy: achieved,
+            cvar_gy: cvar,
+            objective_value,
+            met,
+            violation_gy: slack,
+        }
+    }
+}
+
+struct FinishInfo {
+    status: String,
+    iterations: u32,
+    rounds: usize,
+    objective: f64,
+    n_variables: usize,
+    n_constraint_rows: usize,
+    slacks: Vec<Option<f64>>,
+    t0: Instant,
+}
+
+fn sorted(rows: &[u32]) -> Vec<u32> {
+    let mut v = rows.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    v
+}

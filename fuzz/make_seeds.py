@@ -91,6 +91,12 @@ def main():
     put("rtstruct", "pydicom_rtstruct.dcm", open(os.path.join(ROOT, "data", "pydicom", "rtstruct.dcm"), "rb").read())
     put("rtstruct", "ct_not_rs.dcm", small)
 
+    put("rtplan", "pydicom_rtplan.dcm", open(os.path.join(ROOT, "data", "pydicom", "rtplan.dcm"), "rb").read())
+    put("rtplan", "ct_not_plan.dcm", small)
+    proto = open(os.path.join(ROOT, "data", "protocols", "tg119.toml"), "rb").read()
+    put("protocol", "tg119.toml", proto)
+    put("protocol", "truncated.toml", proto[: len(proto) // 2])
+
 
 if __name__ == "__main__":
     main()

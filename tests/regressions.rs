@@ -115,3 +115,11 @@ fn rtplan_regressions_are_clean_errors() {
         rtopt::export::plan_import::read_rtplan(p)
     });
 }
+
+#[test]
+fn protocol_regressions_are_clean_errors() {
+    all_err("protocol", 2, |p, b| {
+        let text = String::from_utf8_lossy(b);
+        rtopt::optimize::protocol::Protocol::from_toml_str(&text, p)
+    });
+}

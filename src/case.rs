@@ -1,6 +1,14 @@
 //! A patient case: the CT series and its structures rasterised on the CT grid.
 //! This is matRad's `ct` + `cst` step.
 
+// Input module: data from files must never panic (project issue 9, docs/reliability.md).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -39,8 +47,7 @@ impl Case {
         let rs_path = match &opts.rtstruct {
             Some(p) => Some(p.clone()),
             None => match scan.rtstructs.len() {
-                0 => None,
-                1 => Some(scan.rtstructs[0].clone()),
+                0 | 1 => scan.rtstructs.first().cloned(),
                 n => {
                     return Err(Error::Invalid(format!(
                         "{}: {n} RT Structure Sets found ({}); choose one with --rtstruct",

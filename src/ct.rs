@@ -5,6 +5,14 @@
 //! on row x column), never by file name or InstanceNumber. Every slice must share orientation,
 //! size and pixel spacing with the first, and the slice positions must be uniformly spaced.
 
+// Input module: data from files must never panic (project issue 9, docs/reliability.md).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -80,12 +88,60 @@ pub struct FolderScan {
 }
 
 /// Options for [`load_ct_folder`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct CtImportOptions {
     /// SeriesInstanceUID to pick when the folder holds several CT series.
     pub series_uid: Option<String>,
-    /// Refuse volumes whose HU array would exceed this many bytes (None: no limit).
+    /// Refuse volumes whose HU array (Rows x Columns x slices x 4 bytes) would exceed this many
+    /// bytes, before any pixel is decoded (None: no limit). The default is
+    /// [`crate::budget::default_memory_budget_bytes`] (half the machine's memory).
     pub memory_budget_bytes: Option<u64>,
+}
+
+impl Default for CtImportOptions {
+    fn default() -> Self {
+        CtImportOptions {
+            series_uid: None,
+            memory_budget_bytes: Some(crate::budget::default_memory_budget_bytes()),
+        }
+    }
+}
+
+/// Largest volume [`parse_slice_bytes`] accepts (it decodes a single slice).
+const SINGLE_SLICE_BUDGET_BYTES: u64 = 64 << 20;
+
+/// Parse one CT slice held in memory (DICOM file bytes) through the same validation and
+/// pixel-decoding path as [`load_ct_folder`], giving a one-slice volume. `path` is used in
+/// messages only. Rows x Columns above 16 M pixels are refused before decoding. Used by the
+/// fuzz target `fuzz/fuzz_targets/ct_slice.rs`; never panics on any input.
+pub fn parse_slice_bytes(path: &Path, bytes: &[u8]) -> Result<CtVolume> {
+    let f = match dicom_io::probe_bytes(path, bytes)? {
+        Probe::Dicom(f) => *f,
+        Probe::NotDicom(reason) => {
+            return Err(Error::BadDicom {
+                path: path.to_path_buf(),
+                reason,
+            })
+        }
+    };
+    let sop_class = dicom_io::opt_str(&f.obj, tags::SOP_CLASS_UID)
+        .unwrap_or_else(|| f.obj.meta().media_storage_sop_class_uid().to_string());
+    let sop_class = sop_class.trim_end_matches('\0');
+    let modality = dicom_io::opt_str(&f.obj, tags::MODALITY).unwrap_or_default();
+    if sop_class != dicom_io::CT_IMAGE_STORAGE || modality != "CT" {
+        return Err(Error::Tag {
+            path: path.to_path_buf(),
+            tag: "(0008,0016)".into(),
+            name: "SOPClassUID",
+            reason: format!("'{sop_class}' (Modality '{modality}') is not a CT image"),
+        });
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let opts = CtImportOptions {
+        series_uid: None,
+        memory_budget_bytes: Some(SINGLE_SLICE_BUDGET_BYTES),
+    };
+    assemble(dir, vec![f], &opts)
 }
 
 struct Slice {
@@ -163,7 +219,9 @@ fn series_listing(groups: &BTreeMap<String, Vec<Slice>>) -> String {
     groups
         .iter()
         .map(|(uid, s)| {
-            let desc = dicom_io::opt_str(&s[0].file.obj, tags::SERIES_DESCRIPTION)
+            let desc = s
+                .first()
+                .and_then(|s| dicom_io::opt_str(&s.file.obj, tags::SERIES_DESCRIPTION))
                 .unwrap_or_else(|| "(no description)".into());
             format!("  {uid}  '{desc}'  {} slices", s.len())
         })
@@ -205,7 +263,12 @@ fn assemble(dir: &Path, files: Vec<DicomFile>, opts: &CtImportOptions) -> Result
     };
 
     // Geometry of the first slice (in file order) is the reference.
-    let first = &slices[0].file;
+    let Some(first) = slices.first().map(|s| &s.file) else {
+        return Err(Error::NoCt {
+            dir: dir.to_path_buf(),
+            found: "no slice in the chosen series".into(),
+        });
+    };
     let first_path = first.path.clone();
     let a0 = Attr::new(&first.path, &first.obj);
     let slice_thickness = a0.f64_or(tags::SLICE_THICKNESS, "SliceThickness", 1.0)?;
@@ -216,10 +279,17 @@ fn assemble(dir: &Path, files: Vec<DicomFile>, opts: &CtImportOptions) -> Result
     )?;
     let rows = a0.int(tags::ROWS, "Rows")?;
     let cols = a0.int(tags::COLUMNS, "Columns")?;
-    let ps = a0.f64s(tags::PIXEL_SPACING, "PixelSpacing", 2)?;
-    if rows <= 0 || cols <= 0 {
-        return Err(a0.invalid(tags::ROWS, "Rows", format!("image size {rows} x {cols}")));
-    }
+    let ps: [f64; 2] = a0.f64_array(tags::PIXEL_SPACING, "PixelSpacing")?;
+    let (ny, nx) = match (usize::try_from(rows), usize::try_from(cols)) {
+        (Ok(r), Ok(c)) if r > 0 && c > 0 && r <= 65535 && c <= 65535 => (r, c),
+        _ => {
+            return Err(a0.invalid(
+                tags::ROWS,
+                "Rows",
+                format!("image size {rows} x {cols} (each must be 1 ..= 65535)"),
+            ))
+        }
+    };
     if ps.iter().any(|&v| v <= 0.0) {
         return Err(a0.invalid(tags::PIXEL_SPACING, "PixelSpacing", "must be positive"));
     }
@@ -275,21 +345,21 @@ fn assemble(dir: &Path, files: Vec<DicomFile>, opts: &CtImportOptions) -> Result
                 expected: format!("{ps:?}"),
             });
         }
-        let ipp = a.f64s(tags::IMAGE_POSITION_PATIENT, "ImagePositionPatient", 3)?;
+        let ipp: [f64; 3] = a.f64_array(tags::IMAGE_POSITION_PATIENT, "ImagePositionPatient")?;
         s.normal_pos_mm = ipp[0] * normal[0] + ipp[1] * normal[1] + ipp[2] * normal[2];
     }
     slices.sort_by(|a, b| a.normal_pos_mm.total_cmp(&b.normal_pos_mm));
 
     // Uniform spacing: duplicates and gaps are errors naming both files.
     let dz = if slices.len() > 1 {
-        let mut gaps: Vec<f64> = slices
-            .windows(2)
-            .map(|w| w[1].normal_pos_mm - w[0].normal_pos_mm)
+        let pairs = || slices.iter().zip(slices.iter().skip(1));
+        let gaps: Vec<f64> = pairs()
+            .map(|(a, b)| b.normal_pos_mm - a.normal_pos_mm)
             .collect();
         let mut sorted = gaps.clone();
         sorted.sort_by(|a, b| a.total_cmp(b));
-        let median = sorted[sorted.len() / 2];
-        for (w, gap) in slices.windows(2).zip(gaps.iter_mut()) {
+        let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
+        for ((s0, s1), gap) in pairs().zip(&gaps) {
             let tol = (0.01 * median).max(1e-3);
             if *gap < 1e-3 || (*gap - median).abs() > tol {
                 let kind = if *gap < 1e-3 {
@@ -300,16 +370,17 @@ fn assemble(dir: &Path, files: Vec<DicomFile>, opts: &CtImportOptions) -> Result
                     "irregular spacing"
                 };
                 return Err(Error::SliceSpacing {
-                    first: w[0].file.path.clone(),
-                    second: w[1].file.path.clone(),
+                    first: s0.file.path.clone(),
+                    second: s1.file.path.clone(),
                     gap_mm: *gap,
                     expected_mm: median,
                     kind,
                 });
             }
         }
-        (slices.last().map(|s| s.normal_pos_mm).unwrap_or(0.0) - slices[0].normal_pos_mm)
-            / (slices.len() - 1) as f64
+        let lo = slices.first().map_or(0.0, |s| s.normal_pos_mm);
+        let hi = slices.last().map_or(0.0, |s| s.normal_pos_mm);
+        (hi - lo) / (slices.len() - 1) as f64
     } else {
         slice_thickness
     };
@@ -322,22 +393,33 @@ fn assemble(dir: &Path, files: Vec<DicomFile>, opts: &CtImportOptions) -> Result
         });
     }
 
-    let (nx, ny, nz) = (cols as usize, rows as usize, slices.len());
-    let bytes = (nx * ny * nz * 4) as u64;
+    let nz = slices.len();
+    // Saturating: a declared size beyond u64 is refused by any budget.
+    let bytes = (nx as u64)
+        .saturating_mul(ny as u64)
+        .saturating_mul(nz as u64)
+        .saturating_mul(4);
     if let Some(budget) = opts.memory_budget_bytes {
         if bytes > budget {
             return Err(Error::MemoryBudget {
                 what: format!("CT volume {nx} x {ny} x {nz} (f32 HU)"),
                 needed_bytes: bytes,
                 budget_bytes: budget,
-                advice: "crop or resample the series, or raise the budget".into(),
+                advice: "crop or resample the series, or raise the budget \
+                         (CtImportOptions::memory_budget_bytes, or RTOPT_MEMORY_BUDGET_MB for the CLI)"
+                    .into(),
             });
         }
     }
-    let first_ipp = {
-        let f = &slices[0].file;
-        Attr::new(&f.path, &f.obj).f64s(tags::IMAGE_POSITION_PATIENT, "ImagePositionPatient", 3)?
+    // Sorting keeps the length, so the series still has a first slice.
+    let Some(s0) = slices.first() else {
+        return Err(Error::NoCt {
+            dir: dir.to_path_buf(),
+            found: "no slice in the chosen series".into(),
+        });
     };
+    let first_ipp: [f64; 3] = Attr::new(&s0.file.path, &s0.file.obj)
+        .f64_array(tags::IMAGE_POSITION_PATIENT, "ImagePositionPatient")?;
     // PixelSpacing is (row spacing = y, column spacing = x).
     let grid = Grid3 {
         dims: [nx, ny, nz],
@@ -354,12 +436,12 @@ fn assemble(dir: &Path, files: Vec<DicomFile>, opts: &CtImportOptions) -> Result
         hu.extend_from_slice(&p);
     }
 
-    let f0 = &slices[0].file.obj;
+    let f0 = &s0.file.obj;
     let s = |tag| dicom_io::opt_str(f0, tag).unwrap_or_default();
     let meta = CtMeta {
-        series_instance_uid: slices[0].series_uid.clone(),
+        series_instance_uid: s0.series_uid.clone(),
         study_instance_uid: s(tags::STUDY_INSTANCE_UID),
-        frame_of_reference_uid: Attr::new(&slices[0].file.path, f0)
+        frame_of_reference_uid: Attr::new(&s0.file.path, f0)
             .string(tags::FRAME_OF_REFERENCE_UID, "FrameOfReferenceUID")?,
         series_description: s(tags::SERIES_DESCRIPTION),
         patient_position: s(tags::PATIENT_POSITION),
@@ -407,7 +489,7 @@ fn decode_slice_hu(f: &DicomFile, nx: usize, ny: usize) -> Result<Vec<f32>> {
     if f.obj.get(tags::PIXEL_DATA).is_none() {
         return Err(a.invalid(tags::PIXEL_DATA, "PixelData", "missing"));
     }
-    let n = nx * ny;
+    let n = nx.saturating_mul(ny);
     let native = NATIVE_SYNTAXES.contains(&f.transfer_syntax.as_str());
     let decoded;
     let raw: &[u8] = if native {
@@ -451,27 +533,28 @@ fn decode_slice_hu(f: &DicomFile, nx: usize, ny: usize) -> Result<Vec<f32>> {
             ))
         }
     };
-    if raw.len() < n * bytes_per {
+    if raw.len() / bytes_per < n {
         return Err(a.invalid(
             tags::PIXEL_DATA,
             "PixelData",
             format!(
                 "has {} bytes, expected {} for {nx} x {ny} x {bits} bit (truncated?)",
                 raw.len(),
-                n * bytes_per
+                n.saturating_mul(bytes_per)
             ),
         ));
     }
     let mut out = Vec::with_capacity(n);
-    for px in 0..n {
-        let o = px * bytes_per;
-        let v: f64 = match (bytes_per, signed) {
-            (1, false) => raw[o] as f64,
-            (1, true) => raw[o] as i8 as f64,
-            (2, false) => u16::from_le_bytes([raw[o], raw[o + 1]]) as f64,
-            (2, true) => i16::from_le_bytes([raw[o], raw[o + 1]]) as f64,
-            (_, false) => u32::from_le_bytes([raw[o], raw[o + 1], raw[o + 2], raw[o + 3]]) as f64,
-            (_, true) => i32::from_le_bytes([raw[o], raw[o + 1], raw[o + 2], raw[o + 3]]) as f64,
+    for px in raw.chunks_exact(bytes_per).take(n) {
+        let v: f64 = match (px, signed) {
+            (&[b], false) => b as f64,
+            (&[b], true) => b as i8 as f64,
+            (&[b0, b1], false) => u16::from_le_bytes([b0, b1]) as f64,
+            (&[b0, b1], true) => i16::from_le_bytes([b0, b1]) as f64,
+            (&[b0, b1, b2, b3], false) => u32::from_le_bytes([b0, b1, b2, b3]) as f64,
+            (&[b0, b1, b2, b3], true) => i32::from_le_bytes([b0, b1, b2, b3]) as f64,
+            // chunks_exact(bytes_per) with bytes_per in {1, 2, 4}: no other length occurs.
+            _ => 0.0,
         };
         out.push((v * slope + intercept) as f32);
     }

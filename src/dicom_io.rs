@@ -2,6 +2,14 @@
 //!
 //! Every accessor returns an [`Error::Tag`] naming the file, the tag and its keyword.
 
+// Input module: data from files must never panic (project issue 9, docs/reliability.md).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::path::{Path, PathBuf};
 
 use dicom_core::Tag;
@@ -46,15 +54,21 @@ pub enum Probe {
 /// that fails they are reported as not DICOM.
 pub fn probe(path: &Path) -> Result<Probe> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let has_preamble = bytes.len() >= 132 && &bytes[128..132] == b"DICM";
-    let bare_meta = bytes.len() >= 4 && &bytes[0..4] == b"DICM";
+    probe_bytes(path, &bytes)
+}
+
+/// [`probe`] on bytes already in memory; `path` is only used in messages.
+/// Never panics on any input (fuzzed: see `fuzz/fuzz_targets/ct_slice.rs`).
+pub fn probe_bytes(path: &Path, bytes: &[u8]) -> Result<Probe> {
+    let has_preamble = bytes.get(128..132) == Some(b"DICM".as_slice());
+    let bare_meta = bytes.get(0..4) == Some(b"DICM".as_slice());
     if has_preamble || bare_meta {
         let opts = OpenFileOptions::new().read_preamble(if has_preamble {
             dicom_object::file::ReadPreamble::Always
         } else {
             dicom_object::file::ReadPreamble::Never
         });
-        let obj = opts.from_reader(&bytes[..]).map_err(|e| Error::BadDicom {
+        let obj = opts.from_reader(bytes).map_err(|e| Error::BadDicom {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
@@ -71,12 +85,16 @@ pub fn probe(path: &Path) -> Result<Probe> {
         })));
     }
     // No meta header: try a raw data set. A plausible one starts with a group-0008 element.
-    if bytes.len() < 8 || u16::from_le_bytes([bytes[0], bytes[1]]) != 0x0008 {
-        return Ok(Probe::NotDicom(
-            "no DICOM preamble, meta header or data set".into(),
-        ));
-    }
-    let explicit = bytes[4].is_ascii_uppercase() && bytes[5].is_ascii_uppercase();
+    let head = match bytes.get(..8) {
+        Some(&[g0, g1, _, _, v0, v1, _, _]) if u16::from_le_bytes([g0, g1]) == 0x0008 => [v0, v1],
+        _ => {
+            return Ok(Probe::NotDicom(
+                "no DICOM preamble, meta header or data set".into(),
+            ))
+        }
+    };
+    let [v0, v1] = head;
+    let explicit = v0.is_ascii_uppercase() && v1.is_ascii_uppercase();
     let (ts, ts_uid) = if explicit {
         (
             EXPLICIT_VR_LITTLE_ENDIAN.erased(),
@@ -88,7 +106,7 @@ pub fn probe(path: &Path) -> Result<Probe> {
             IMPLICIT_VR_LITTLE_ENDIAN.uid(),
         )
     };
-    let ds = match InMemDicomObject::read_dataset_with_ts(&bytes[..], &ts) {
+    let ds = match InMemDicomObject::read_dataset_with_ts(bytes, &ts) {
         Ok(ds) => ds,
         Err(e) => return Ok(Probe::NotDicom(format!("unparseable data set: {e}"))),
     };
@@ -199,9 +217,19 @@ impl<'a> Attr<'a> {
         Ok(v)
     }
 
+    /// Required multi-valued float with exactly `N` finite values, as an array.
+    pub fn f64_array<const N: usize>(&self, tag: Tag, name: &'static str) -> Result<[f64; N]> {
+        let v = self.f64s(tag, name, N)?;
+        <[f64; N]>::try_from(v.as_slice())
+            .map_err(|_| self.err(tag, name, format!("has {} values, expected {N}", v.len())))
+    }
+
     /// Required float.
     pub fn f64(&self, tag: Tag, name: &'static str) -> Result<f64> {
-        Ok(self.f64s(tag, name, 0)?[0])
+        self.f64s(tag, name, 0)?
+            .first()
+            .copied()
+            .ok_or_else(|| self.err(tag, name, "has no value"))
     }
 
     /// Optional float with a default.

@@ -14,6 +14,7 @@
 
 pub mod atomic;
 pub mod beams;
+pub mod budget;
 pub mod case;
 pub mod cli;
 pub mod ct;

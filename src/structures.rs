@@ -5,6 +5,14 @@
 //! several islands per slice work. A contour is placed on the CT slice nearest to its z; if
 //! that slice is more than half a slice spacing away the contour is off the grid (error).
 
+// Input module: data from files must never panic (project issue 9, docs/reliability.md).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -70,7 +78,22 @@ impl StructureSet {
 
 /// Read an RT Structure Set file (with or without DICOM file meta header).
 pub fn read_rtstruct(path: &Path) -> Result<StructureSet> {
-    let f = dicom_io::read(path)?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    read_rtstruct_bytes(path, &bytes)
+}
+
+/// [`read_rtstruct`] on file bytes already in memory; `path` is used in messages only.
+/// Never panics on any input (fuzzed: `fuzz/fuzz_targets/rtstruct.rs`).
+pub fn read_rtstruct_bytes(path: &Path, bytes: &[u8]) -> Result<StructureSet> {
+    let f = match dicom_io::probe_bytes(path, bytes)? {
+        dicom_io::Probe::Dicom(f) => *f,
+        dicom_io::Probe::NotDicom(reason) => {
+            return Err(Error::BadDicom {
+                path: path.to_path_buf(),
+                reason,
+            })
+        }
+    };
     let a = Attr::new(path, &f.obj);
     let sop_class = dicom_io::opt_str(&f.obj, tags::SOP_CLASS_UID).unwrap_or_default();
     let modality = dicom_io::opt_str(&f.obj, tags::MODALITY).unwrap_or_default();
@@ -126,8 +149,9 @@ pub fn read_rtstruct(path: &Path) -> Result<StructureSet> {
             ));
         };
         if let Some(c) = dicom_io::opt_f64s(it, tags::ROI_DISPLAY_COLOR) {
-            if c.len() == 3 {
-                roi.color = [c[0] as u8, c[1] as u8, c[2] as u8];
+            if let [r, g, b] = c[..] {
+                // `as u8` saturates (and maps NaN to 0): any value gives a colour.
+                roi.color = [r as u8, g as u8, b as u8];
             }
         }
         for (ci, c) in Attr::new(path, it)
@@ -149,8 +173,13 @@ pub fn read_rtstruct(path: &Path) -> Result<StructureSet> {
                     ),
                 });
             }
-            let points_mm: Vec<[f64; 3]> =
-                data.chunks_exact(3).map(|p| [p[0], p[1], p[2]]).collect();
+            let points_mm: Vec<[f64; 3]> = data
+                .chunks_exact(3)
+                .filter_map(|p| match *p {
+                    [x, y, z] => Some([x, y, z]),
+                    _ => None,
+                })
+                .collect();
             if geometric_type == "CLOSED_PLANAR" && points_mm.len() < 3 {
                 return Err(Error::BadContour {
                     path: path.to_path_buf(),
@@ -198,6 +227,17 @@ pub fn rasterize(roi: &Roi, grid: &Grid3) -> Result<Mask> {
     for (ci, c) in roi.contours.iter().enumerate() {
         if c.geometric_type != "CLOSED_PLANAR" {
             continue;
+        }
+        if c.points_mm.len() < 3 || c.points_mm.iter().flatten().any(|v| !v.is_finite()) {
+            return Err(Error::ContourOffGrid {
+                roi: roi.name.clone(),
+                contour: ci,
+                z_mm: c.points_mm.first().map_or(f64::NAN, |p| p[2]),
+                reason: format!(
+                    "has {} point(s) or a non-finite coordinate; a CLOSED_PLANAR contour needs at least 3 finite points",
+                    c.points_mm.len()
+                ),
+            });
         }
         let z = c.points_mm.iter().map(|p| p[2]).sum::<f64>() / c.points_mm.len() as f64;
         if c.points_mm
@@ -260,10 +300,9 @@ pub fn rasterize(roi: &Roi, grid: &Grid3) -> Result<Mask> {
                 let y = grid.origin_mm[1] + j as f64 * dy;
                 xs.clear();
                 for c in &contours {
-                    let n = c.points_mm.len();
-                    for e in 0..n {
-                        let p = c.points_mm[e];
-                        let q = c.points_mm[(e + 1) % n];
+                    // Edges (p_e, p_{e+1}), the last one closing the polygon.
+                    let next = c.points_mm.iter().cycle().skip(1);
+                    for (p, q) in c.points_mm.iter().zip(next) {
                         if (p[1] <= y) != (q[1] <= y) {
                             xs.push(p[0] + (y - p[1]) * (q[0] - p[0]) / (q[1] - p[1]));
                         }
@@ -271,12 +310,16 @@ pub fn rasterize(roi: &Roi, grid: &Grid3) -> Result<Mask> {
                 }
                 xs.sort_by(|a, b| a.total_cmp(b));
                 for pair in xs.chunks_exact(2) {
-                    // voxel centres with pair[0] <= x < pair[1]
-                    let i0 = ((pair[0] - grid.origin_mm[0]) / dx).ceil().max(0.0);
-                    let i1 = ((pair[1] - grid.origin_mm[0]) / dx).ceil().min(nx as f64);
+                    let &[x0, x1] = pair else { continue };
+                    // voxel centres with x0 <= x < x1
+                    let i0 = ((x0 - grid.origin_mm[0]) / dx).ceil().max(0.0);
+                    let i1 = ((x1 - grid.origin_mm[0]) / dx).ceil().min(nx as f64);
                     let (i0, i1) = (i0 as usize, i1.max(0.0) as usize);
-                    for i in i0..i1.max(i0) {
-                        m[j * nx + i] = true;
+                    // i1 <= nx and j < ny, so the run stays inside row j of the plane.
+                    if i0 < i1 {
+                        if let Some(run) = m.get_mut(j * nx + i0..j * nx + i1) {
+                            run.fill(true);
+                        }
                     }
                 }
             }
@@ -284,7 +327,14 @@ pub fn rasterize(roi: &Roi, grid: &Grid3) -> Result<Mask> {
         })
         .collect();
     for (k, m) in filled {
-        mask.inside[k * plane..(k + 1) * plane].copy_from_slice(&m);
+        // k < nz was checked above, so the plane exists; refuse rather than panic otherwise.
+        let Some(dst) = mask.inside.get_mut(k * plane..(k + 1) * plane) else {
+            return Err(Error::Invalid(format!(
+                "ROI '{}': slice {k} outside the grid of {nz} slices",
+                roi.name
+            )));
+        };
+        dst.copy_from_slice(&m);
     }
     Ok(mask)
 }

@@ -1,0 +1,280 @@
+//! Reliability (project issue 9, docs/reliability.md): memory budget refused up front,
+//! atomic outputs under SIGKILL, and no patient name or ID in logs.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use rtopt::dicom_io::{self, tags};
+use rtopt::{Case, Error, LoadOptions};
+
+// ---- memory budget ----
+
+/// TG119 needs 167 x 167 x 129 x 4 = 14,390,724 bytes of HU; a 1 MiB budget refuses it, and
+/// refuses it before decoding pixels: a slice with its PixelData removed (which would fail in
+/// decoding) still gives the budget error.
+#[test]
+fn ct_over_budget_is_refused_before_decoding() {
+    let t = common::copy_tg119();
+    let victim = common::ct_files(t.path())[10].clone();
+    let mut f = dicom_io::read(&victim).expect("read");
+    f.obj.remove_element(tags::PIXEL_DATA);
+    f.obj.write_to_file(&victim).expect("write");
+
+    let mut opts = LoadOptions::default();
+    opts.ct.memory_budget_bytes = Some(1 << 20);
+    let e = Case::load(t.path(), &opts).expect_err("over budget");
+    let msg = e.to_string();
+    match e {
+        Error::MemoryBudget {
+            needed_bytes,
+            budget_bytes,
+            ..
+        } => {
+            assert_eq!(needed_bytes, 167 * 167 * 129 * 4);
+            assert_eq!(budget_bytes, 1 << 20);
+        }
+        other => panic!("expected MemoryBudget, got {other:?}"),
+    }
+    assert!(
+        msg.contains("14390724") && msg.contains("167 x 167 x 129"),
+        "{msg}"
+    );
+
+    // With the default budget (half the machine's memory) the same folder gets to decoding.
+    let e = Case::load(t.path(), &LoadOptions::default()).expect_err("pixel data missing");
+    assert!(e.to_string().contains("PixelData"), "{e}");
+}
+
+#[test]
+fn default_options_carry_a_budget() {
+    let b = LoadOptions::default()
+        .ct
+        .memory_budget_bytes
+        .expect("default budget");
+    let expected = std::env::var(rtopt::budget::BUDGET_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|mb| mb << 20)
+        .or_else(|| {
+            std::fs::read_to_string("/proc/meminfo")
+                .ok()
+                .and_then(|s| rtopt::budget::parse_meminfo_total_bytes(&s))
+                .map(|t| t / 2)
+        })
+        .unwrap_or(rtopt::budget::FALLBACK_BUDGET_BYTES);
+    assert_eq!(b, expected);
+}
+
+/// The CLI applies the budget too (RTOPT_MEMORY_BUDGET_MB=1) and exits with the input code.
+#[test]
+fn cli_refuses_over_budget_ct() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rtopt"))
+        .arg("inspect")
+        .arg(common::tg119_dir())
+        .env(rtopt::budget::BUDGET_ENV, "1")
+        .output()
+        .expect("run rtopt");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("14390724") && stderr.contains("1048576"),
+        "{stderr}"
+    );
+}
+
+// ---- atomic writes under SIGKILL ----
+
+const CHILD_ENV: &str = "RTOPT_TEST_ATOMIC_CHILD";
+const WRITE_BYTES: usize = 8 << 20;
+
+/// Content of write number `n`: 8-byte little-endian `n`, then bytes `(n + i) % 251`.
+fn payload(n: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(WRITE_BYTES);
+    v.extend_from_slice(&n.to_le_bytes());
+    v.extend((8..WRITE_BYTES).map(|i| ((n as usize + i) % 251) as u8));
+    v
+}
+
+fn is_complete(bytes: &[u8]) -> bool {
+    if bytes.len() != WRITE_BYTES {
+        return false;
+    }
+    let mut n = [0u8; 8];
+    n.copy_from_slice(&bytes[..8]);
+    bytes == payload(u64::from_le_bytes(n)).as_slice()
+}
+
+/// Child side of [`kill_during_atomic_write_leaves_no_partial_file`]: rewrite the file named
+/// by `RTOPT_TEST_ATOMIC_CHILD` forever, through `atomic::write_file`. Does nothing otherwise.
+#[test]
+#[ignore = "child process of kill_during_atomic_write_leaves_no_partial_file"]
+fn atomic_writer_child() {
+    let Ok(dest) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    for n in 0u64.. {
+        rtopt::atomic::write_file(Path::new(&dest), &payload(n)).expect("write");
+    }
+}
+
+/// SIGKILL a process at pseudo-random points while it rewrites an 8 MiB file atomically:
+/// the destination is always absent or complete, never partial.
+#[test]
+fn kill_during_atomic_write_leaves_no_partial_file() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dest: PathBuf = t.path().join("RTDOSE.dcm");
+    let exe = std::env::current_exe().expect("test binary");
+    // Fixed-seed LCG: reproducible "random" kill times between 1 and 400 ms.
+    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut seen_complete = 0;
+    for round in 0..8 {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let delay_ms = 1 + (state >> 33) % 400;
+        let mut child = Command::new(&exe)
+            .args(["--exact", "atomic_writer_child", "--ignored", "--nocapture"])
+            .env(CHILD_ENV, &dest)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn child");
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().expect("SIGKILL"); // Child::kill sends SIGKILL on Unix
+        child.wait().expect("reap");
+        match std::fs::read(&dest) {
+            Ok(bytes) => {
+                assert!(
+                    is_complete(&bytes),
+                    "round {round} (kill after {delay_ms} ms): destination has {} bytes, not a complete write",
+                    bytes.len()
+                );
+                seen_complete += 1;
+            }
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "round {round}"),
+        }
+        // Anything else in the folder is a hidden temp file, never a look-alike output.
+        for e in std::fs::read_dir(t.path()).expect("list") {
+            let name = e.expect("entry").file_name().to_string_lossy().into_owned();
+            assert!(
+                name == "RTDOSE.dcm"
+                    || (name.starts_with(".RTDOSE.dcm.") && name.ends_with(".tmp")),
+                "unexpected file {name}"
+            );
+        }
+    }
+    // The kill points must include some after a finished write, or the test proved nothing.
+    assert!(seen_complete > 0, "no round got past the first write");
+}
+
+// ---- no patient name or ID in logs ----
+
+const SECRET_NAME: &str = "Privacy^Test";
+const SECRET_ID: &str = "PID-SECRET-42";
+
+/// Copy of TG119 whose every file carries the secret PatientName / PatientID.
+fn tg119_with_secrets() -> tempfile::TempDir {
+    let t = common::copy_tg119();
+    for e in std::fs::read_dir(t.path()).expect("list") {
+        let p = e.expect("entry").path();
+        let mut f = dicom_io::read(&p).expect("read");
+        f.obj.put(DataElement::new(
+            tags::PATIENT_NAME,
+            VR::PN,
+            PrimitiveValue::from(SECRET_NAME),
+        ));
+        f.obj.put(DataElement::new(
+            tags::PATIENT_ID,
+            VR::LO,
+            PrimitiveValue::from(SECRET_ID),
+        ));
+        f.obj.write_to_file(&p).expect("write");
+    }
+    t
+}
+
+fn assert_no_secrets(what: &str, out: &std::process::Output) {
+    for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        let text = String::from_utf8_lossy(bytes);
+        for secret in [SECRET_NAME, SECRET_ID, "Privacy", "SECRET"] {
+            assert!(
+                !text.contains(secret),
+                "{what}: {stream} contains '{secret}':\n{text}"
+            );
+        }
+    }
+}
+
+fn rtopt_verbose(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_rtopt"))
+        .args(args)
+        .env("RUST_LOG", "trace")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("run rtopt")
+}
+
+#[test]
+fn inspect_does_not_log_patient_identity() {
+    let t = tg119_with_secrets();
+    // The secrets are really in the files (else the test proves nothing).
+    let f = dicom_io::read(&common::ct_files(t.path())[0]).expect("read");
+    assert_eq!(
+        dicom_io::opt_str(&f.obj, tags::PATIENT_ID).as_deref(),
+        Some(SECRET_ID)
+    );
+    let case = Case::load(t.path(), &LoadOptions::default()).expect("loads");
+    assert_eq!(case.ct.meta.patient_name, SECRET_NAME);
+
+    for json in [false, true] {
+        let mut args = vec![std::ffi::OsStr::new("inspect"), t.path().as_os_str()];
+        if json {
+            args.push("--json".as_ref());
+        }
+        let out = rtopt_verbose(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("OuterTarget"));
+        assert_no_secrets(&format!("inspect json={json}"), &out);
+    }
+
+    // Error paths too: a broken slice makes inspect fail with a message naming the file.
+    let victim = common::ct_files(t.path())[5].clone();
+    let mut f = dicom_io::read(&victim).expect("read");
+    f.obj.put(DataElement::new(
+        tags::MODALITY,
+        VR::CS,
+        PrimitiveValue::from("MR"),
+    ));
+    f.obj.write_to_file(&victim).expect("write");
+    let out = rtopt_verbose(&[std::ffi::OsStr::new("inspect"), t.path().as_os_str()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Modality"));
+    assert_no_secrets("inspect (error)", &out);
+}
+
+#[test]
+#[ignore = "needs rtopt plan (lead)"]
+fn plan_does_not_log_patient_identity() {
+    let t = tg119_with_secrets();
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let out = rtopt_verbose(&[
+        "plan".as_ref(),
+        t.path().as_os_str(),
+        "--out".as_ref(),
+        out_dir.path().as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_no_secrets("plan", &out);
+}

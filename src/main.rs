@@ -124,7 +124,11 @@ fn fail(e: rtopt::Error) -> ExitCode {
     ExitCode::from(exit_code(&e))
 }
 
-fn load_case(folder: &Path, series: Option<String>, rtstruct: Option<PathBuf>) -> rtopt::Result<rtopt::Case> {
+fn load_case(
+    folder: &Path,
+    series: Option<String>,
+    rtstruct: Option<PathBuf>,
+) -> rtopt::Result<rtopt::Case> {
     let opts = rtopt::LoadOptions {
         ct: rtopt::ct::CtImportOptions {
             series_uid: series,
@@ -223,20 +227,18 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Command::Compare { plans, html } => {
-            match rtopt::report::compare::load_variants(&plans) {
-                Ok(vs) => {
-                    print!("{}", rtopt::report::compare::compare_text(&vs));
-                    if let Some(h) = html {
-                        if let Err(e) = rtopt::report::compare::write_html(&vs, &h) {
-                            return fail(e);
-                        }
+        Command::Compare { plans, html } => match rtopt::report::compare::load_variants(&plans) {
+            Ok(vs) => {
+                print!("{}", rtopt::report::compare::compare_text(&vs));
+                if let Some(h) = html {
+                    if let Err(e) = rtopt::report::compare::write_html(&vs, &h) {
+                        return fail(e);
                     }
-                    ExitCode::SUCCESS
                 }
-                Err(e) => fail(e),
+                ExitCode::SUCCESS
             }
-        }
+            Err(e) => fail(e),
+        },
     }
 }
 

@@ -206,8 +206,7 @@ impl Planner {
         let factors = scatter_correction(&dose.matrix.dose(&reference), &exact_ref);
         let mut corrected = dose.matrix.clone();
         corrected.scale_rows(&factors);
-        let problem =
-            PlanningProblem::new(&corrected, &dose.dose_grid, &beams, &structures, p)?;
+        let problem = PlanningProblem::new(&corrected, &dose.dose_grid, &beams, &structures, p)?;
         let optimized = problem.solve(&self.optimize)?;
         prog.finish(
             st,
@@ -402,7 +401,10 @@ impl PlannedCase {
         let mut target_doses = Vec::new();
         for s in &self.case.structures {
             let rows = self.dose.dose_grid.rows_in(&s.mask);
-            let d: Vec<f64> = rows.iter().map(|&r| self.deliverable_gy[r as usize]).collect();
+            let d: Vec<f64> = rows
+                .iter()
+                .map(|&r| self.deliverable_gy[r as usize])
+                .collect();
             structures.push(StructureMetrics::compute(
                 &s.roi.name,
                 &s.roi.interpreted_type,

@@ -77,13 +77,21 @@ fn convolve(beam: &Beam, fl: &[f64], sigma_mm: f64) -> Plane {
     let sx: Vec<f64> = (0..nu * nx)
         .map(|t| {
             let (iu, ix) = (t / nx, t % nx);
-            s(u0 + iu as f64 * h - (g.x0_mm + ix as f64 * g.size_x_mm), hx, k)
+            s(
+                u0 + iu as f64 * h - (g.x0_mm + ix as f64 * g.size_x_mm),
+                hx,
+                k,
+            )
         })
         .collect();
     let sy: Vec<f64> = (0..nv * ny)
         .map(|t| {
             let (iv, iy) = (t / ny, t % ny);
-            s(v0 + iv as f64 * h - (g.y0_mm + iy as f64 * g.size_y_mm), hy, k)
+            s(
+                v0 + iv as f64 * h - (g.y0_mm + iy as f64 * g.size_y_mm),
+                hy,
+                k,
+            )
         })
         .collect();
     // G[iy][iu] = sum_ix fl[iy][ix] sx[iu][ix]

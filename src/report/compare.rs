@@ -43,10 +43,7 @@ pub fn load_variants(dirs: &[PathBuf]) -> Result<Vec<Variant>> {
 }
 
 fn metric(r: &Report, structure: &str, f: fn(&super::StructureMetrics) -> f64) -> Option<f64> {
-    r.structures
-        .iter()
-        .find(|s| s.name == structure)
-        .map(f)
+    r.structures.iter().find(|s| s.name == structure).map(f)
 }
 
 /// D10 of a structure from its DVH curve (nearest sample at or above 10 %).
@@ -99,11 +96,15 @@ pub fn compare_text(vs: &[Variant]) -> String {
     }
     rows.push((
         "Paddick CI".into(),
-        vs.iter().map(|v| Some(v.report.quality.paddick_ci)).collect(),
+        vs.iter()
+            .map(|v| Some(v.report.quality.paddick_ci))
+            .collect(),
     ));
     rows.push((
         "ICRU 83 HI".into(),
-        vs.iter().map(|v| Some(v.report.quality.icru83_hi)).collect(),
+        vs.iter()
+            .map(|v| Some(v.report.quality.icru83_hi))
+            .collect(),
     ));
     rows.push((
         "total MU / fraction".into(),
@@ -143,9 +144,7 @@ pub fn verdict(vs: &[Variant]) -> String {
         .map(|v| metric(&v.report, target, |m| m.d95_gy).unwrap_or(f64::NAN))
         .collect();
     let best = d95.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let eligible: Vec<usize> = (0..vs.len())
-        .filter(|&i| d95[i] >= best - 0.5)
-        .collect();
+    let eligible: Vec<usize> = (0..vs.len()).filter(|&i| d95[i] >= best - 0.5).collect();
     let mut s = format!(
         "\nat equal coverage ({target} D95 within 0.5 Gy of {best:.2} Gy: {}):\n",
         eligible

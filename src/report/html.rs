@@ -32,7 +32,11 @@ fn esc(s: &str) -> String {
 }
 
 /// Cumulative DVH of several structures as an SVG string (plotters).
-pub fn dvh_svg(curves: &[DvhCurve], title: &str, dashed_second_set: Option<&[DvhCurve]>) -> Result<String> {
+pub fn dvh_svg(
+    curves: &[DvhCurve],
+    title: &str,
+    dashed_second_set: Option<&[DvhCurve]>,
+) -> Result<String> {
     let xmax = curves
         .iter()
         .chain(dashed_second_set.unwrap_or(&[]))
@@ -121,8 +125,8 @@ fn render_plane(inp: &HtmlInputs, plane: Plane, rx_gy: f64) -> (u32, u32, Vec<u8
     let (lo, hi) = g.bounds_mm();
     // (horizontal axis, vertical axis, fixed axis); vertical drawn top to bottom.
     let (ha, va, fa, vflip) = match plane {
-        Plane::Axial => (0, 1, 2, false),   // x right (patient left), y down (posterior)
-        Plane::Coronal => (0, 2, 1, true),  // x right, z up (superior)
+        Plane::Axial => (0, 1, 2, false), // x right (patient left), y down (posterior)
+        Plane::Coronal => (0, 2, 1, true), // x right, z up (superior)
         Plane::Sagittal => (1, 2, 0, true), // y right (posterior), z up
     };
     let w = (hi[ha] - lo[ha]).round().max(1.0) as usize;
@@ -219,7 +223,10 @@ pub fn render(inp: &HtmlInputs) -> Result<String> {
     let r = inp.report;
     let mut h = String::new();
     h.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">");
-    h.push_str(&format!("<title>rtopt plan report: {}</title>", esc(&r.case)));
+    h.push_str(&format!(
+        "<title>rtopt plan report: {}</title>",
+        esc(&r.case)
+    ));
     h.push_str(
         "<style>body{font-family:sans-serif;margin:24px;color:#222}table{border-collapse:collapse;margin:8px 0 20px}\
 td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}th{background:#eee}td.l,th.l{text-align:left}\

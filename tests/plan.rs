@@ -1,0 +1,279 @@
+//! `rtopt plan` end to end on the shipped TG-119 case (project issue 7), run through the
+//! binary as a planner would. One pipeline run is expensive (about two minutes on 2 cores),
+//! so the runs are made once, in order, in a single test, and every check reuses them:
+//!
+//! A. TG119 with a known PatientName/PatientID in every file, `RUST_LOG=trace`: outputs exist,
+//!    report.json parses, TG-119 goals met (Ezzell et al., Med Phys 36:5359, 2009: PTV D95 >=
+//!    50 Gy, D10 <= 55 Gy, Core D10 <= 25 Gy), no patient identity in the output, the report's
+//!    DVH agrees with a DVH recomputed from RTDOSE.dcm and the RTSTRUCT (D95, mean within 1 %).
+//! B. The same command again: byte-identical RTPLAN and RTDOSE.
+//! C. A variant with the Core overdose weight x4: `rtopt compare A C` shows a lower Core D10
+//!    for C (the dosimetrist's question: which variant spares the core more at equal coverage).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use rtopt::dicom_io::{self, tags};
+
+const SECRET_NAME: &str = "Privacy^Test";
+const SECRET_ID: &str = "PID-SECRET-42";
+
+fn rtopt(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rtopt"))
+        .args(args)
+        .env("RUST_LOG", "trace")
+        .output()
+        .expect("run rtopt")
+}
+
+fn case_with_secrets() -> tempfile::TempDir {
+    let t = common::copy_tg119();
+    for e in std::fs::read_dir(t.path()).expect("list") {
+        let p = e.expect("entry").path();
+        let mut f = dicom_io::read(&p).expect("read");
+        f.obj.put(DataElement::new(
+            tags::PATIENT_NAME,
+            VR::PN,
+            PrimitiveValue::from(SECRET_NAME),
+        ));
+        f.obj.put(DataElement::new(
+            tags::PATIENT_ID,
+            VR::LO,
+            PrimitiveValue::from(SECRET_ID),
+        ));
+        f.obj.write_to_file(&p).expect("write");
+    }
+    t
+}
+
+fn plan(case: &Path, protocol: &Path, out: &Path) -> Output {
+    let o = rtopt(&[
+        "plan".as_ref(),
+        case.as_os_str(),
+        "--protocol".as_ref(),
+        protocol.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert!(
+        o.status.success(),
+        "rtopt plan failed ({:?}):\n{}\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+fn report(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("report.json")).expect("report.json");
+    serde_json::from_str(&text).expect("report.json parses")
+}
+
+fn goal<'a>(r: &'a serde_json::Value, structure: &str, text: &str) -> &'a serde_json::Value {
+    r["goals"]
+        .as_array()
+        .expect("goals")
+        .iter()
+        .find(|g| g["structure"] == structure && g["goal"].as_str() == Some(text))
+        .unwrap_or_else(|| panic!("goal {structure} {text} missing"))
+}
+
+fn structure<'a>(r: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    r["structures"]
+        .as_array()
+        .expect("structures")
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("structure {name} missing"))
+}
+
+fn f(v: &serde_json::Value) -> f64 {
+    v.as_f64().expect("number")
+}
+
+#[test]
+fn plan_tg119_end_to_end() {
+    let case = case_with_secrets();
+    let protocol = common::repo().join("data/protocols/tg119.toml");
+    let work = tempfile::tempdir().expect("tmp");
+    let (a, b, c) = (
+        work.path().join("A"),
+        work.path().join("B"),
+        work.path().join("C"),
+    );
+
+    // ---- A ----
+    let out = plan(case.path(), &protocol, &a);
+    for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        let text = String::from_utf8_lossy(bytes);
+        for secret in [SECRET_NAME, SECRET_ID, "Privacy", "SECRET"] {
+            assert!(!text.contains(secret), "{stream} shows '{secret}':\n{text}");
+        }
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("D95 >= 50 Gy"),
+        "goal table printed: {stdout}"
+    );
+    for name in ["RTPLAN.dcm", "RTDOSE.dcm", "report.json", "report.html"] {
+        assert!(a.join(name).is_file(), "{name} missing");
+    }
+    let leftovers: Vec<PathBuf> = std::fs::read_dir(work.path())
+        .expect("list")
+        .map(|e| e.expect("e").path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "temporary folders left: {leftovers:?}"
+    );
+
+    let ra = report(&a);
+    for (s, g) in [
+        ("OuterTarget", "D95 >= 50 Gy"),
+        ("OuterTarget", "D10 <= 55 Gy"),
+        ("Core", "D10 <= 25 Gy"),
+    ] {
+        let row = goal(&ra, s, g);
+        assert_eq!(row["met"], true, "{s} {g}: {row}");
+    }
+    let ptv = structure(&ra, "OuterTarget");
+    // Normalised to D95 = 50 Gy on the deliverable dose (exactly, up to the 0.5 % tolerance).
+    assert!((f(&ptv["d95_gy"]) - 50.0).abs() < 0.25, "{ptv}");
+    let core_d10 = f(&goal(&ra, "Core", "D10 <= 25 Gy")["achieved"]);
+    println!("TG119 Core D10 {core_d10:.2} Gy (TG-119 'hard' goal 10 Gy; matRad 23.8 Gy)");
+    assert!(
+        f(&ra["delivery"]["gamma"]["pass_rate_percent"]) >= 95.0,
+        "deliverable vs optimised gamma: {}",
+        ra["delivery"]["gamma"]
+    );
+
+    // DVH in the report vs DVH recomputed from RTDOSE.dcm and the RTSTRUCT.
+    let rd = rtopt::export::rtdose::read_rtdose(&a.join("RTDOSE.dcm")).expect("RTDOSE reads");
+    assert_eq!(rd.units, "GY");
+    let loaded = rtopt::Case::load(case.path(), &Default::default()).expect("case");
+    for name in ["OuterTarget", "Core"] {
+        let mask = &loaded.structure(name).expect("s").mask;
+        let mut doses = Vec::new();
+        for idx in 0..rd.grid.len() {
+            let [i, j, k] = rd.grid.ijk(idx);
+            if rtopt::dose::grid::mask_at(mask, rd.grid.centre_mm(i, j, k)) {
+                doses.push(rd.dose[idx] as f64);
+            }
+        }
+        let s = structure(&ra, name);
+        let d95 = rtopt::dvh::dose_at_volume(&doses, 95.0);
+        let mean = rtopt::dvh::mean(&doses);
+        for (what, ours, theirs) in [
+            ("D95", d95, f(&s["d95_gy"])),
+            ("mean", mean, f(&s["mean_gy"])),
+        ] {
+            assert!(
+                (ours - theirs).abs() <= 0.01 * theirs,
+                "{name} {what}: RTDOSE {ours:.3} Gy vs report {theirs:.3} Gy"
+            );
+        }
+    }
+
+    // ---- B: same inputs, same bytes ----
+    plan(case.path(), &protocol, &b);
+    for name in ["RTPLAN.dcm", "RTDOSE.dcm"] {
+        let x = std::fs::read(a.join(name)).expect("a");
+        let y = std::fs::read(b.join(name)).expect("b");
+        assert!(x == y, "{name} differs between two identical runs");
+    }
+
+    // ---- C: Core weight x4, then compare ----
+    let text = std::fs::read_to_string(&protocol).expect("protocol");
+    let heavier = text.replace(
+        "{ type = \"overdose\", dose_gy = 10.0, weight = 300.0 }",
+        "{ type = \"overdose\", dose_gy = 10.0, weight = 1200.0 }",
+    );
+    assert_ne!(heavier, text, "the variant must change the Core weight");
+    let variant = work.path().join("tg119_core_x4.toml");
+    std::fs::write(&variant, heavier).expect("write variant");
+    plan(case.path(), &variant, &c);
+    let rc = report(&c);
+    let core_d10_c = f(&goal(&rc, "Core", "D10 <= 25 Gy")["achieved"]);
+    assert!(
+        core_d10_c < core_d10,
+        "Core weight x4 must lower Core D10: {core_d10_c:.2} vs {core_d10:.2} Gy"
+    );
+    let html = work.path().join("compare.html");
+    let cmp = rtopt(&[
+        "compare".as_ref(),
+        a.as_os_str(),
+        c.as_os_str(),
+        "--html".as_ref(),
+        html.as_os_str(),
+    ]);
+    assert!(cmp.status.success());
+    let text = String::from_utf8_lossy(&cmp.stdout);
+    assert!(
+        text.contains("Core is spared most by C"),
+        "compare output:\n{text}"
+    );
+    assert!(html.is_file());
+
+    // The HTML report renders in a headless browser: the DVH plot and the goal table.
+    browser_check(&a.join("report.html"));
+}
+
+/// Load report.html in headless Chromium (Debian `chromium`, installed by `.ci/run`) and check
+/// the rendered DOM holds the DVH SVG and the goal table; keep a screenshot for the README.
+fn browser_check(report: &Path) {
+    let chromium = ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .unwrap_or_else(|| {
+            panic!("headless Chromium not found: install Debian's `chromium` (bash .ci/run does)")
+        });
+    let profile = tempfile::tempdir().expect("profile");
+    let common_args = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ];
+    let url = format!("file://{}", report.display());
+    let dom = Command::new(chromium)
+        .args(common_args)
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .expect("run chromium");
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(dom.contains("id=\"goal-table\""), "goal table not rendered");
+    assert!(
+        dom.contains("<svg") && dom.contains("Cumulative DVH"),
+        "DVH plot not rendered"
+    );
+    assert!(dom.contains("id=\"wash-axial\""), "dose wash not rendered");
+    let shot = report.with_file_name("report.png");
+    let o = Command::new(chromium)
+        .args(common_args)
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--window-size=1300,2600")
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(&url)
+        .output()
+        .expect("screenshot");
+    assert!(o.status.success() && shot.is_file(), "screenshot failed");
+}

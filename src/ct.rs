@@ -311,11 +311,12 @@ fn assemble(dir: &Path, files: Vec<DicomFile>, opts: &CtImportOptions) -> Result
         if iop_s.iter().zip(&iop).any(|(x, y)| (x - y).abs() > 1e-4) {
             return Err(Error::InconsistentSlice {
                 path: s.file.path.clone(),
-                first: first_path.clone(),
-                tag: "(0020,0037)".into(),
+                tag: "(0020,0037)",
                 name: "ImageOrientationPatient",
-                value: format!("{iop_s:?}"),
-                expected: format!("{iop:?}"),
+                detail: format!(
+                    "{iop_s:?}, but the first slice {} has {iop:?}",
+                    first_path.display()
+                ),
             });
         }
         for (tag, name, tag_s, expect) in [
@@ -326,11 +327,14 @@ fn assemble(dir: &Path, files: Vec<DicomFile>, opts: &CtImportOptions) -> Result
             if v != expect {
                 return Err(Error::InconsistentSlice {
                     path: s.file.path.clone(),
-                    first: first_path.clone(),
-                    tag: tag_s.into(),
+                    tag: tag_s,
                     name,
-                    value: v.to_string(),
-                    expected: expect.to_string(),
+                    detail: format!(
+                        "{}, but the first slice {} has {}",
+                        v,
+                        first_path.display(),
+                        expect
+                    ),
                 });
             }
         }
@@ -338,11 +342,12 @@ fn assemble(dir: &Path, files: Vec<DicomFile>, opts: &CtImportOptions) -> Result
         if ps_s.iter().zip(&ps).any(|(x, y)| (x - y).abs() > 1e-4) {
             return Err(Error::InconsistentSlice {
                 path: s.file.path.clone(),
-                first: first_path.clone(),
-                tag: "(0028,0030)".into(),
+                tag: "(0028,0030)",
                 name: "PixelSpacing",
-                value: format!("{ps_s:?}"),
-                expected: format!("{ps:?}"),
+                detail: format!(
+                    "{ps_s:?}, but the first slice {} has {ps:?}",
+                    first_path.display()
+                ),
             });
         }
         let ipp: [f64; 3] = a.f64_array(tags::IMAGE_POSITION_PATIENT, "ImagePositionPatient")?;

@@ -47,14 +47,13 @@ pub enum Error {
         listing: String,
     },
     /// A slice disagrees with the first slice of the series on geometry.
-    #[error("{path}: tag {tag} {name} is {value}, but the first slice {first} has {expected}")]
+    /// `detail` reads e.g. `512, but the first slice CT.0001.dcm has 256`.
+    #[error("{path}: tag {tag} {name} is {detail}")]
     InconsistentSlice {
         path: PathBuf,
-        first: PathBuf,
-        tag: String,
+        tag: &'static str,
         name: &'static str,
-        value: String,
-        expected: String,
+        detail: String,
     },
     /// Non-uniform slice positions: a missing or a duplicated slice.
     #[error("slice spacing: {first} and {second} are {gap_mm:.3} mm apart along the slice normal, expected {expected_mm:.3} mm ({kind})")]

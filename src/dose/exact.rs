@@ -230,7 +230,7 @@ pub fn dose_from_weights(
             .collect();
         total.par_iter_mut().zip(q.par_iter()).for_each(|(t, p)| {
             let [u, v, z] = *p;
-            if !(z > 0.0) {
+            if z.is_nan() || z <= 0.0 {
                 return;
             }
             let d = table.sample(u, v, z);

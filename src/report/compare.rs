@@ -7,6 +7,9 @@ use crate::error::{Error, Result};
 
 use super::Report;
 
+/// Accessor of one structure metric.
+type MetricFn = fn(&super::StructureMetrics) -> f64;
+
 /// A plan variant: its output folder and report.
 pub struct Variant {
     pub dir: PathBuf,
@@ -71,7 +74,7 @@ pub fn compare_text(vs: &[Variant]) -> String {
     for st in &first.structures {
         let n = st.name.clone();
         let is_target = n == first.target;
-        let metrics: Vec<(&str, fn(&super::StructureMetrics) -> f64)> = if is_target {
+        let metrics: Vec<(&str, MetricFn)> = if is_target {
             vec![
                 ("D98 Gy", |m| m.d98_gy),
                 ("D95 Gy", |m| m.d95_gy),

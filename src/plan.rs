@@ -172,6 +172,20 @@ impl Planner {
         // Dose-influence matrix.
         let st = prog.start("dose influence matrix");
         let body = case.body_mask();
+        // Refuse up front a matrix that cannot fit (upper-bound estimate: every voxel within
+        // the lateral cutoff along a beamlet's path through the body, no threshold).
+        let sp = self.dose.grid_spacing_mm;
+        let n_vox_est = (body.count() as f64 * case.ct.grid.voxel_volume_cm3() * 1000.0
+            / (sp[0] * sp[1] * sp[2]))
+            .ceil();
+        let side = setup.beamlet_size_mm + 2.0 * self.dose.lateral_cutoff_mm;
+        let per_beamlet = side * side / (sp[0] * sp[1]) * n_vox_est.cbrt();
+        crate::budget::check_influence_budget(
+            n_vox_est as usize,
+            n_beamlets,
+            per_beamlet,
+            crate::budget::default_memory_budget_bytes(),
+        )?;
         let dose = dose::influence_matrix(&case.ct, &body, &beams, &self.machine, &self.dose)?;
         prog.finish(
             st,

@@ -262,3 +262,28 @@ fn inspect_does_not_log_patient_identity() {
 
 // `rtopt plan` with a patient name and ID in every file is checked in tests/plan.rs, which
 // runs the whole pipeline once with RUST_LOG=trace and reuses the outputs.
+
+/// The influence matrix is estimated before it is built: with a 100 MiB budget the TG119 CT
+/// (14.4 MB) loads but the matrix (an upper bound of several hundred MB for 9 beams of 5 mm
+/// beamlets on a 3 mm grid) is refused with the options to make it fit; nothing is written.
+#[test]
+fn plan_refuses_an_influence_matrix_over_budget() {
+    let out_dir = tempfile::tempdir().expect("tmp");
+    let out = out_dir.path().join("plan");
+    let o = Command::new(env!("CARGO_BIN_EXE_rtopt"))
+        .arg("plan")
+        .arg(common::tg119_dir())
+        .arg("--out")
+        .arg(&out)
+        .arg("--quiet")
+        .env(rtopt::budget::BUDGET_ENV, "100")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("dose-influence matrix") && stderr.contains("coarser dose grid"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "no output folder may appear");
+}

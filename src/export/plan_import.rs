@@ -141,9 +141,17 @@ fn read_beam(path: &Path, b: &InMemDicomObject, meterset: &[(i64, f64)]) -> Resu
         )?;
         match ty.as_str() {
             "MLCX" => {
-                n_leaf_pairs = da
-                    .f64(tags::NUMBER_OF_LEAF_JAW_PAIRS, "NumberOfLeafJawPairs")?
-                    .round() as usize;
+                let n = da.f64(tags::NUMBER_OF_LEAF_JAW_PAIRS, "NumberOfLeafJawPairs")?;
+                // Real MLCs have at most a few hundred leaf pairs; bound it so that
+                // `n + 1` and `2 n` below cannot overflow on a corrupt file.
+                if !(1.0..=1000.0).contains(&n) || n.fract() != 0.0 {
+                    return Err(da.invalid(
+                        tags::NUMBER_OF_LEAF_JAW_PAIRS,
+                        "NumberOfLeafJawPairs",
+                        format!("beam {number}: {n} is not a leaf-pair count in 1..=1000"),
+                    ));
+                }
+                n_leaf_pairs = n as usize;
                 boundaries = da.f64s(
                     tags::LEAF_POSITION_BOUNDARIES,
                     "LeafPositionBoundaries",

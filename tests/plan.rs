@@ -15,11 +15,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use dicom_core::{DataElement, PrimitiveValue, VR};
-use rtopt::dicom_io::{self, tags};
-
-const SECRET_NAME: &str = "Privacy^Test";
-const SECRET_ID: &str = "PID-SECRET-42";
+use common::{SECRET_ID, SECRET_NAME};
 
 fn rtopt(args: &[&std::ffi::OsStr]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rtopt"))
@@ -27,26 +23,6 @@ fn rtopt(args: &[&std::ffi::OsStr]) -> Output {
         .env("RUST_LOG", "trace")
         .output()
         .expect("run rtopt")
-}
-
-fn case_with_secrets() -> tempfile::TempDir {
-    let t = common::copy_tg119();
-    for e in std::fs::read_dir(t.path()).expect("list") {
-        let p = e.expect("entry").path();
-        let mut f = dicom_io::read(&p).expect("read");
-        f.obj.put(DataElement::new(
-            tags::PATIENT_NAME,
-            VR::PN,
-            PrimitiveValue::from(SECRET_NAME),
-        ));
-        f.obj.put(DataElement::new(
-            tags::PATIENT_ID,
-            VR::LO,
-            PrimitiveValue::from(SECRET_ID),
-        ));
-        f.obj.write_to_file(&p).expect("write");
-    }
-    t
 }
 
 fn plan(case: &Path, protocol: &Path, out: &Path) -> Output {
@@ -97,7 +73,7 @@ fn f(v: &serde_json::Value) -> f64 {
 
 #[test]
 fn plan_tg119_end_to_end() {
-    let case = case_with_secrets();
+    let case = common::copy_tg119_with_identity();
     let protocol = common::repo().join("data/protocols/tg119.toml");
     let work = tempfile::tempdir().expect("tmp");
     let (a, b, c) = (

@@ -173,29 +173,7 @@ fn kill_during_atomic_write_leaves_no_partial_file() {
 
 // ---- no patient name or ID in logs ----
 
-const SECRET_NAME: &str = "Privacy^Test";
-const SECRET_ID: &str = "PID-SECRET-42";
-
-/// Copy of TG119 whose every file carries the secret PatientName / PatientID.
-fn tg119_with_secrets() -> tempfile::TempDir {
-    let t = common::copy_tg119();
-    for e in std::fs::read_dir(t.path()).expect("list") {
-        let p = e.expect("entry").path();
-        let mut f = dicom_io::read(&p).expect("read");
-        f.obj.put(DataElement::new(
-            tags::PATIENT_NAME,
-            VR::PN,
-            PrimitiveValue::from(SECRET_NAME),
-        ));
-        f.obj.put(DataElement::new(
-            tags::PATIENT_ID,
-            VR::LO,
-            PrimitiveValue::from(SECRET_ID),
-        ));
-        f.obj.write_to_file(&p).expect("write");
-    }
-    t
-}
+use common::{SECRET_ID, SECRET_NAME};
 
 fn assert_no_secrets(what: &str, out: &std::process::Output) {
     for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
@@ -220,7 +198,7 @@ fn rtopt_verbose(args: &[&std::ffi::OsStr]) -> std::process::Output {
 
 #[test]
 fn inspect_does_not_log_patient_identity() {
-    let t = tg119_with_secrets();
+    let t = common::copy_tg119_with_identity();
     // The secrets are really in the files (else the test proves nothing).
     let f = dicom_io::read(&common::ct_files(t.path())[0]).expect("read");
     assert_eq!(

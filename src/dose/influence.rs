@@ -22,6 +22,38 @@ pub struct InfluenceMatrix {
     row_vals: Vec<f32>,
 }
 
+/// Transpose a compressed matrix with `n_outer` outer slices (`ptr`, `idx`, `val`) and
+/// `n_inner` inner indices by counting sort; inner indices of the result stay sorted.
+fn transpose(
+    n_outer: usize,
+    n_inner: usize,
+    ptr: &[usize],
+    idx: &[u32],
+    val: &[f32],
+) -> (Vec<usize>, Vec<u32>, Vec<f32>) {
+    let mut counts = vec![0usize; n_inner + 1];
+    for &i in idx {
+        counts[i as usize + 1] += 1;
+    }
+    for i in 0..n_inner {
+        counts[i + 1] += counts[i];
+    }
+    let t_ptr = counts.clone();
+    let mut next = counts;
+    let mut t_idx = vec![0u32; idx.len()];
+    let mut t_val = vec![0f32; idx.len()];
+    for o in 0..n_outer {
+        for k in ptr[o]..ptr[o + 1] {
+            let i = idx[k] as usize;
+            let dst = next[i];
+            t_idx[dst] = o as u32;
+            t_val[dst] = val[k];
+            next[i] += 1;
+        }
+    }
+    (t_ptr, t_idx, t_val)
+}
+
 impl InfluenceMatrix {
     /// Build from per-beamlet columns: `columns[c]` lists `(row, value)` pairs with rows
     /// strictly increasing. Panics are avoided: out-of-range rows are a programming error
@@ -45,26 +77,8 @@ impl InfluenceMatrix {
             col_ptr.push(col_rows.len());
         }
         // Transpose to CSR (counting sort: rows stay sorted by column within each row).
-        let mut counts = vec![0usize; n_rows + 1];
-        for &r in &col_rows {
-            counts[r as usize + 1] += 1;
-        }
-        for i in 0..n_rows {
-            counts[i + 1] += counts[i];
-        }
-        let row_ptr = counts.clone();
-        let mut next = counts;
-        let mut row_cols = vec![0u32; col_rows.len()];
-        let mut row_vals = vec![0f32; col_rows.len()];
-        for c in 0..n_cols {
-            for k in col_ptr[c]..col_ptr[c + 1] {
-                let r = col_rows[k] as usize;
-                let dst = next[r];
-                row_cols[dst] = c as u32;
-                row_vals[dst] = col_vals[k];
-                next[r] += 1;
-            }
-        }
+        let (row_ptr, row_cols, row_vals) =
+            transpose(n_cols, n_rows, &col_ptr, &col_rows, &col_vals);
         InfluenceMatrix {
             n_rows,
             n_cols,
@@ -89,26 +103,8 @@ impl InfluenceMatrix {
         assert_eq!(row_ptr.len(), n_rows + 1);
         assert_eq!(row_cols.len(), row_vals.len());
         assert_eq!(row_ptr[n_rows], row_cols.len());
-        let mut counts = vec![0usize; n_cols + 1];
-        for &c in &row_cols {
-            counts[c as usize + 1] += 1;
-        }
-        for i in 0..n_cols {
-            counts[i + 1] += counts[i];
-        }
-        let col_ptr = counts.clone();
-        let mut next = counts;
-        let mut col_rows = vec![0u32; row_cols.len()];
-        let mut col_vals = vec![0f32; row_cols.len()];
-        for r in 0..n_rows {
-            for k in row_ptr[r]..row_ptr[r + 1] {
-                let c = row_cols[k] as usize;
-                let dst = next[c];
-                col_rows[dst] = r as u32;
-                col_vals[dst] = row_vals[k];
-                next[c] += 1;
-            }
-        }
+        let (col_ptr, col_rows, col_vals) =
+            transpose(n_rows, n_cols, &row_ptr, &row_cols, &row_vals);
         InfluenceMatrix {
             n_rows,
             n_cols,
@@ -232,6 +228,27 @@ impl InfluenceMatrix {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csr_and_csc_construction_agree() {
+        // [[1, 0, 2], [0, 3, 0]] from columns and from rows.
+        let a = InfluenceMatrix::from_columns(
+            2,
+            vec![
+                (vec![0], vec![1.0]),
+                (vec![1], vec![3.0]),
+                (vec![0], vec![2.0]),
+            ],
+        );
+        let b = InfluenceMatrix::from_csr(2, 3, vec![0, 2, 3], vec![0, 2, 1], vec![1.0, 2.0, 3.0]);
+        for c in 0..3 {
+            assert_eq!(a.column(c), b.column(c));
+        }
+        for r in 0..2 {
+            assert_eq!(a.row(r), b.row(r));
+        }
+        assert_eq!(b.row(0), (&[0u32, 2][..], &[1.0f32, 2.0][..]));
+    }
 
     #[test]
     fn products_match_dense() {

@@ -48,3 +48,30 @@ pub fn decode_rle(rle: &[u64], n: usize) -> Vec<bool> {
     }
     m
 }
+
+/// A PatientName and a PatientID that must never appear in rtopt's output.
+pub const SECRET_NAME: &str = "Privacy^Test";
+pub const SECRET_ID: &str = "PID-SECRET-42";
+
+/// Copy of TG119 whose every file carries [`SECRET_NAME`] and [`SECRET_ID`].
+pub fn copy_tg119_with_identity() -> tempfile::TempDir {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use rtopt::dicom_io::{self, tags};
+    let t = copy_tg119();
+    for e in std::fs::read_dir(t.path()).expect("list") {
+        let p = e.expect("entry").path();
+        let mut f = dicom_io::read(&p).expect("read");
+        f.obj.put(DataElement::new(
+            tags::PATIENT_NAME,
+            VR::PN,
+            PrimitiveValue::from(SECRET_NAME),
+        ));
+        f.obj.put(DataElement::new(
+            tags::PATIENT_ID,
+            VR::LO,
+            PrimitiveValue::from(SECRET_ID),
+        ));
+        f.obj.write_to_file(&p).expect("write");
+    }
+    t
+}

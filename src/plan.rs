@@ -58,6 +58,14 @@ pub fn optimisation_defaults() -> OptimizeOptions {
     }
 }
 
+/// What the fluence optimisation needs (see [`Planner::export_problem`]).
+struct OptimisationInputs {
+    beams: Vec<crate::beams::Beam>,
+    dose: dose::DoseCalculation,
+    structures: Vec<(String, String, Vec<u32>)>,
+    corrected: crate::dose::InfluenceMatrix,
+}
+
 /// A configured planning run. Build with [`Planner::new`], adjust with the `with_*` methods,
 /// then [`Planner::run`].
 pub struct Planner {
@@ -145,13 +153,12 @@ impl Planner {
         self
     }
 
-    /// Run the whole pipeline.
-    pub fn run(self) -> Result<PlannedCase> {
-        let mut prog = Progress::new(self.progress);
+    /// Beams, the scatter-corrected optimisation matrix and the structures' voxel rows: the
+    /// inputs of the fluence optimisation (steps "beams" and "dose influence matrix").
+    fn optimisation_inputs(&self, prog: &mut Progress) -> Result<OptimisationInputs> {
         let p = &self.protocol;
         let case = &self.case;
-        let target_name = p.prescription.target.clone();
-        let target = case.structure(&target_name)?;
+        let target = case.structure(&p.prescription.target)?;
 
         // Beams.
         let st = prog.start("beams");
@@ -200,7 +207,6 @@ impl Planner {
 
         // Optimisation on the (truncated) matrix, then once more on the matrix whose rows are
         // rescaled to the untruncated dose of the first solution (see `scatter_correction`).
-        let st = prog.start("optimisation");
         let structures: Vec<(String, String, Vec<u32>)> = case
             .structures
             .iter()
@@ -220,6 +226,66 @@ impl Planner {
         let factors = scatter_correction(&dose.matrix.dose(&reference), &exact_ref);
         let mut corrected = dose.matrix.clone();
         corrected.scale_rows(&factors);
+        Ok(OptimisationInputs {
+            beams,
+            dose,
+            structures,
+            corrected,
+        })
+    }
+
+    /// Export the optimisation problem this run would solve, with rtopt's solution of it
+    /// (before normalisation), into the folder `out_dir` (`rtopt export-problem`; format in
+    /// `docs/peer-benchmark.md`). Returns the solution.
+    pub fn export_problem(self, out_dir: &Path) -> Result<OptimizationResult> {
+        let mut prog = Progress::new(self.progress);
+        let inputs = self.optimisation_inputs(&mut prog)?;
+        let st = prog.start("optimisation");
+        let problem = PlanningProblem::new(
+            &inputs.corrected,
+            &inputs.dose.dose_grid,
+            &inputs.beams,
+            &inputs.structures,
+            &self.protocol,
+        )?;
+        let mut opts = self.optimize.clone();
+        opts.normalize = None;
+        let result = problem.solve(&opts)?;
+        prog.finish(
+            st,
+            &format!(
+                "{} after {} iterations ({} rounds), objective {:.6}",
+                result.status, result.iterations, result.rounds, result.objective
+            ),
+        );
+        let st = prog.start("export");
+        crate::optimize::export::write_problem(
+            out_dir,
+            &self.protocol_name,
+            &problem,
+            &inputs.structures,
+            inputs.dose.dose_grid.grid.voxel_volume_cm3(),
+            Some((&result, &opts)),
+        )?;
+        prog.finish(st, &out_dir.display().to_string());
+        Ok(result)
+    }
+
+    /// Run the whole pipeline.
+    pub fn run(self) -> Result<PlannedCase> {
+        let mut prog = Progress::new(self.progress);
+        let p = &self.protocol;
+        let case = &self.case;
+        let target_name = p.prescription.target.clone();
+        let target = case.structure(&target_name)?;
+        let OptimisationInputs {
+            beams,
+            dose,
+            structures,
+            corrected,
+        } = self.optimisation_inputs(&mut prog)?;
+
+        let st = prog.start("optimisation");
         let problem = PlanningProblem::new(&corrected, &dose.dose_grid, &beams, &structures, p)?;
         let optimized = problem.solve(&self.optimize)?;
         prog.finish(
@@ -527,36 +593,10 @@ impl PlannedCase {
 
     /// Write `RTPLAN.dcm`, `RTDOSE.dcm`, `report.json` and `report.html` into `out_dir`.
     /// Everything is first written into a temporary sibling folder which is then renamed into
-    /// place, so a reader never sees a partial plan folder.
+    /// place ([`crate::atomic::write_dir`]), so a reader never sees a partial plan folder, and
+    /// work folders left by a killed earlier export are removed.
     pub fn write(&self, out_dir: &Path) -> Result<()> {
-        let parent = out_dir
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        let name = out_dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| Error::Invalid(format!("{}: not a folder name", out_dir.display())))?;
-        let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        }
-        std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let res = self.write_files(&tmp);
-        if let Err(e) = res {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-        if out_dir.exists() {
-            let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-            std::fs::rename(out_dir, &old).map_err(|e| Error::io(out_dir, e))?;
-            std::fs::rename(&tmp, out_dir).map_err(|e| Error::io(out_dir, e))?;
-            std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
-        } else {
-            std::fs::rename(&tmp, out_dir).map_err(|e| Error::io(out_dir, e))?;
-        }
-        Ok(())
+        crate::atomic::write_dir(out_dir, |tmp| self.write_files(tmp))
     }
 
     fn write_files(&self, dir: &Path) -> Result<()> {

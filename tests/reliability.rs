@@ -171,6 +171,115 @@ fn kill_during_atomic_write_leaves_no_partial_file() {
     assert!(seen_complete > 0, "no round got past the first write");
 }
 
+// ---- the whole plan folder: absent, previous or new, never partial ----
+
+const DIR_CHILD_ENV: &str = "RTOPT_TEST_DIR_CHILD";
+/// The files of an `rtopt plan` folder (`PlannedCase::write`).
+const PLAN_FILES: [&str; 4] = ["RTPLAN.dcm", "RTDOSE.dcm", "report.json", "report.html"];
+
+/// Child side of [`kill_during_export_leaves_no_partial_plan_folder`]: rewrite the plan folder
+/// named by `RTOPT_TEST_DIR_CHILD` forever through `atomic::write_dir`, every file of write `n`
+/// carrying payload `n`. Does nothing otherwise.
+#[test]
+#[ignore = "child process of kill_during_export_leaves_no_partial_plan_folder"]
+fn plan_folder_writer_child() {
+    let Ok(dest) = std::env::var(DIR_CHILD_ENV) else {
+        return;
+    };
+    for n in 0u64.. {
+        let bytes = payload(n);
+        rtopt::atomic::write_dir(Path::new(&dest), |dir| {
+            for f in PLAN_FILES {
+                rtopt::atomic::write_file(&dir.join(f), &bytes)?;
+            }
+            Ok(())
+        })
+        .expect("write plan folder");
+    }
+}
+
+/// SIGKILL a process at pseudo-random points while it exports a plan folder (4 files of 8 MiB)
+/// again and again: the folder is always absent or holds all 4 files of one complete write;
+/// what a killed export leaves is a hidden `.plan.partial-<pid>` work folder only, and the next
+/// export removes it.
+#[test]
+fn kill_during_export_leaves_no_partial_plan_folder() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dest: PathBuf = t.path().join("plan");
+    let exe = std::env::current_exe().expect("test binary");
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut seen_complete = 0;
+    let mut seen_leftover = 0;
+    let mut pids = Vec::new();
+    for round in 0..10 {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let delay_ms = 20 + (state >> 33) % 600;
+        let mut child = Command::new(&exe)
+            .args([
+                "--exact",
+                "plan_folder_writer_child",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(DIR_CHILD_ENV, &dest)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn child");
+        pids.push(child.id());
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        if dest.exists() {
+            let first = std::fs::read(dest.join(PLAN_FILES[0])).unwrap_or_default();
+            assert!(
+                is_complete(&first),
+                "round {round} (kill after {delay_ms} ms): {} incomplete",
+                PLAN_FILES[0]
+            );
+            for f in PLAN_FILES {
+                let bytes = std::fs::read(dest.join(f))
+                    .unwrap_or_else(|e| panic!("round {round}: plan folder lacks {f}: {e}"));
+                assert!(bytes == first, "round {round}: {f} is from another write");
+            }
+            seen_complete += 1;
+        }
+        // Besides the plan folder: only hidden work folders of killed children (each export
+        // removes those of dead processes before it starts, so they do not pile up).
+        for e in std::fs::read_dir(t.path()).expect("list") {
+            let name = e.expect("entry").file_name().to_string_lossy().into_owned();
+            if name == "plan" {
+                continue;
+            }
+            let pid = name
+                .strip_prefix(".plan.partial-")
+                .and_then(|p| p.parse::<u32>().ok());
+            assert!(pid.is_some(), "round {round}: unexpected {name}");
+            assert!(
+                pids.contains(&pid.unwrap_or(0)),
+                "round {round}: {name} is not a child's"
+            );
+            seen_leftover += 1;
+        }
+    }
+    assert!(seen_complete > 0, "no round got past the first export");
+    // One more export, in this process, cleans up what the last killed child left.
+    rtopt::atomic::write_dir(&dest, |dir| {
+        rtopt::atomic::write_file(&dir.join("report.json"), b"{}")
+    })
+    .expect("final export");
+    let names: Vec<String> = std::fs::read_dir(t.path())
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["plan".to_string()]);
+    eprintln!(
+        "{seen_complete} of 10 kills found a complete plan, {seen_leftover} left a work folder"
+    );
+}
+
 // ---- no patient name or ID in logs ----
 
 use common::{SECRET_ID, SECRET_NAME};

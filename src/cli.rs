@@ -53,8 +53,8 @@ pub fn default_out_dir(case: &Path) -> PathBuf {
     PathBuf::from(format!("rtopt-{name}"))
 }
 
-/// Run `rtopt plan`.
-pub fn plan(args: &PlanArgs) -> Result<PlanOutcome> {
+/// Load the case, protocol and machine of `args` into a configured [`Planner`].
+fn planner(args: &PlanArgs) -> Result<Planner> {
     let protocol_path = match &args.protocol {
         Some(p) => p.clone(),
         None => default_protocol_path(&args.case)?,
@@ -78,7 +78,7 @@ pub fn plan(args: &PlanArgs) -> Result<PlanOutcome> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "protocol".into());
-    let planned = Planner::new(case, protocol)
+    Ok(Planner::new(case, protocol)
         .with_protocol_source(&name, Some(&protocol_path))
         .with_machine(machine)
         .with_optimize_options(OptimizeOptions {
@@ -86,8 +86,12 @@ pub fn plan(args: &PlanArgs) -> Result<PlanOutcome> {
             ..crate::plan::optimisation_defaults()
         })
         .with_deliverable_normalization(args.normalize)
-        .with_progress(ProgressMode::auto(args.quiet))
-        .run()?;
+        .with_progress(ProgressMode::auto(args.quiet)))
+}
+
+/// Run `rtopt plan`.
+pub fn plan(args: &PlanArgs) -> Result<PlanOutcome> {
+    let planned = planner(args)?.run()?;
     let out_dir = args
         .out
         .clone()
@@ -99,4 +103,12 @@ pub fn plan(args: &PlanArgs) -> Result<PlanOutcome> {
         constraints_met: planned.report.constraints_met(),
         all_met: planned.report.all_goals_met(),
     })
+}
+
+/// Run `rtopt export-problem`: write the optimisation problem of `rtopt plan` with the same
+/// arguments, and rtopt's solution of it, into `out_dir` (`docs/peer-benchmark.md`). Returns
+/// the objective value and Clarabel's status.
+pub fn export_problem(args: &PlanArgs, out_dir: &Path) -> Result<(f64, String)> {
+    let res = planner(args)?.export_problem(out_dir)?;
+    Ok((res.objective, res.status))
 }

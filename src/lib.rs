@@ -26,6 +26,7 @@ pub mod export;
 pub mod gamma;
 pub mod geometry;
 pub mod machine;
+pub mod npz;
 pub mod optimize;
 pub mod plan;
 pub mod progress;

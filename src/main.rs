@@ -67,6 +67,27 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Write the fluence-optimisation problem of `rtopt plan` (influence matrix, voxel sets,
+    /// goals) and rtopt's solution as NumPy files, for peer solvers (docs/peer-benchmark.md).
+    ExportProblem {
+        /// Case folder (CT series + RT Structure Set).
+        case: PathBuf,
+        /// Planning protocol (TOML). Default: `protocol.toml` in the case folder.
+        #[arg(long)]
+        protocol: Option<PathBuf>,
+        /// Output folder (created; replaced atomically when it exists).
+        #[arg(long)]
+        out: PathBuf,
+        /// Machine description (JSON). Default: the shipped generic 6 MV machine.
+        #[arg(long)]
+        machine: Option<PathBuf>,
+        /// SeriesInstanceUID when the folder holds several CT series.
+        #[arg(long)]
+        series: Option<String>,
+        /// No progress output.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Compare plan variants (output folders of `rtopt plan`): metrics, goals, DVHs.
     Compare {
         /// Two or more output folders.
@@ -223,6 +244,33 @@ fn main() -> ExitCode {
                     } else {
                         ExitCode::SUCCESS
                     }
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::ExportProblem {
+            case,
+            protocol,
+            out,
+            machine,
+            series,
+            quiet,
+        } => {
+            let args = rtopt::cli::PlanArgs {
+                case,
+                protocol,
+                out: None,
+                machine,
+                series,
+                relax: false,
+                normalize: false,
+                quiet,
+            };
+            match rtopt::cli::export_problem(&args, &out) {
+                Ok((objective, status)) => {
+                    println!("rtopt objective {objective:.9} ({status})");
+                    println!("problem written to {}", out.display());
+                    ExitCode::SUCCESS
                 }
                 Err(e) => fail(e),
             }

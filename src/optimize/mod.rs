@@ -16,6 +16,7 @@
 //! let variant = problem.solve(&OptimizeOptions::default())?;
 //! ```
 
+pub mod export;
 pub mod hessian;
 pub mod protocol;
 pub mod synthetic;

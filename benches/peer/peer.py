@@ -1,0 +1,243 @@
+#!/usr/bin/env python3
+"""State the problem written by `rtopt export-problem` in CVXPY, the way PortPy does, solve it
+with CVXPY's solvers and compare with rtopt's solution.
+
+Objectives are sums of squared positive parts (cp.sum_squares(cp.pos(...))), constraints are
+CVXPY constraints and DVH limits use the Rockafellar-Uryasev CVaR form, as in PortPy's
+`Optimization`. The objective definition is the one in `problem.json` (and
+docs/peer-benchmark.md); this script evaluates it independently on rtopt's solution too.
+
+Usage: peer.py EXPORT_DIR [--solver CLARABEL] [--solver SCS] [--json OUT.json]
+Prints one line per solver and, with --json, writes the figures for the driver.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import cvxpy as cp
+import numpy as np
+import scipy.sparse as sp
+
+
+def load(export_dir):
+    with open(os.path.join(export_dir, "problem.json")) as f:
+        meta = json.load(f)
+    if meta.get("format") != "rtopt-problem" or meta.get("version") != 1:
+        raise SystemExit(f"{export_dir}/problem.json: not an rtopt-problem version 1 file")
+    a = sp.load_npz(os.path.join(export_dir, "influence.npz")).tocsr().astype(np.float64)
+    arrays = dict(np.load(os.path.join(export_dir, "problem.npz")))
+    return meta, a, arrays
+
+
+def active_goals(meta):
+    return [g for g in meta["goals"] if g["in_problem"]]
+
+
+def objective_value(meta, a, arrays, x):
+    """rtopt's objective, evaluated with NumPy (no solver): the independent check."""
+    f = meta["fractions"]
+    d = f * (a @ x)
+    total = 0.0
+    for g in active_goals(meta):
+        k = g["goal"]
+        if g["role"] != "objective":
+            continue
+        dv = d[arrays[g["rows_key"]]]
+        w, t = k.get("weight", 0.0), k["type"]
+        if t == "deviation":
+            total += w * np.mean((dv - k["dose_gy"]) ** 2)
+        elif t == "overdose":
+            total += w * np.mean(np.maximum(dv - k["dose_gy"], 0.0) ** 2)
+        elif t == "underdose":
+            total += w * np.mean(np.maximum(k["dose_gy"] - dv, 0.0) ** 2)
+        elif t == "mean_dose":
+            total += w * np.mean(dv)
+        elif t == "eud":
+            total += w * np.mean(np.maximum(dv, 0.0) ** k["a"]) ** (1.0 / k["a"])
+        elif t == "max_penalty":
+            total += w * np.max(dv)
+        else:
+            raise SystemExit(f"unknown objective type {t}")
+    fl = meta["fluence"]
+    pairs = arrays[fl["pairs_key"]]
+    if fl["smoothness_weight"] > 0 and len(pairs) > 0:
+        diff = x[pairs[:, 0]] - x[pairs[:, 1]]
+        total += fl["smoothness_weight"] / len(pairs) * np.sum(diff**2)
+    total += fl["total_mu_weight"] * np.sum(x)
+    return total
+
+
+def violations(meta, a, arrays, x):
+    """Largest violation of each hard constraint, Gy (0 when it holds); bounds in MU."""
+    f = meta["fractions"]
+    d = f * (a @ x)
+    out = {"x >= 0": max(0.0, -float(np.min(x)))}
+    ub = meta["fluence"]["max_beamlet_mu"]
+    if ub is not None:
+        out[f"x <= {ub}"] = max(0.0, float(np.max(x)) - ub)
+    for g in active_goals(meta):
+        if g["role"] != "constraint":
+            continue
+        k, dv = g["goal"], d[arrays[g["rows_key"]]]
+        t, lim = k["type"], k["dose_gy"]
+        name = f'{g["structure"]}: {g["description"]}'
+        if t == "max_dose":
+            v = np.max(dv) - lim
+        elif t == "min_dose":
+            v = lim - np.min(dv)
+        elif t == "mean_max":
+            v = np.mean(dv) - lim
+        elif t == "mean_min":
+            v = lim - np.mean(dv)
+        elif t in ("dvh_max", "dvh_min"):
+            # Exact CVaR of the voxel doses (tail mean over a fraction p of equal volumes).
+            n = len(dv)
+            if t == "dvh_max":
+                p = k["volume_pct"] / 100.0
+                s = np.sort(dv)[::-1]
+            else:
+                p = 1.0 - k["volume_pct"] / 100.0
+                s = np.sort(dv)
+            m = p * n
+            whole = int(np.floor(m))
+            tail = s[:whole].sum() + (m - whole) * (s[whole] if whole < n else 0.0)
+            cvar = tail / m
+            v = cvar - lim if t == "dvh_max" else lim - cvar
+        else:
+            raise SystemExit(f"unknown constraint type {t}")
+        out[name] = max(0.0, float(v))
+    return out
+
+
+def build(meta, a, arrays):
+    """The CVXPY problem, PortPy-style."""
+    f = meta["fractions"]
+    n = meta["n_beamlets"]
+    x = cp.Variable(n, nonneg=True, name="x")
+    terms, cons = [], []
+    for g in active_goals(meta):
+        k = g["goal"]
+        rows = arrays[g["rows_key"]]
+        ag = f * a[rows, :]
+        nv = len(rows)
+        dv = ag @ x
+        t = k["type"]
+        if t == "deviation":
+            terms.append(k["weight"] / nv * cp.sum_squares(dv - k["dose_gy"]))
+        elif t == "overdose":
+            terms.append(k["weight"] / nv * cp.sum_squares(cp.pos(dv - k["dose_gy"])))
+        elif t == "underdose":
+            terms.append(k["weight"] / nv * cp.sum_squares(cp.pos(k["dose_gy"] - dv)))
+        elif t == "mean_dose":
+            terms.append(k["weight"] * cp.sum(dv) / nv)
+        elif t == "eud":
+            terms.append(k["weight"] * nv ** (-1.0 / k["a"]) * cp.pnorm(dv, k["a"]))
+        elif t == "max_penalty":
+            terms.append(k["weight"] * cp.max(dv))
+        elif t == "max_dose":
+            cons.append(dv <= k["dose_gy"])
+        elif t == "min_dose":
+            cons.append(dv >= k["dose_gy"])
+        elif t == "mean_max":
+            cons.append(cp.sum(dv) / nv <= k["dose_gy"])
+        elif t == "mean_min":
+            cons.append(cp.sum(dv) / nv >= k["dose_gy"])
+        elif t == "dvh_max":
+            p = k["volume_pct"] / 100.0
+            tv = cp.Variable()
+            cons.append(tv + cp.sum(cp.pos(dv - tv)) / (p * nv) <= k["dose_gy"])
+        elif t == "dvh_min":
+            p = 1.0 - k["volume_pct"] / 100.0
+            tv = cp.Variable()
+            cons.append(tv - cp.sum(cp.pos(tv - dv)) / (p * nv) >= k["dose_gy"])
+        else:
+            raise SystemExit(f"unknown goal type {t}")
+    fl = meta["fluence"]
+    pairs = arrays[fl["pairs_key"]]
+    if fl["smoothness_weight"] > 0 and len(pairs) > 0:
+        terms.append(
+            fl["smoothness_weight"] / len(pairs) * cp.sum_squares(x[pairs[:, 0]] - x[pairs[:, 1]])
+        )
+    if fl["total_mu_weight"] > 0:
+        terms.append(fl["total_mu_weight"] * cp.sum(x))
+    if fl["max_beamlet_mu"] is not None:
+        cons.append(x <= fl["max_beamlet_mu"])
+    return cp.Problem(cp.Minimize(cp.sum(terms)), cons), x
+
+
+SOLVER_OPTS = {
+    # Same relative tolerances as rtopt's pipeline (1e-6); the rest at CVXPY defaults.
+    "CLARABEL": dict(tol_gap_rel=1e-6, tol_feas=1e-6, max_iter=500),
+    "SCS": dict(eps_abs=1e-6, eps_rel=1e-6, max_iters=100000),
+    "OSQP": dict(eps_abs=1e-6, eps_rel=1e-6, max_iter=200000),
+}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("export_dir")
+    ap.add_argument("--solver", action="append", help="CVXPY solver (default: CLARABEL, SCS)")
+    ap.add_argument("--json", help="write the figures here")
+    args = ap.parse_args()
+    solvers = args.solver or ["CLARABEL", "SCS"]
+    meta, a, arrays = load(args.export_dir)
+    result = {
+        "cvxpy": cp.__version__,
+        "n_voxels": meta["n_voxels"],
+        "n_beamlets": meta["n_beamlets"],
+        "nnz": meta["nnz"],
+        "solvers": [],
+    }
+    r = meta.get("rtopt")
+    if r:
+        x_r = arrays[r["x_key"]]
+        obj_r = objective_value(meta, a, arrays, x_r)
+        viol_r = violations(meta, a, arrays, x_r)
+        result["rtopt"] = {
+            "objective_reported": r["objective"],
+            "objective_numpy": obj_r,
+            "max_violation_gy": max(viol_r.values()),
+            "violations": viol_r,
+            "solve_seconds": r["solve_seconds"],
+            "status": r["status"],
+        }
+        print(
+            f"rtopt     objective {r['objective']:.9g} (NumPy re-evaluation {obj_r:.9g}), "
+            f"max violation {max(viol_r.values()):.3g}, {r['solve_seconds']:.2f} s"
+        )
+    for s in solvers:
+        t0 = time.perf_counter()
+        prob, x = build(meta, a, arrays)
+        t1 = time.perf_counter()
+        try:
+            prob.solve(solver=s, verbose=False, **SOLVER_OPTS.get(s, {}))
+            status = prob.status
+        except cp.error.SolverError as e:
+            status = f"solver error: {e}"
+        t2 = time.perf_counter()
+        entry = {"solver": s, "status": status, "build_seconds": t1 - t0,
+                 "solve_seconds": t2 - t1, "total_seconds": t2 - t0}
+        if x.value is not None:
+            xv = np.asarray(x.value, dtype=np.float64)
+            obj = objective_value(meta, a, arrays, xv)
+            viol = violations(meta, a, arrays, xv)
+            entry.update(objective=obj, cvxpy_objective=float(prob.value),
+                         max_violation_gy=max(viol.values()), violations=viol)
+            if r:
+                entry["objective_gap_rel"] = (obj - obj_r) / abs(obj_r)
+            print(f"{s:9} objective {obj:.9g}, max violation {max(viol.values()):.3g}, "
+                  f"{status}, {t2 - t0:.2f} s (CVXPY build+canonicalise+solve)")
+        else:
+            print(f"{s:9} {status}, {t2 - t0:.2f} s")
+        result["solvers"].append(entry)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+//! `rtopt export-problem` and the CVXPY peer (`benches/peer/peer.py`): the exported problem
+//! round-trips through NumPy/SciPy, the peer's NumPy re-evaluation of the objective equals
+//! rtopt's, and CVXPY + Clarabel reaches the same optimum (within 0.1 %) with every hard
+//! constraint satisfied by both. Runs when a Python with CVXPY is available (`.ci/run`
+//! installs one into `benches/peer/.venv`); otherwise it says so and skips.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rtopt::optimize::export::write_problem;
+use rtopt::optimize::synthetic::c_shape;
+use rtopt::optimize::{OptimizeOptions, PlanningProblem, Protocol};
+
+/// A Python that imports cvxpy: `RTOPT_PEER_PYTHON`, the project venv, or `python3`.
+fn peer_python() -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut candidates = Vec::new();
+    if let Ok(p) = std::env::var("RTOPT_PEER_PYTHON") {
+        candidates.push(PathBuf::from(p));
+    }
+    candidates.push(root.join("benches/peer/.venv/bin/python"));
+    candidates.push(PathBuf::from("python3"));
+    candidates.into_iter().find(|py| {
+        Command::new(py)
+            .args(["-c", "import cvxpy, scipy, numpy"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    })
+}
+
+/// Every goal type the exporter writes, on the synthetic C-shape.
+const PROTOCOL: &str = r#"
+[prescription]
+total_dose_gy = 50
+fractions = 25
+target = "OuterTarget"
+
+[fluence]
+smoothness_weight = 0.5
+total_mu_weight = 0.001
+
+[[structure]]
+name = "OuterTarget"
+goals = [
+  { type = "deviation", dose_gy = 50, weight = 100 },
+  { type = "underdose", dose_gy = 49, weight = 200 },
+  { type = "dvh_min", dose_gy = 48, volume_pct = 95 },
+  { type = "dvh_max", dose_gy = 54, volume_pct = 5 },
+  { type = "max_dose", dose_gy = 58 },
+]
+
+[[structure]]
+name = "Core"
+goals = [
+  { type = "overdose", dose_gy = 20, weight = 50 },
+  { type = "eud", a = 4, weight = 1 },
+  { type = "dvh_max", dose_gy = 30, volume_pct = 10 },
+  { type = "mean_max", dose_gy = 25 },
+  { type = "max_dose", dose_gy = 10, mode = "report" },
+]
+
+[[structure]]
+name = "BODY"
+goals = [
+  { type = "overdose", dose_gy = 30, weight = 20, exclude = ["OuterTarget"] },
+  { type = "mean_dose", weight = 0.5 },
+  { type = "max_penalty", weight = 0.2, exclude = ["OuterTarget"] },
+]
+"#;
+
+#[test]
+fn cvxpy_peer_agrees_with_rtopt_on_the_exported_problem() {
+    let case = c_shape(30, 6, 5, 6.0);
+    let protocol = Protocol::from_toml_str(PROTOCOL, Path::new("peer.toml")).unwrap();
+    let problem = PlanningProblem::new(
+        &case.matrix,
+        &case.dose_grid,
+        &case.beams,
+        &case.structures,
+        &protocol,
+    )
+    .unwrap();
+    let opts = OptimizeOptions {
+        tolerance: 1e-8,
+        ..OptimizeOptions::default()
+    };
+    let res = problem.solve(&opts).unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("export");
+    write_problem(
+        &dir,
+        "c-shape",
+        &problem,
+        &case.structures,
+        case.dose_grid.grid.voxel_volume_cm3(),
+        Some((&res, &opts)),
+    )
+    .unwrap();
+    // Written as one folder with exactly these files.
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["influence.npz", "problem.json", "problem.npz"]);
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("problem.json")).unwrap()).unwrap();
+    assert_eq!(meta["n_beamlets"], case.matrix.n_cols());
+    assert_eq!(meta["goals"].as_array().unwrap().len(), 13);
+    assert_eq!(meta["goals"][12]["in_problem"], true);
+    assert_eq!(meta["goals"][9]["role"], "report");
+    assert_eq!(meta["goals"][9]["in_problem"], false);
+
+    let Some(py) = peer_python() else {
+        eprintln!(
+            "SKIPPED: no Python with cvxpy (run `bash .ci/run` or `python3 -m venv benches/peer/.venv && benches/peer/.venv/bin/pip install -r benches/peer/requirements.txt`)"
+        );
+        return;
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peer/peer.py");
+    let out_json = t.path().join("peer.json");
+    let out = Command::new(&py)
+        .arg(&script)
+        .arg(&dir)
+        .args(["--solver", "CLARABEL", "--json"])
+        .arg(&out_json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "peer.py failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_json).unwrap()).unwrap();
+    let reported = r["rtopt"]["objective_reported"].as_f64().unwrap();
+    let numpy = r["rtopt"]["objective_numpy"].as_f64().unwrap();
+    // The objective's definition in problem.json matches what rtopt minimises.
+    assert!(
+        ((numpy - reported) / reported).abs() < 1e-6,
+        "NumPy re-evaluation {numpy} vs rtopt's objective {reported}"
+    );
+    let rtopt_viol = r["rtopt"]["max_violation_gy"].as_f64().unwrap();
+    assert!(
+        rtopt_viol <= 1e-3,
+        "rtopt violates a constraint by {rtopt_viol} Gy"
+    );
+    let peer = &r["solvers"][0];
+    assert_eq!(peer["status"], "optimal", "{peer}");
+    let obj = peer["objective"].as_f64().unwrap();
+    assert!(
+        ((obj - numpy) / numpy).abs() < 1e-3,
+        "CVXPY+Clarabel objective {obj} vs rtopt {numpy}: more than 0.1 % apart"
+    );
+    let peer_viol = peer["max_violation_gy"].as_f64().unwrap();
+    assert!(
+        peer_viol <= 1e-3,
+        "CVXPY violates a constraint by {peer_viol} Gy"
+    );
+}

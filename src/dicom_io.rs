@@ -63,6 +63,11 @@ pub fn probe_bytes(path: &Path, bytes: &[u8]) -> Result<Probe> {
     let has_preamble = bytes.get(128..132) == Some(b"DICM".as_slice());
     let bare_meta = bytes.get(0..4) == Some(b"DICM".as_slice());
     if has_preamble || bare_meta {
+        let start = if has_preamble { 132 } else { 4 };
+        check_declared_lengths(bytes, start).map_err(|reason| Error::BadDicom {
+            path: path.to_path_buf(),
+            reason,
+        })?;
         let opts = OpenFileOptions::new().read_preamble(if has_preamble {
             dicom_object::file::ReadPreamble::Always
         } else {
@@ -106,6 +111,9 @@ pub fn probe_bytes(path: &Path, bytes: &[u8]) -> Result<Probe> {
             IMPLICIT_VR_LITTLE_ENDIAN.uid(),
         )
     };
+    if let Err(reason) = walk_lengths(bytes, 0, !explicit, false) {
+        return Ok(Probe::NotDicom(format!("unparseable data set: {reason}")));
+    }
     let ds = match InMemDicomObject::read_dataset_with_ts(bytes, &ts) {
         Ok(ds) => ds,
         Err(e) => return Ok(Probe::NotDicom(format!("unparseable data set: {e}"))),
@@ -130,6 +138,185 @@ pub fn probe_bytes(path: &Path, bytes: &[u8]) -> Result<Probe> {
         obj: ds.with_exact_meta(meta),
         had_meta: false,
     })))
+}
+
+/// Check, before any parser allocates, that no element, item or fragment declares more bytes
+/// than the file has left. A corrupt or hostile length field (e.g. 3 GB in a 3 KB file) would
+/// otherwise make the parser reserve and zero that much memory (found by fuzzing, see
+/// `docs/reliability.md`). `start` is the offset of the file meta group (after `DICM`).
+/// The meta group is explicit VR little endian; the data set is walked in the transfer syntax
+/// it names (deflated data sets are left to the parser, whose inflater is bounded by the
+/// stream).
+fn check_declared_lengths(bytes: &[u8], start: usize) -> std::result::Result<(), String> {
+    // Meta group: explicit VR LE elements of group 0002.
+    let mut i = start;
+    let mut ts = String::new();
+    while let Some([g0, g1, e0, e1]) = array_at::<4>(bytes, i) {
+        let group = u16::from_le_bytes([g0, g1]);
+        if group != 0x0002 {
+            break;
+        }
+        let elem = u16::from_le_bytes([e0, e1]);
+        let (hdr, len, _) = explicit_header(bytes, i, false)
+            .ok_or_else(|| format!("file meta element at byte {i} is cut off"))?;
+        let len = len as usize;
+        let rem = bytes.len().saturating_sub(i + hdr);
+        if len > rem {
+            return Err(format!(
+                "element (0002,{elem:04X}) declares {len} bytes but only {rem} remain"
+            ));
+        }
+        if elem == 0x0010 {
+            ts = bytes
+                .get(i + hdr..i + hdr + len)
+                .map(|v| {
+                    String::from_utf8_lossy(v)
+                        .trim_end_matches(['\0', ' '])
+                        .to_string()
+                })
+                .unwrap_or_default();
+        }
+        i += hdr + len;
+    }
+    match ts.as_str() {
+        "1.2.840.10008.1.2.1.99" => Ok(()), // deflated
+        "1.2.840.10008.1.2" => walk_lengths(bytes, i, true, false),
+        "1.2.840.10008.1.2.2" => walk_lengths(bytes, i, false, true),
+        _ => walk_lengths(bytes, i, false, false),
+    }
+}
+
+/// `N` bytes at offset `i`, if the input has them.
+fn array_at<const N: usize>(bytes: &[u8], i: usize) -> Option<[u8; N]> {
+    bytes.get(i..i.checked_add(N)?)?.try_into().ok()
+}
+
+fn u32_from(b: [u8; 4], big_endian: bool) -> u32 {
+    if big_endian {
+        u32::from_be_bytes(b)
+    } else {
+        u32::from_le_bytes(b)
+    }
+}
+
+fn u16_from(b: [u8; 2], big_endian: bool) -> u16 {
+    if big_endian {
+        u16::from_be_bytes(b)
+    } else {
+        u16::from_le_bytes(b)
+    }
+}
+
+/// Explicit-VR element header at `i`: (header bytes, declared length, VR).
+fn explicit_header(bytes: &[u8], i: usize, big_endian: bool) -> Option<(usize, u32, [u8; 2])> {
+    let [_, _, _, _, v0, v1, l0, l1] = array_at::<8>(bytes, i)?;
+    let vr = [v0, v1];
+    let long = matches!(
+        &vr,
+        b"OB"
+            | b"OW"
+            | b"OF"
+            | b"OD"
+            | b"OL"
+            | b"OV"
+            | b"SQ"
+            | b"UT"
+            | b"UN"
+            | b"UC"
+            | b"UR"
+            | b"SV"
+            | b"UV"
+    );
+    if long {
+        Some((12, u32_from(array_at::<4>(bytes, i + 8)?, big_endian), vr))
+    } else {
+        Some((8, u32::from(u16_from([l0, l1], big_endian)), vr))
+    }
+}
+
+/// Walk a data set from `i` to the end of `bytes`, stepping into sequences and items (they
+/// hold elements) and over every other value, and fail at the first declared length that
+/// runs past the end. Implicit VR: sequences are recognised by undefined length or by the
+/// standard dictionary's VR. A header cut off at the very end is left to the parser.
+fn walk_lengths(
+    bytes: &[u8],
+    mut i: usize,
+    implicit: bool,
+    big_endian: bool,
+) -> std::result::Result<(), String> {
+    use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+    let dict = dicom_dictionary_std::StandardDataDictionary;
+    // Inside encapsulated pixel data, items are fragments (raw bytes), not element lists.
+    let mut in_fragments = false;
+    while let Some([g0, g1, e0, e1, l0, l1, l2, l3]) = array_at::<8>(bytes, i) {
+        let (group, elem) = (
+            u16_from([g0, g1], big_endian),
+            u16_from([e0, e1], big_endian),
+        );
+        // The 4-byte length of item tags and of implicit-VR elements.
+        let len4 = u32_from([l0, l1, l2, l3], big_endian);
+        let rem_after = |hdr: usize| bytes.len().saturating_sub(i + hdr);
+        let too_long = |len: u32, hdr: usize| {
+            format!(
+                "element ({group:04X},{elem:04X}) at byte {i} declares {len} bytes but only {} remain",
+                rem_after(hdr)
+            )
+        };
+        if group == 0xFFFE {
+            let len = len4;
+            match elem {
+                0xE000 => {
+                    if len != u32::MAX && len as usize > rem_after(8) {
+                        return Err(too_long(len, 8));
+                    }
+                    // A fragment is skipped; an item of a sequence is stepped into.
+                    i += if in_fragments && len != u32::MAX {
+                        8 + len as usize
+                    } else {
+                        8
+                    };
+                }
+                0xE0DD => {
+                    in_fragments = false;
+                    i += 8;
+                }
+                _ => i += 8,
+            }
+            continue;
+        }
+        let (hdr, len, is_sq, is_pixels) = if implicit {
+            let len = len4;
+            let tag = Tag(group, elem);
+            let sq = dict
+                .by_tag(tag)
+                .map(|e| e.vr().exact() == Some(dicom_core::VR::SQ))
+                .unwrap_or(false);
+            (8, len, sq || len == u32::MAX, false)
+        } else {
+            let Some((hdr, len, vr)) = explicit_header(bytes, i, big_endian) else {
+                return Ok(());
+            };
+            if !vr.iter().all(|c| c.is_ascii_uppercase()) {
+                return Err(format!(
+                    "element ({group:04X},{elem:04X}) at byte {i} has no valid VR"
+                ));
+            }
+            let sq = &vr == b"SQ" || (&vr == b"UN" && len == u32::MAX);
+            let pixels = len == u32::MAX && !sq;
+            (hdr, len, sq, pixels)
+        };
+        if len == u32::MAX {
+            // Undefined length: a sequence, or encapsulated pixel data (fragments follow).
+            in_fragments = is_pixels || (implicit && group == 0x7FE0);
+            i += hdr;
+            continue;
+        }
+        if len as usize > rem_after(hdr) {
+            return Err(too_long(len, hdr));
+        }
+        i += if is_sq { hdr } else { hdr + len as usize };
+    }
+    Ok(())
 }
 
 /// Read a file that must be DICOM.

@@ -11,22 +11,32 @@ use rtopt::optimize::export::write_problem;
 use rtopt::optimize::synthetic::c_shape;
 use rtopt::optimize::{OptimizeOptions, PlanningProblem, Protocol};
 
-/// A Python that imports cvxpy: `RTOPT_PEER_PYTHON`, the project venv, or `python3`.
+/// A Python that imports cvxpy: `RTOPT_PEER_PYTHON` (then it must work: CI sets it), the
+/// project venv, or `python3`.
 fn peer_python() -> Option<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut candidates = Vec::new();
-    if let Ok(p) = std::env::var("RTOPT_PEER_PYTHON") {
-        candidates.push(PathBuf::from(p));
-    }
-    candidates.push(root.join("benches/peer/.venv/bin/python"));
-    candidates.push(PathBuf::from("python3"));
-    candidates.into_iter().find(|py| {
+    let imports = |py: &Path| {
         Command::new(py)
             .args(["-c", "import cvxpy, scipy, numpy"])
             .output()
             .map(|o| o.status.success())
             .unwrap_or(false)
-    })
+    };
+    if let Ok(p) = std::env::var("RTOPT_PEER_PYTHON") {
+        let py = PathBuf::from(p);
+        assert!(
+            imports(&py),
+            "RTOPT_PEER_PYTHON={} cannot import cvxpy, scipy and numpy",
+            py.display()
+        );
+        return Some(py);
+    }
+    [
+        root.join("benches/peer/.venv/bin/python"),
+        PathBuf::from("python3"),
+    ]
+    .into_iter()
+    .find(|py| imports(py))
 }
 
 /// Every goal type the exporter writes, on the synthetic C-shape.

@@ -74,6 +74,44 @@ fn rtstruct_regressions_are_clean_errors() {
     });
 }
 
+/// Inputs whose length fields declare gigabytes (`oom-*`: libFuzzer out-of-memory artifacts,
+/// 2.3-3.0 GB RSS for 3 KB files before the fix), the slow CT unit and the RTPLAN unit that
+/// ran past libFuzzer's 10 s timeout are refused by the
+/// up-front header walk, before any parser allocates: the message says which element declared
+/// how much (or had no valid VR).
+#[test]
+fn oversized_length_fields_are_refused_before_parsing() {
+    let mut seen = 0;
+    for target in ["rtstruct", "ct_slice", "rtplan"] {
+        for p in inputs(target) {
+            let name = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            if !["oom-", "slow-unit-", "timeout-"]
+                .iter()
+                .any(|pre| name.starts_with(pre))
+            {
+                continue;
+            }
+            let bytes = std::fs::read(&p).expect("read input");
+            let msg = match rtopt::dicom_io::probe_bytes(&p, &bytes) {
+                Ok(rtopt::dicom_io::Probe::NotDicom(reason)) => reason,
+                Ok(rtopt::dicom_io::Probe::Dicom(_)) => panic!("{name}: accepted"),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                (msg.contains("declares") && msg.contains("bytes but only"))
+                    || msg.contains("has no valid VR"),
+                "{name}: {msg}"
+            );
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 4);
+}
+
 /// The byte path of the fuzz target decodes a good slice exactly like the folder import.
 #[test]
 fn parse_slice_bytes_matches_folder_import() {

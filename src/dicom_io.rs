@@ -262,7 +262,7 @@ fn walk_lengths(
                 rem_after(hdr)
             )
         };
-        if group == 0xFFFE {
+        if group == 0xFFFE && matches!(elem, 0xE000 | 0xE00D | 0xE0DD) {
             let len = len4;
             match elem {
                 0xE000 => {

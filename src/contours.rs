@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use crate::geometry::Mask;
 use crate::structures::Contour;
 
-/// Default Douglas-Peucker tolerance, in voxels (of the smaller in-plane spacing).
+/// Default Douglas-Peucker tolerance, in voxels.
 pub const DEFAULT_TOLERANCE_VOXELS: f64 = 0.3;
 
 /// Closed loops of one binary slice (`nx * ny`, row-major, x fastest) in continuous voxel
@@ -169,8 +169,9 @@ fn dp(p: &[[f64; 2]], lo: usize, hi: usize, tol: f64, keep: &mut [bool]) {
 }
 
 /// Contours of a whole mask: per slice, the simplified marching-squares loops in LPS mm
-/// (`CLOSED_PLANAR`, z at the slice centre). `tolerance_voxels` is the Douglas-Peucker
-/// tolerance in units of the smaller in-plane spacing (0 disables simplification).
+/// (`CLOSED_PLANAR`, z at the slice centre), slices in ascending z. `tolerance_voxels` is the
+/// Douglas-Peucker tolerance in voxels (loops are simplified in continuous voxel coordinates,
+/// before scaling to mm); 0 disables simplification.
 pub fn mask_to_contours(mask: &Mask, tolerance_voxels: f64) -> Vec<Contour> {
     let g = mask.grid;
     let [nx, ny, nz] = g.dims;

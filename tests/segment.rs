@@ -352,6 +352,29 @@ fn segment_command_keeps_input_bytes_and_suffixes_clashes() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("never overwrites its inputs"));
     assert_eq!(sha(&rs), before);
     std::fs::remove_file(&out).ok();
+
+    // segment-eval against an RTSTRUCT reference: the classical Body vs TG119's BODY
+    // (case-insensitive name match), through the command line.
+    let run = Command::new(env!("CARGO_BIN_EXE_rtopt"))
+        .arg("segment-eval")
+        .arg(common::tg119_dir())
+        .arg("--reference")
+        .arg(common::tg119_dir().join("RS.TG119.dcm"))
+        .arg("--json")
+        .output()
+        .expect("run rtopt");
+    assert!(run.status.success());
+    let rows: serde_json::Value = serde_json::from_slice(&run.stdout).expect("JSON rows");
+    let rows = rows.as_array().expect("array");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["name"], "Body");
+    let dice = rows[0]["dice"].as_f64().expect("dice");
+    let hd95 = rows[0]["hd95_mm"].as_f64().expect("hd95");
+    eprintln!("segment-eval TG119 Body vs BODY: Dice {dice:.4}, HD95 {hd95:.1} mm");
+    assert!(
+        (dice - d).abs() < 1e-9 && hd95 <= 3.0,
+        "Dice {dice} HD95 {hd95}"
+    );
 }
 
 /// A NIfTI-1 file with a 3x2x2 int16 volume, sform = `affine` (RAS), value 7 at voxel (2,0,1).

@@ -31,17 +31,34 @@ fn bad(path: &Path, reason: impl Into<String>) -> Error {
     }
 }
 
+/// Largest decompressed NIfTI accepted (a gzip bomb or an absurd header is refused, not
+/// allocated): 4 GiB, far above a CT label map (512 x 512 x 1000 int16 is 0.5 GiB).
+pub const MAX_NIFTI_BYTES: u64 = 4 << 30;
+
 /// Read a NIfTI-1 file (gzip detected by magic).
 pub fn read_nifti(path: &Path) -> Result<NiftiVolume> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let bytes = if raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
+    read_nifti_bytes(path, &raw)
+}
+
+/// [`read_nifti`] on file bytes in memory; `path` is used in messages only. Never panics on
+/// any input (unit test `mutated_headers_never_panic`).
+pub fn read_nifti_bytes(path: &Path, raw: &[u8]) -> Result<NiftiVolume> {
+    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
+        flate2::read::GzDecoder::new(raw)
+            .take(MAX_NIFTI_BYTES + 1)
             .read_to_end(&mut out)
             .map_err(|e| bad(path, format!("gzip: {e}")))?;
+        if out.len() as u64 > MAX_NIFTI_BYTES {
+            return Err(bad(
+                path,
+                format!("decompresses to more than {MAX_NIFTI_BYTES} bytes"),
+            ));
+        }
         out
     } else {
-        raw
+        raw.to_vec()
     };
     if bytes.len() < 352 {
         return Err(bad(path, "file shorter than the 348-byte header"));
@@ -73,6 +90,9 @@ pub fn read_nifti(path: &Path) -> Result<NiftiVolume> {
     let n: Vec<usize> = (1..=3)
         .map(|a| i16_at(40 + 2 * a).max(0) as usize)
         .collect();
+    if n.contains(&0) {
+        return Err(bad(path, format!("dimensions {n:?} contain a zero")));
+    }
     for a in 4..=ndim as usize {
         if i16_at(40 + 2 * a) > 1 {
             return Err(bad(path, "4D or higher volumes are not supported"));
@@ -144,7 +164,7 @@ pub fn read_nifti(path: &Path) -> Result<NiftiVolume> {
             .map(|w| (w, col[w].abs()))
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .unwrap_or((0, 0.0));
-        if mag <= 0.0 || (0..3).any(|o| o != w && col[o].abs() > 1e-3 * mag) {
+        if !mag.is_finite() || mag <= 0.0 || (0..3).any(|o| o != w && col[o].abs() > 1e-3 * mag) {
             return Err(bad(
                 path,
                 "oblique affine (voxel axes not parallel to the patient axes)",
@@ -220,9 +240,6 @@ pub fn read_nifti(path: &Path) -> Result<NiftiVolume> {
         }),
         other => return Err(bad(path, format!("datatype {other} not supported"))),
     };
-    if n.contains(&0) {
-        return Err(bad(path, format!("dimensions {n:?} contain a zero")));
-    }
     let total = n[0] * n[1] * n[2];
     let needed = total
         .checked_mul(bpv)
@@ -236,6 +253,9 @@ pub fn read_nifti(path: &Path) -> Result<NiftiVolume> {
                 total * bpv
             ),
         ));
+    }
+    if origin.iter().any(|v| !v.is_finite()) {
+        return Err(bad(path, "the affine's translation is not finite"));
     }
     let grid = Grid3 {
         dims,
@@ -277,11 +297,61 @@ pub fn resample_nearest(src: &Grid3, values: &[f32], dst: &Grid3, outside: f32) 
                 let c = src.continuous_index(dst.centre_mm(i, j, k));
                 let r: Vec<f64> = c.iter().map(|v| v.round()).collect();
                 if (0..3).all(|a| r[a] >= 0.0 && (r[a] as usize) < src.dims[a]) {
-                    out[dst.index(i, j, k)] =
-                        values[src.index(r[0] as usize, r[1] as usize, r[2] as usize)];
+                    let v = values.get(src.index(r[0] as usize, r[1] as usize, r[2] as usize));
+                    out[dst.index(i, j, k)] = v.copied().unwrap_or(outside);
                 }
             }
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 3 x 2 x 2 int16 volume, sform diag(2, 3, 4) + (1, 2, 3), values 0..12.
+    fn tiny() -> Vec<u8> {
+        let mut h = vec![0u8; 352];
+        h[0..4].copy_from_slice(&348i32.to_le_bytes());
+        for (i, d) in [3i16, 3, 2, 2, 1, 1, 1, 1].iter().enumerate() {
+            h[40 + 2 * i..42 + 2 * i].copy_from_slice(&d.to_le_bytes());
+        }
+        h[70..72].copy_from_slice(&4i16.to_le_bytes());
+        h[108..112].copy_from_slice(&352f32.to_le_bytes());
+        h[254..256].copy_from_slice(&1i16.to_le_bytes());
+        for (r, row) in [[2f32, 0., 0., 1.], [0., 3., 0., 2.], [0., 0., 4., 3.]]
+            .iter()
+            .enumerate()
+        {
+            for (c, v) in row.iter().enumerate() {
+                h[280 + 16 * r + 4 * c..284 + 16 * r + 4 * c].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        for v in 0..12i16 {
+            h.extend_from_slice(&v.to_le_bytes());
+        }
+        h
+    }
+
+    #[test]
+    fn mutated_headers_never_panic() {
+        let p = Path::new("t.nii");
+        let ok = read_nifti_bytes(p, &tiny()).expect("valid");
+        // RAS x and y reversed into LPS: LPS x of voxel i is -(1 + 2 i).
+        assert_eq!(ok.grid.origin_mm, [-5.0, -5.0, 3.0]);
+        assert_eq!(ok.values[0], 2.0 + 3.0 * 1.0); // LPS voxel (0,0,0) = NIfTI (2,1,0)
+        let mut refused = 0;
+        for o in 0..352 {
+            for v in [0x00u8, 0x7f, 0x80, 0xff] {
+                let mut b = tiny();
+                b[o] = v;
+                refused += read_nifti_bytes(p, &b).is_err() as usize;
+            }
+        }
+        for len in 0..tiny().len() {
+            assert!(read_nifti_bytes(p, &tiny()[..len]).is_err(), "length {len}");
+        }
+        assert!(refused > 0);
+    }
 }

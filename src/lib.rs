@@ -17,6 +17,7 @@ pub mod beams;
 pub mod budget;
 pub mod case;
 pub mod cli;
+pub mod contours;
 pub mod ct;
 pub mod dicom_io;
 pub mod dose;

@@ -88,6 +88,11 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Classical auto-segmentation (body, lungs) written with the imported ROIs into a new
+    /// RT Structure Set; the input RTSTRUCT is never modified.
+    Segment(rtopt::segment::cli::SegmentArgs),
+    /// Dice and 95 % Hausdorff distance of the classical segmentation against a reference.
+    SegmentEval(rtopt::segment::cli::SegmentEvalArgs),
     /// Compare plan variants (output folders of `rtopt plan`): metrics, goals, DVHs.
     Compare {
         /// Two or more output folders.
@@ -163,6 +168,33 @@ fn load_case(
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Segment(a) => match rtopt::segment::cli::segment(&a) {
+            Ok(o) => {
+                o.report.iter().for_each(|l| println!("{l}"));
+                println!(
+                    "wrote {} ({} ROIs, {} new)",
+                    o.out.display(),
+                    o.rois,
+                    o.new_rois
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Command::SegmentEval(a) => match rtopt::segment::cli::segment_eval_rows(&a) {
+            Ok(rows) if a.json => match serde_json::to_string_pretty(&rows) {
+                Ok(j) => {
+                    println!("{j}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(rtopt::Error::Invalid(e.to_string())),
+            },
+            Ok(rows) => {
+                print!("{}", rtopt::segment::cli::format_rows(&rows));
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
         Command::Dose {
             folder,
             beams,

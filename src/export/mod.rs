@@ -4,4 +4,5 @@ pub mod builder;
 pub mod plan_import;
 pub mod rtdose;
 pub mod rtplan;
+pub mod rtstruct;
 pub mod uid;

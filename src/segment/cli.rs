@@ -1,0 +1,263 @@
+//! `rtopt segment` and `rtopt segment-eval`: argument types and drivers (`main.rs` only
+//! dispatches).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::case::{Case, LoadOptions};
+use crate::error::{Error, Result};
+use crate::export::rtstruct;
+use crate::geometry::Mask;
+use crate::structures;
+
+use super::{eval, nifti};
+
+/// Default output of `rtopt segment`: in the current folder, never inside the CT folder (so
+/// the CT folder does not end up with two structure sets).
+pub const DEFAULT_OUT: &str = "rtstruct-auto.dcm";
+/// StructureSetLabel of the written structure set.
+pub const LABEL: &str = "RTOPT_AUTO";
+
+/// Arguments of `rtopt segment`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SegmentArgs {
+    /// Folder with the CT series (and optionally an RT Structure Set to merge with).
+    pub folder: PathBuf,
+    /// Output RT Structure Set [default: rtstruct-auto.dcm in the current folder].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// RT Structure Set to merge with (default: the one in the folder, if any).
+    #[arg(long)]
+    pub rtstruct: Option<PathBuf>,
+}
+
+/// What `rtopt segment` did.
+#[derive(Debug, Clone)]
+pub struct SegmentOutcome {
+    pub out: PathBuf,
+    pub sop_instance_uid: String,
+    /// Number of ROIs written (imported plus new).
+    pub rois: usize,
+    /// Number of new ROIs.
+    pub new_rois: usize,
+    /// Per-structure lines, then name clashes and retypes.
+    pub report: Vec<String>,
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// `rtopt segment`: classical structures merged with the imported set into a new RTSTRUCT.
+/// The input RT Structure Set is never written to (an `--out` naming it is refused).
+pub fn segment(a: &SegmentArgs) -> Result<SegmentOutcome> {
+    let case = Case::load(
+        &a.folder,
+        &LoadOptions {
+            rtstruct: a.rtstruct.clone(),
+            ..Default::default()
+        },
+    )?;
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_OUT));
+    let inputs = case
+        .structure_set
+        .iter()
+        .map(|ss| ss.path.clone())
+        .chain(case.ct.meta.files.iter().cloned());
+    for p in inputs {
+        if same_file(&p, &out) {
+            return Err(Error::Invalid(format!(
+                "{}: --out names an input file; rtopt never overwrites its inputs, choose another path",
+                out.display()
+            )));
+        }
+    }
+    let res = super::segment_classical(&case.ct);
+    let (rois, renames) = super::merge_for_export(case.structure_set.as_ref(), &res);
+    let uid = rtstruct::write_rtstruct(&out, &case.ct, &rois, LABEL)?;
+    let mut report = res.report;
+    report.extend(renames);
+    Ok(SegmentOutcome {
+        out,
+        sop_instance_uid: uid,
+        rois: rois.len(),
+        new_rois: res.structures.len(),
+        report,
+    })
+}
+
+/// Arguments of `rtopt segment-eval`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SegmentEvalArgs {
+    /// Folder with the CT series.
+    pub folder: PathBuf,
+    /// Reference: an RT Structure Set (.dcm) or a NIfTI label map (.nii / .nii.gz).
+    #[arg(long)]
+    pub reference: PathBuf,
+    /// For a label-map reference: JSON `{"StructureName": [label ids]}` [default: the
+    /// TotalSegmentator `total` map of docs/segmentation.md].
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Reference for the classical structures in a TotalSegmentator `total` label map (v2 ids,
+/// `data/totalseg/labels_total.json`): lungs are the union of their lobes; the body is the
+/// union of every label (TotalSegmentator's `total` task has no body class, so this reference
+/// misses subcutaneous fat and skin and Body's Dice against it is a lower bound).
+pub fn totalseg_default_map() -> Vec<(String, Vec<u32>)> {
+    vec![
+        (super::BODY.into(), (1..=117).collect()),
+        (super::LUNG_L.into(), vec![10, 11]),
+        (super::LUNG_R.into(), vec![12, 13, 14]),
+    ]
+}
+
+/// Read a `--labels` JSON file: `{"StructureName": [label ids]}`.
+pub fn read_label_map(path: &Path) -> Result<Vec<(String, Vec<u32>)>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let m: BTreeMap<String, Vec<u32>> = serde_json::from_str(&text).map_err(|e| Error::Config {
+        path: path.to_path_buf(),
+        reason: format!("label map JSON {{\"name\": [ids]}}: {e}"),
+    })?;
+    Ok(m.into_iter().collect())
+}
+
+/// Reference masks on `ct_grid` from a NIfTI label map (nearest neighbour, LPS). The label
+/// map must cover the CT: a map on another grid size or one that does not overlap is refused.
+pub fn reference_from_labelmap(
+    ct_grid: &crate::geometry::Grid3,
+    path: &Path,
+    map: &[(String, Vec<u32>)],
+) -> Result<Vec<(String, Mask)>> {
+    reference_from_volume(ct_grid, path, &nifti::read_nifti(path)?, map)
+}
+
+/// [`reference_from_labelmap`] on a label map already read from `path` (used in messages).
+pub fn reference_from_volume(
+    ct_grid: &crate::geometry::Grid3,
+    path: &Path,
+    lab: &nifti::NiftiVolume,
+    map: &[(String, Vec<u32>)],
+) -> Result<Vec<(String, Mask)>> {
+    if lab.grid.dims != ct_grid.dims {
+        return Err(Error::Config {
+            path: path.to_path_buf(),
+            reason: format!(
+                "label map is {:?} voxels, the CT {:?}; it must be on the CT's grid",
+                lab.grid.dims, ct_grid.dims
+            ),
+        });
+    }
+    let tol: Vec<f64> = ct_grid.spacing_mm.iter().map(|s| 0.5 * s).collect();
+    if (0..3).any(|a| (lab.grid.origin_mm[a] - ct_grid.origin_mm[a]).abs() > tol[a])
+        || (0..3).any(|a| (lab.grid.spacing_mm[a] - ct_grid.spacing_mm[a]).abs() > 1e-3)
+    {
+        return Err(Error::Config {
+            path: path.to_path_buf(),
+            reason: format!(
+                "label map grid (first voxel {:?} mm LPS, spacing {:?} mm) is not the CT's ({:?}, {:?})",
+                lab.grid.origin_mm, lab.grid.spacing_mm, ct_grid.origin_mm, ct_grid.spacing_mm
+            ),
+        });
+    }
+    let on_ct = nifti::resample_nearest(&lab.grid, &lab.values, ct_grid, 0.0);
+    Ok(map
+        .iter()
+        .map(|(name, ids)| {
+            let inside = on_ct
+                .iter()
+                .map(|&v| v >= 0.5 && ids.contains(&(v.round() as u32)))
+                .collect();
+            (
+                name.clone(),
+                Mask {
+                    grid: *ct_grid,
+                    inside,
+                },
+            )
+        })
+        .collect())
+}
+
+/// One row of the evaluation table.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EvalRow {
+    pub name: String,
+    #[serde(flatten)]
+    pub agreement: eval::Agreement,
+}
+
+/// `rtopt segment-eval`: classical segmentation of the CT compared with the reference, one
+/// row per structure present in both.
+pub fn segment_eval_rows(a: &SegmentEvalArgs) -> Result<Vec<EvalRow>> {
+    let name = a
+        .reference
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    let is_nifti = name.ends_with(".nii") || name.ends_with(".nii.gz");
+    // Read the label map before the CT so that a bad reference fails fast.
+    let labelmap = if is_nifti {
+        let map = match &a.labels {
+            Some(p) => read_label_map(p)?,
+            None => totalseg_default_map(),
+        };
+        Some((nifti::read_nifti(&a.reference)?, map))
+    } else {
+        None
+    };
+    let (ct, _) = crate::ct::load_ct_folder(&a.folder, &Default::default())?;
+    let reference: Vec<(String, Mask)> = if let Some((lab, map)) = &labelmap {
+        reference_from_volume(&ct.grid, &a.reference, lab, map)?
+    } else {
+        let ss = structures::read_rtstruct(&a.reference)?;
+        structures::check_frame_of_reference(&ss, &ct.meta.frame_of_reference_uid)?;
+        structures::rasterize_all(&ss, &ct.grid)?
+            .into_iter()
+            .map(|s| (s.roi.name, s.mask))
+            .collect()
+    };
+    let res = super::segment_classical(&ct);
+    Ok(res
+        .structures
+        .iter()
+        .filter_map(|s| {
+            let (_, r) = reference
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(&s.roi.name))?;
+            Some(EvalRow {
+                name: s.roi.name.clone(),
+                agreement: eval::agreement(&s.mask, r),
+            })
+        })
+        .collect())
+}
+
+/// The evaluation table as printed by `rtopt segment-eval`.
+pub fn format_rows(rows: &[EvalRow]) -> String {
+    let mut s = format!(
+        "{:<16} {:>7} {:>10} {:>12} {:>12}\n",
+        "structure", "Dice", "HD95 mm", "auto cm3", "ref cm3"
+    );
+    for r in rows {
+        let g = &r.agreement;
+        s.push_str(&format!(
+            "{:<16} {:>7.3} {:>10} {:>12.1} {:>12.1}\n",
+            r.name,
+            g.dice,
+            g.hd95_mm.map_or_else(|| "-".into(), |h| format!("{h:.1}")),
+            g.volume_test_cm3,
+            g.volume_reference_cm3
+        ));
+    }
+    if rows.is_empty() {
+        s.push_str("(no structure present in both the segmentation and the reference)\n");
+    }
+    s
+}

@@ -241,10 +241,25 @@ fn explicit_header(bytes: &[u8], i: usize, big_endian: bool) -> Option<(usize, u
     }
 }
 
-/// Walk a data set from `i` to the end of `bytes`, stepping into sequences and items (they
-/// hold elements) and over every other value, and fail at the first declared length that
-/// runs past the end. Implicit VR: sequences are recognised by undefined length or by the
-/// standard dictionary's VR. A header cut off at the very end is left to the parser.
+/// An open container while walking a data set: its end offset when it has a defined length.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Frame {
+    Seq(Option<usize>),
+    Item(Option<usize>),
+    /// Encapsulated pixel data: items are fragments (raw bytes), closed by a sequence delimiter.
+    Fragments,
+}
+
+/// Walk a data set from `i` to the end of `bytes` as the parser will: a stack of open
+/// sequences and items (defined length: closed at their end offset; undefined length: closed
+/// by their delimiter), elements skipped by their length, encapsulated fragments skipped.
+/// Fails at the first length that runs past the end of the file or of its enclosing item or
+/// sequence, at an unknown VR code, at a delimiter with a non-zero length or in the wrong
+/// place, and at an element that crosses the end of its container: each of these makes the
+/// parser read a length out of misaligned bytes. Implicit VR: sequences are recognised by
+/// undefined length or by the standard dictionary's VR. A header cut off at the very end, and
+/// the inside of an explicit-VR `UN` of undefined length (implicit VR by definition), are
+/// left to the parser.
 fn walk_lengths(
     bytes: &[u8],
     mut i: usize,
@@ -253,35 +268,74 @@ fn walk_lengths(
 ) -> std::result::Result<(), String> {
     use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
     let dict = dicom_dictionary_std::StandardDataDictionary;
-    // Inside encapsulated pixel data, items are fragments (raw bytes), not element lists.
-    let mut in_fragments = false;
-    while let Some([g0, g1, e0, e1, l0, l1, l2, l3]) = array_at::<8>(bytes, i) {
+    let mut stack: Vec<Frame> = Vec::new();
+    loop {
+        // Close the defined-length containers that end here.
+        while let Some(&top) = stack.last() {
+            let end = match top {
+                Frame::Seq(Some(e)) | Frame::Item(Some(e)) => e,
+                _ => break,
+            };
+            if i == end {
+                stack.pop();
+            } else if i > end {
+                return Err(format!(
+                    "an element crosses the end of its sequence or item at byte {end}"
+                ));
+            } else {
+                break;
+            }
+        }
+        let Some([g0, g1, e0, e1, l0, l1, l2, l3]) = array_at::<8>(bytes, i) else {
+            return Ok(());
+        };
         let (group, elem) = (
             u16_from([g0, g1], big_endian),
             u16_from([e0, e1], big_endian),
         );
         // The 4-byte length of item tags and of implicit-VR elements.
         let len4 = u32_from([l0, l1, l2, l3], big_endian);
-        let rem_after = |hdr: usize| bytes.len().saturating_sub(i + hdr);
+        // Bytes available to a value starting after a header of `hdr` bytes: up to the end of
+        // the innermost defined-length container, else the end of the file.
+        let limit = stack
+            .iter()
+            .rev()
+            .find_map(|f| match f {
+                Frame::Seq(Some(e)) | Frame::Item(Some(e)) => Some(*e),
+                _ => None,
+            })
+            .unwrap_or(bytes.len());
+        let room = |hdr: usize| limit.saturating_sub(i + hdr);
         let too_long = |len: u32, hdr: usize| {
             format!(
                 "element ({group:04X},{elem:04X}) at byte {i} declares {len} bytes but only {} remain",
-                rem_after(hdr)
+                room(hdr)
             )
         };
         if group == 0xFFFE && matches!(elem, 0xE000 | 0xE00D | 0xE0DD) {
             let len = len4;
+            let top = stack.last().copied();
             match elem {
                 0xE000 => {
-                    if len != u32::MAX && len as usize > rem_after(8) {
+                    if len != u32::MAX && len as usize > room(8) {
                         return Err(too_long(len, 8));
                     }
-                    // A fragment is skipped; an item of a sequence is stepped into.
-                    i += if in_fragments && len != u32::MAX {
-                        8 + len as usize
-                    } else {
-                        8
-                    };
+                    match top {
+                        Some(Frame::Fragments) => {
+                            if len == u32::MAX {
+                                return Err(format!(
+                                    "pixel data fragment at byte {i} has undefined length"
+                                ));
+                            }
+                            i += 8 + len as usize;
+                        }
+                        Some(Frame::Seq(_)) => {
+                            let end = (len != u32::MAX).then(|| i + 8 + len as usize);
+                            stack.push(Frame::Item(end));
+                            i += 8;
+                        }
+                        _ => return Err(format!("item at byte {i} is not inside a sequence")),
+                    }
                 }
                 _ => {
                     // Delimiters carry length 0 (PS3.5 7.5); a parser that honours another
@@ -291,22 +345,34 @@ fn walk_lengths(
                             "delimiter ({group:04X},{elem:04X}) at byte {i} declares length {len}, not 0"
                         ));
                     }
-                    if elem == 0xE0DD {
-                        in_fragments = false;
+                    let closes = matches!(
+                        (elem, top),
+                        (0xE00D, Some(Frame::Item(None)))
+                            | (0xE0DD, Some(Frame::Seq(None) | Frame::Fragments))
+                    );
+                    if !closes {
+                        return Err(format!(
+                            "delimiter ({group:04X},{elem:04X}) at byte {i} closes nothing open"
+                        ));
                     }
+                    stack.pop();
                     i += 8;
                 }
             }
             continue;
         }
-        let (hdr, len, is_sq, is_pixels) = if implicit {
-            let len = len4;
+        if matches!(stack.last(), Some(Frame::Seq(_) | Frame::Fragments)) {
+            return Err(format!(
+                "element ({group:04X},{elem:04X}) at byte {i} is inside a sequence but not in an item"
+            ));
+        }
+        let (hdr, len, is_sq, undefined_un) = if implicit {
             let tag = Tag(group, elem);
             let sq = dict
                 .by_tag(tag)
                 .map(|e| e.vr().exact() == Some(dicom_core::VR::SQ))
                 .unwrap_or(false);
-            (8, len, sq || len == u32::MAX, false)
+            (8, len4, sq || len4 == u32::MAX, false)
         } else {
             let Some((hdr, len, vr)) = explicit_header(bytes, i, big_endian) else {
                 return Ok(());
@@ -318,22 +384,31 @@ fn walk_lengths(
                     "element ({group:04X},{elem:04X}) at byte {i} has no valid VR"
                 ));
             }
-            let sq = &vr == b"SQ" || (&vr == b"UN" && len == u32::MAX);
-            let pixels = len == u32::MAX && !sq;
-            (hdr, len, sq, pixels)
+            (hdr, len, &vr == b"SQ", &vr == b"UN" && len == u32::MAX)
         };
+        if undefined_un {
+            return Ok(());
+        }
         if len == u32::MAX {
             // Undefined length: a sequence, or encapsulated pixel data (fragments follow).
-            in_fragments = is_pixels || (implicit && group == 0x7FE0);
+            stack.push(if is_sq {
+                Frame::Seq(None)
+            } else {
+                Frame::Fragments
+            });
             i += hdr;
             continue;
         }
-        if len as usize > rem_after(hdr) {
+        if len as usize > room(hdr) {
             return Err(too_long(len, hdr));
         }
-        i += if is_sq { hdr } else { hdr + len as usize };
+        if is_sq {
+            stack.push(Frame::Seq(Some(i + hdr + len as usize)));
+            i += hdr;
+        } else {
+            i += hdr + len as usize;
+        }
     }
-    Ok(())
 }
 
 /// Read a file that must be DICOM.

@@ -171,7 +171,7 @@ def build(meta, a, arrays):
 SOLVER_OPTS = {
     # Same relative tolerances as rtopt's pipeline (1e-6); the rest at CVXPY defaults.
     "CLARABEL": dict(tol_gap_rel=1e-6, tol_feas=1e-6, max_iter=500),
-    "SCS": dict(eps_abs=1e-6, eps_rel=1e-6, max_iters=100000),
+    "SCS": dict(eps_abs=1e-6, eps_rel=1e-6, max_iters=100000, time_limit_secs=300),
     "OSQP": dict(eps_abs=1e-6, eps_rel=1e-6, max_iter=200000),
 }
 

@@ -157,8 +157,14 @@ fn check_declared_lengths(bytes: &[u8], start: usize) -> std::result::Result<(),
             break;
         }
         let elem = u16::from_le_bytes([e0, e1]);
-        let (hdr, len, _) = explicit_header(bytes, i, false)
+        let (hdr, len, vr) = explicit_header(bytes, i, false)
             .ok_or_else(|| format!("file meta element at byte {i} is cut off"))?;
+        if !KNOWN_VRS.contains(&&vr) {
+            return Err(format!(
+                "element (0002,{elem:04X}) at byte {i} has no valid VR"
+            ));
+        }
+        check_width(group, elem, i, &vr, len)?;
         let len = len as usize;
         let rem = bytes.len().saturating_sub(i + hdr);
         if len > rem {
@@ -192,6 +198,31 @@ const KNOWN_VRS: [&[u8; 2]; 34] = [
     b"OD", b"OF", b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST", b"SV", b"TM",
     b"UC", b"UI", b"UL", b"UN", b"UR", b"US", b"UT", b"UV",
 ];
+
+/// A defined length that is not a whole number of values of a fixed-width VR (UL 26 bytes,
+/// say) is refused: the parser reads whole values and then continues two bytes early, out of
+/// step with the element boundaries (found by fuzzing: a 4.2 GB UL read from the next bytes).
+fn check_width(
+    group: u16,
+    elem: u16,
+    i: usize,
+    vr: &[u8; 2],
+    len: u32,
+) -> std::result::Result<(), String> {
+    let width: u32 = match vr {
+        b"US" | b"SS" | b"OW" => 2,
+        b"UL" | b"SL" | b"FL" | b"AT" | b"OF" | b"OL" => 4,
+        b"FD" | b"OD" | b"SV" | b"UV" | b"OV" => 8,
+        _ => 1,
+    };
+    if len != u32::MAX && len % width != 0 {
+        return Err(format!(
+            "element ({group:04X},{elem:04X}) at byte {i} has VR {} but a length of {len} bytes, not a multiple of {width}",
+            String::from_utf8_lossy(vr)
+        ));
+    }
+    Ok(())
+}
 
 /// `N` bytes at offset `i`, if the input has them.
 fn array_at<const N: usize>(bytes: &[u8], i: usize) -> Option<[u8; N]> {
@@ -368,11 +399,11 @@ fn walk_lengths(
         }
         let (hdr, len, is_sq, undefined_un) = if implicit {
             let tag = Tag(group, elem);
-            let sq = dict
-                .by_tag(tag)
-                .map(|e| e.vr().exact() == Some(dicom_core::VR::SQ))
-                .unwrap_or(false);
-            (8, len4, sq || len4 == u32::MAX, false)
+            let vr = dict.by_tag(tag).map(|e| e.vr().relaxed().to_bytes());
+            if let Some(vr) = vr {
+                check_width(group, elem, i, &vr, len4)?;
+            }
+            (8, len4, vr == Some(*b"SQ") || len4 == u32::MAX, false)
         } else {
             let Some((hdr, len, vr)) = explicit_header(bytes, i, big_endian) else {
                 return Ok(());
@@ -384,6 +415,7 @@ fn walk_lengths(
                     "element ({group:04X},{elem:04X}) at byte {i} has no valid VR"
                 ));
             }
+            check_width(group, elem, i, &vr, len)?;
             (hdr, len, &vr == b"SQ", &vr == b"UN" && len == u32::MAX)
         };
         if undefined_un {

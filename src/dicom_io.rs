@@ -148,20 +148,35 @@ pub fn probe_bytes(path: &Path, bytes: &[u8]) -> Result<Probe> {
 /// it names (deflated data sets are left to the parser, whose inflater is bounded by the
 /// stream).
 fn check_declared_lengths(bytes: &[u8], start: usize) -> std::result::Result<(), String> {
-    // Meta group: explicit VR LE elements of group 0002.
-    let mut i = start;
+    // The file meta group as dicom-object reads it: (0002,0000) UL of length 4 first (else the
+    // parser fails without allocating), then explicit VR LE elements of any group until
+    // FileMetaInformationGroupLength bytes are consumed; the data set starts right there,
+    // not where group 0002 ends (a lying group length made it read a value as a header).
+    let Some([0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0, l0, l1, l2, l3]) =
+        array_at::<12>(bytes, start)
+    else {
+        return Ok(());
+    };
+    let group_length = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
+    let meta_start = start + 12;
+    let mut i = meta_start;
     let mut ts = String::new();
-    while let Some([g0, g1, e0, e1]) = array_at::<4>(bytes, i) {
+    while i - meta_start < group_length {
+        let Some([g0, g1, e0, e1]) = array_at::<4>(bytes, i) else {
+            return Ok(()); // cut off: the parser fails reading it
+        };
         let group = u16::from_le_bytes([g0, g1]);
-        if group != 0x0002 {
-            break;
-        }
         let elem = u16::from_le_bytes([e0, e1]);
         let (hdr, len, vr) = explicit_header(bytes, i, false)
             .ok_or_else(|| format!("file meta element at byte {i} is cut off"))?;
         if !KNOWN_VRS.contains(&&vr) {
             return Err(format!(
-                "element (0002,{elem:04X}) at byte {i} has no valid VR"
+                "element ({group:04X},{elem:04X}) at byte {i} has no valid VR"
+            ));
+        }
+        if len == u32::MAX {
+            return Err(format!(
+                "file meta element ({group:04X},{elem:04X}) at byte {i} has undefined length"
             ));
         }
         check_width(group, elem, i, &vr, len)?;
@@ -169,10 +184,10 @@ fn check_declared_lengths(bytes: &[u8], start: usize) -> std::result::Result<(),
         let rem = bytes.len().saturating_sub(i + hdr);
         if len > rem {
             return Err(format!(
-                "element (0002,{elem:04X}) declares {len} bytes but only {rem} remain"
+                "element ({group:04X},{elem:04X}) at byte {i} declares {len} bytes but only {rem} remain"
             ));
         }
-        if elem == 0x0010 {
+        if (group, elem) == (0x0002, 0x0010) {
             ts = bytes
                 .get(i + hdr..i + hdr + len)
                 .map(|v| {

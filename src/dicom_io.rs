@@ -148,17 +148,22 @@ pub fn probe_bytes(path: &Path, bytes: &[u8]) -> Result<Probe> {
 /// it names (deflated data sets are left to the parser, whose inflater is bounded by the
 /// stream).
 fn check_declared_lengths(bytes: &[u8], start: usize) -> std::result::Result<(), String> {
-    // The file meta group as dicom-object reads it: (0002,0000) UL of length 4 first (else the
-    // parser fails without allocating), then explicit VR LE elements of any group until
-    // FileMetaInformationGroupLength bytes are consumed; the data set starts right there,
-    // not where group 0002 ends (a lying group length made it read a value as a header).
-    let Some([0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0, l0, l1, l2, l3]) =
-        array_at::<12>(bytes, start)
-    else {
+    // The file meta group as dicom-object reads it: (0002,0000) of length 4 first, whatever
+    // its VR (else the parser fails without allocating), then explicit VR LE elements of any
+    // group until FileMetaInformationGroupLength bytes are consumed; the data set starts
+    // right there, not where group 0002 ends (a lying group length made it read a value as a
+    // header).
+    let Some((hdr0, 4, _)) = explicit_header(bytes, start, false) else {
         return Ok(());
     };
-    let group_length = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
-    let meta_start = start + 12;
+    let (Some([0x02, 0x00, 0x00, 0x00]), Some(gl)) = (
+        array_at::<4>(bytes, start),
+        array_at::<4>(bytes, start + hdr0),
+    ) else {
+        return Ok(());
+    };
+    let group_length = u32::from_le_bytes(gl) as usize;
+    let meta_start = start + hdr0 + 4;
     let mut i = meta_start;
     let mut ts = String::new();
     while i - meta_start < group_length {

@@ -284,7 +284,7 @@ fn explicit_header(bytes: &[u8], i: usize, big_endian: bool) -> Option<(usize, u
             | b"UR"
             | b"SV"
             | b"UV"
-    );
+    ) || !KNOWN_VRS.contains(&&vr); // the parser reads an unknown VR as UN
     if long {
         Some((12, u32_from(array_at::<4>(bytes, i + 8)?, big_endian), vr))
     } else {

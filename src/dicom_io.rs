@@ -172,6 +172,11 @@ fn check_declared_lengths(bytes: &[u8], start: usize) -> std::result::Result<(),
         };
         let group = u16::from_le_bytes([g0, g1]);
         let elem = u16::from_le_bytes([e0, e1]);
+        if group == 0xFFFE {
+            return Err(format!(
+                "file meta element ({group:04X},{elem:04X}) at byte {i} is in the item group"
+            ));
+        }
         let (hdr, len, vr) = explicit_header(bytes, i, false)
             .ok_or_else(|| format!("file meta element at byte {i} is cut off"))?;
         if !KNOWN_VRS.contains(&&vr) {
@@ -363,6 +368,14 @@ fn walk_lengths(
                 room(hdr)
             )
         };
+        // dicom-parser decodes every (FFFE,xxxx) header as tag + 4-byte length, explicit VR or
+        // not; only items and delimiters exist in that group (found by fuzzing: (FFFE,5453)
+        // with VR bytes 00 00 read as 0xFFFF0000 bytes).
+        if group == 0xFFFE && !matches!(elem, 0xE000 | 0xE00D | 0xE0DD) {
+            return Err(format!(
+                "element ({group:04X},{elem:04X}) at byte {i} is in the item group but is no item or delimiter"
+            ));
+        }
         if group == 0xFFFE && matches!(elem, 0xE000 | 0xE00D | 0xE0DD) {
             let len = len4;
             let top = stack.last().copied();

@@ -21,5 +21,33 @@ fn segment_tg119(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, segment_tg119);
+/// The shipped ONNX model on the same 129-slice CT (after the classical steps: centring on the
+/// body, resampling to 3 mm, inference in batches of 8 slices, resampling back, argmax,
+/// post-processing, contours). The backend is the process's: tract, or ONNX Runtime when
+/// `ORT_DYLIB_PATH` names a libonnxruntime; run the bench once for each.
+#[cfg(feature = "onnx")]
+fn segment_tg119_model(c: &mut Criterion) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let case =
+        rtopt::Case::load(&root.join("data/tg119"), &rtopt::LoadOptions::default()).expect("loads");
+    let mut model = rtopt::segment::model::SegmentationModel::load(
+        &root.join("data/models/rtopt_abdomen_oar_2d.onnx"),
+    )
+    .expect("model loads");
+    let name = match model.backend {
+        rtopt::segment::model::Backend::Tract => "tg119_model_tract",
+        rtopt::segment::model::Backend::OnnxRuntime => "tg119_model_onnxruntime",
+    };
+    let mut g = c.benchmark_group("segment");
+    g.sample_size(10);
+    g.bench_function(name, |b| {
+        b.iter(|| rtopt::segment::segment_auto(&case.ct, Some(&mut model)).expect("segments"))
+    });
+    g.finish();
+}
+
+#[cfg(not(feature = "onnx"))]
+fn segment_tg119_model(_: &mut Criterion) {}
+
+criterion_group!(benches, segment_tg119, segment_tg119_model);
 criterion_main!(benches);

@@ -21,63 +21,7 @@ fn totalseg() -> PathBuf {
     common::repo().join("data/totalseg")
 }
 
-/// CT B (20 DICOM slices) in a temporary folder, with the UIDs that the fixture's anonymiser
-/// blanked filled in: StudyInstanceUID and SeriesInstanceUID derived from the
-/// FrameOfReferenceUID, SOPClassUID and SOPInstanceUID from the file meta group. Pixel data
-/// (JPEG 2000 lossless) and geometry are untouched. rtopt's CT reader needs a
-/// SeriesInstanceUID to group slices.
-fn ct_b() -> tempfile::TempDir {
-    use dicom_core::{DataElement, PrimitiveValue, VR};
-    use rtopt::dicom_io::tags;
-    let out = tempfile::tempdir().expect("tempdir");
-    let src = totalseg().join("example_ct_dicom");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&src)
-        .expect("CT B folder")
-        .map(|e| e.expect("entry").path())
-        .collect();
-    files.sort();
-    assert_eq!(files.len(), 20);
-    for f in files {
-        let mut obj = dicom_object::open_file(&f).expect("CT B slice");
-        let frame = rtopt::dicom_io::opt_str(&obj, tags::FRAME_OF_REFERENCE_UID).expect("FoR");
-        let sop = obj
-            .meta()
-            .media_storage_sop_instance_uid()
-            .trim_end_matches('\0')
-            .to_string();
-        let class = obj
-            .meta()
-            .media_storage_sop_class_uid()
-            .trim_end_matches('\0')
-            .to_string();
-        let study = rtopt::export::uid::derive_uid("test-ct-b-study", &[frame.as_bytes()]);
-        let series = rtopt::export::uid::derive_uid("test-ct-b-series", &[frame.as_bytes()]);
-        for (tag, v) in [
-            (tags::SOP_CLASS_UID, class),
-            (tags::SOP_INSTANCE_UID, sop),
-            (tags::STUDY_INSTANCE_UID, study),
-            (tags::SERIES_INSTANCE_UID, series),
-        ] {
-            obj.put(DataElement::new(tag, VR::UI, PrimitiveValue::from(v)));
-        }
-        obj.write_to_file(out.path().join(f.file_name().expect("name")))
-            .expect("write CT B copy");
-    }
-    out
-}
-
-/// DICOM conformance (dciodvfy from dicom3tools), where installed: no line starting "Error".
-fn assert_dciodvfy_clean(path: &Path) {
-    let Ok(out) = Command::new("dciodvfy").arg(path).output() else {
-        eprintln!("dciodvfy not installed: conformance check skipped");
-        return;
-    };
-    let report =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    let errors: Vec<&str> = report.lines().filter(|l| l.starts_with("Error")).collect();
-    eprintln!("dciodvfy {}: {} errors", path.display(), errors.len());
-    assert!(errors.is_empty(), "dciodvfy errors:\n{}", errors.join("\n"));
-}
+use common::{assert_dciodvfy_clean, ct_b};
 
 fn sha(path: &Path) -> Vec<u8> {
     Sha256::digest(std::fs::read(path).expect("read")).to_vec()
@@ -234,6 +178,7 @@ fn classical_body_matches_labelled_anatomy_on_dicom_ct_b() {
         reference: totalseg().join("example_seg_dicom.nii.gz"),
         labels: None,
         json: false,
+        model: None,
     })
     .expect("segment-eval on CT B");
     eprint!("{}", cli::format_rows(&rows));
@@ -451,6 +396,7 @@ fn bad_reference_labelmaps_are_refused_naming_the_file() {
             reference,
             labels: None,
             json: false,
+            model: None,
         })
         .expect_err("must be refused")
         .to_string()
@@ -491,6 +437,7 @@ fn bad_reference_labelmaps_are_refused_naming_the_file() {
         reference: totalseg().join("example_seg_dicom.nii.gz"),
         labels: Some(labels),
         json: false,
+        model: None,
     })
     .expect_err("bad --labels")
     .to_string();

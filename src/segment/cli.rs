@@ -29,6 +29,10 @@ pub struct SegmentArgs {
     /// RT Structure Set to merge with (default: the one in the folder, if any).
     #[arg(long)]
     pub rtstruct: Option<PathBuf>,
+    /// ONNX segmentation model (the `.onnx` or its sidecar `.json`, contract in
+    /// docs/segmentation.md), run after the classical body and lungs.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
 }
 
 /// What `rtopt segment` did.
@@ -54,6 +58,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// `rtopt segment`: classical structures merged with the imported set into a new RTSTRUCT.
 /// The input RT Structure Set is never written to (an `--out` naming it is refused).
 pub fn segment(a: &SegmentArgs) -> Result<SegmentOutcome> {
+    let mut model = load_model(a.model.as_deref())?;
     let case = Case::load(
         &a.folder,
         &LoadOptions {
@@ -75,7 +80,7 @@ pub fn segment(a: &SegmentArgs) -> Result<SegmentOutcome> {
             )));
         }
     }
-    let res = super::segment_classical(&case.ct);
+    let res = run_segmentation(&case.ct, model.as_mut())?;
     let (rois, renames) = super::merge_for_export(case.structure_set.as_ref(), &res);
     let uid = rtstruct::write_rtstruct(&out, &case.ct, &rois, LABEL)?;
     let mut report = res.report;
@@ -87,6 +92,45 @@ pub fn segment(a: &SegmentArgs) -> Result<SegmentOutcome> {
         new_rois: res.structures.len(),
         report,
     })
+}
+
+#[cfg(feature = "onnx")]
+type LoadedModel = super::model::SegmentationModel;
+#[cfg(not(feature = "onnx"))]
+type LoadedModel = std::convert::Infallible;
+
+/// Load `--model` (before any CT is read, so that a bad model fails fast).
+fn load_model(path: Option<&Path>) -> Result<Option<LoadedModel>> {
+    let Some(path) = path else { return Ok(None) };
+    #[cfg(feature = "onnx")]
+    {
+        super::model::SegmentationModel::load(path).map(Some)
+    }
+    #[cfg(not(feature = "onnx"))]
+    {
+        Err(Error::Config {
+            path: path.to_path_buf(),
+            reason: "this rtopt was built without the 'onnx' feature; ONNX models cannot be run"
+                .into(),
+        })
+    }
+}
+
+fn run_segmentation(
+    ct: &crate::ct::CtVolume,
+    model: Option<&mut LoadedModel>,
+) -> Result<super::SegmentationResult> {
+    #[cfg(feature = "onnx")]
+    {
+        super::segment_auto(ct, model)
+    }
+    #[cfg(not(feature = "onnx"))]
+    {
+        match model {
+            None => Ok(super::segment_classical(ct)),
+            Some(never) => match *never {},
+        }
+    }
 }
 
 /// Arguments of `rtopt segment-eval`.
@@ -104,6 +148,9 @@ pub struct SegmentEvalArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// ONNX segmentation model whose classes are evaluated as well.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
 }
 
 /// Reference for the classical structures in a TotalSegmentator `total` label map (v2 ids,
@@ -111,11 +158,26 @@ pub struct SegmentEvalArgs {
 /// union of every label (TotalSegmentator's `total` task has no body class, so this reference
 /// misses subcutaneous fat and skin and Body's Dice against it is a lower bound).
 pub fn totalseg_default_map() -> Vec<(String, Vec<u32>)> {
-    vec![
+    let mut m: Vec<(String, Vec<u32>)> = vec![
         (super::BODY.into(), (1..=117).collect()),
         (super::LUNG_L.into(), vec![10, 11]),
         (super::LUNG_R.into(), vec![12, 13, 14]),
-    ]
+    ];
+    // The classes of the shipped model (data/models/rtopt_abdomen_oar_2d.json).
+    m.extend(
+        [
+            ("Liver", vec![5]),
+            ("Spleen", vec![1]),
+            ("Kidneys", vec![2, 3, 23, 24]),
+            ("Stomach", vec![6]),
+            ("Aorta", vec![52]),
+            ("SpinalCord", vec![79]),
+            ("Vertebrae", (26..=50).collect()),
+        ]
+        .into_iter()
+        .map(|(n, ids)| (n.to_string(), ids)),
+    );
+    m
 }
 
 /// Read a `--labels` JSON file: `{"StructureName": [label ids]}`.
@@ -212,6 +274,7 @@ pub fn segment_eval_rows(a: &SegmentEvalArgs) -> Result<Vec<EvalRow>> {
     } else {
         None
     };
+    let mut model = load_model(a.model.as_deref())?;
     let (ct, _) = crate::ct::load_ct_folder(&a.folder, &Default::default())?;
     let reference: Vec<(String, Mask)> = if let Some((lab, map)) = &labelmap {
         reference_from_volume(&ct.grid, &a.reference, lab, map)?
@@ -223,7 +286,7 @@ pub fn segment_eval_rows(a: &SegmentEvalArgs) -> Result<Vec<EvalRow>> {
             .map(|s| (s.roi.name, s.mask))
             .collect()
     };
-    let res = super::segment_classical(&ct);
+    let res = run_segmentation(&ct, model.as_mut())?;
     Ok(res
         .structures
         .iter()

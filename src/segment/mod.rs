@@ -1,13 +1,16 @@
-//! Automatic segmentation (classical, deterministic): body outline ([`body`]) and lungs
-//! ([`lungs`]), contoured ([`crate::contours`]) and merged with an imported structure set
-//! without ever changing an existing ROI ([`merge_for_export`]). Agreement metrics in
-//! [`eval`], NIfTI label maps in [`nifti`], the command-line drivers in [`cli`].
-//! Methods and measured accuracy: `docs/segmentation.md`.
+//! Automatic segmentation: classical and deterministic for the body outline ([`body`]) and the
+//! lungs ([`lungs`]); organs at risk from an ONNX network that follows rtopt's model contract
+//! ([`model`], run through `ort` on tract or ONNX Runtime). Masks are contoured
+//! ([`crate::contours`]) and merged with an imported structure set without ever changing an
+//! existing ROI ([`merge_for_export`]). Agreement metrics in [`eval`], NIfTI label maps in
+//! [`nifti`], the command-line drivers in [`cli`]. Methods, contract and measured accuracy:
+//! `docs/segmentation.md`.
 
 pub mod body;
 pub mod cli;
 pub mod eval;
 pub mod lungs;
+pub mod model;
 pub mod morph;
 pub mod nifti;
 
@@ -97,6 +100,73 @@ pub fn segment_classical(ct: &CtVolume) -> SegmentationResult {
         res.methods.push(method);
     }
     res
+}
+
+/// ROIGenerationDescription (VR LO) holds at most 64 characters.
+#[cfg(feature = "onnx")]
+fn truncate_lo(s: String) -> String {
+    s.chars().take(64).collect()
+}
+
+/// Classical segmentation (as [`segment_classical`]) followed, when `model` is given, by the
+/// model's classes. The model's canvas is centred on the body outline's centroid (the grid's
+/// centre when no body is found) and its classes are restricted to the body outline. A class the model does not find in this CT is reported and
+/// not created.
+#[cfg(feature = "onnx")]
+pub fn segment_auto(
+    ct: &CtVolume,
+    model: Option<&mut model::SegmentationModel>,
+) -> crate::error::Result<SegmentationResult> {
+    let mut res = segment_classical(ct);
+    let Some(model) = model else {
+        return Ok(res);
+    };
+    let body = res
+        .structures
+        .iter()
+        .find(|s| s.roi.name == BODY)
+        .map(|s| s.mask.clone());
+    let centre = body
+        .as_ref()
+        .and_then(|b| b.centroid_mm())
+        .unwrap_or_else(|| {
+            let (lo, hi) = ct.grid.bounds_mm();
+            [
+                0.5 * (lo[0] + hi[0]),
+                0.5 * (lo[1] + hi[1]),
+                0.5 * (lo[2] + hi[2]),
+            ]
+        });
+    let method = truncate_lo(format!("rtopt ONNX model {}", model.spec.name));
+    let backend = model.backend;
+    for (cls, mut mask) in model.segment(ct, [centre[0], centre[1]])? {
+        // Organs lie inside the patient: what the network labels outside the body outline
+        // (couch, air, arms beside the trunk) is dropped, then the class's post-processing is
+        // applied again so that no fragment left by the cut survives.
+        if let Some(b) = &body {
+            for (m, &inside) in mask.inside.iter_mut().zip(&b.inside) {
+                *m &= inside;
+            }
+            mask = model::postprocess(&mask, &cls);
+        }
+        if mask.count() == 0 {
+            res.report.push(format!(
+                "{}: model {} found none in this CT, not created",
+                cls.name, model.spec.name
+            ));
+            continue;
+        }
+        let s = make_structure(&cls.name, &cls.interpreted_type, cls.color, mask);
+        res.report.push(format!(
+            "{}: {method} ({backend}); {:.1} cm3, {} contours",
+            cls.name,
+            s.mask.volume_cm3(),
+            s.roi.contours.len()
+        ));
+        res.structures.push(s);
+        res.methods.push(method.clone());
+    }
+    Ok(res)
 }
 
 /// The ROIs of a new structure set: every ROI of `existing` unchanged (number, name, type,

@@ -75,3 +75,61 @@ pub fn copy_tg119_with_identity() -> tempfile::TempDir {
     }
     t
 }
+
+/// CT B (20 DICOM slices) in a temporary folder, with the UIDs that the fixture's anonymiser
+/// blanked filled in: StudyInstanceUID and SeriesInstanceUID derived from the
+/// FrameOfReferenceUID, SOPClassUID and SOPInstanceUID from the file meta group. Pixel data
+/// (JPEG 2000 lossless) and geometry are untouched. rtopt's CT reader needs a
+/// SeriesInstanceUID to group slices.
+pub fn ct_b() -> tempfile::TempDir {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use rtopt::dicom_io::tags;
+    let out = tempfile::tempdir().expect("tempdir");
+    let src = repo().join("data/totalseg/example_ct_dicom");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&src)
+        .expect("CT B folder")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 20);
+    for f in files {
+        let mut obj = dicom_object::open_file(&f).expect("CT B slice");
+        let frame = rtopt::dicom_io::opt_str(&obj, tags::FRAME_OF_REFERENCE_UID).expect("FoR");
+        let sop = obj
+            .meta()
+            .media_storage_sop_instance_uid()
+            .trim_end_matches('\0')
+            .to_string();
+        let class = obj
+            .meta()
+            .media_storage_sop_class_uid()
+            .trim_end_matches('\0')
+            .to_string();
+        let study = rtopt::export::uid::derive_uid("test-ct-b-study", &[frame.as_bytes()]);
+        let series = rtopt::export::uid::derive_uid("test-ct-b-series", &[frame.as_bytes()]);
+        for (tag, v) in [
+            (tags::SOP_CLASS_UID, class),
+            (tags::SOP_INSTANCE_UID, sop),
+            (tags::STUDY_INSTANCE_UID, study),
+            (tags::SERIES_INSTANCE_UID, series),
+        ] {
+            obj.put(DataElement::new(tag, VR::UI, PrimitiveValue::from(v)));
+        }
+        obj.write_to_file(out.path().join(f.file_name().expect("name")))
+            .expect("write CT B copy");
+    }
+    out
+}
+
+/// DICOM conformance (dciodvfy from dicom3tools), where installed: no line starting "Error".
+pub fn assert_dciodvfy_clean(path: &Path) {
+    let Ok(out) = std::process::Command::new("dciodvfy").arg(path).output() else {
+        eprintln!("dciodvfy not installed: conformance check skipped");
+        return;
+    };
+    let report =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let errors: Vec<&str> = report.lines().filter(|l| l.starts_with("Error")).collect();
+    eprintln!("dciodvfy {}: {} errors", path.display(), errors.len());
+    assert!(errors.is_empty(), "dciodvfy errors:\n{}", errors.join("\n"));
+}

@@ -1,0 +1,570 @@
+//! ONNX segmentation models run in-process through `ort`.
+//!
+//! Backend ([`BackendChoice`], once per process): the pure-Rust tract runtime (`ort-tract`) by
+//! default, so `cargo build` alone works offline; ONNX Runtime when `ORT_DYLIB_PATH` names a
+//! `libonnxruntime` (e.g. from the PyPI `onnxruntime` wheel, version >= 1.24) or when the
+//! library is chosen with [`init_backend`].
+//!
+//! Every model comes with a sidecar JSON, the contract ([`ModelSpec`], `docs/segmentation.md`):
+//! `NAME.onnx` + `NAME.json` in the same folder. [`SegmentationModel::load`] accepts either
+//! path. Geometry: the model sees axial slices resampled to its in-plane spacing on an H x W
+//! canvas, rows along +y and columns along +x of the DICOM patient frame (LPS).
+
+use std::path::{Path, PathBuf};
+#[cfg(feature = "onnx")]
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "onnx")]
+use crate::ct::CtVolume;
+use crate::error::{Error, Result};
+use crate::geometry::Mask;
+
+/// Sidecar format identifier.
+pub const SIDECAR_FORMAT: &str = "rtopt-segmentation-model/1";
+
+/// The model contract (sidecar JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Must be [`SIDECAR_FORMAT`].
+    pub format: String,
+    pub name: String,
+    /// ONNX file name, relative to the sidecar's folder.
+    pub onnx_file: String,
+    /// ONNX opset the file was exported with.
+    pub opset: i64,
+    pub input: InputSpec,
+    /// Output tensor name: logits `N x C x H x W`, C = number of classes (index 0 background).
+    pub output_name: String,
+    pub classes: Vec<ClassSpec>,
+    /// Free text: training data, licence, "not for clinical use".
+    #[serde(default)]
+    pub description: String,
+}
+
+/// Input contract of a 2D axial model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    pub name: String,
+    /// Only `"NCHW"` (N axial slices, 1 channel, H rows along +y, W columns along +x).
+    pub layout: String,
+    /// Only `"axial-2d"`.
+    pub kind: String,
+    pub height: usize,
+    pub width: usize,
+    /// In-plane pixel spacing the model expects, mm: `[x (columns), y (rows)]`.
+    pub spacing_mm: [f64; 2],
+    /// HU window: `x = (clamp(HU, w0, w1) - w0) / (w1 - w0)`.
+    pub hu_window: [f32; 2],
+    /// HU used outside the CT's field of view.
+    pub pad_hu: f32,
+    /// Slices per inference call.
+    pub batch: usize,
+}
+
+/// One output class and its post-processing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassSpec {
+    pub index: usize,
+    /// ROI name written to the RTSTRUCT.
+    pub name: String,
+    /// RTROIInterpretedType, e.g. `ORGAN`, `EXTERNAL`.
+    pub interpreted_type: String,
+    pub color: [u8; 3],
+    /// Keep this many largest 3D components (0: keep all).
+    pub components: usize,
+    /// Fill enclosed holes slice by slice.
+    pub fill_holes: bool,
+    /// Drop components smaller than this, cm3.
+    #[serde(default)]
+    pub min_volume_cm3: f64,
+}
+
+/// Which runtime executes the models of this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Backend {
+    /// Pure-Rust tract (`ort-tract`; the default, needs nothing installed).
+    Tract,
+    /// ONNX Runtime, loaded at run time from a `libonnxruntime` shared library.
+    OnnxRuntime,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Tract => "tract (pure Rust)",
+            Backend::OnnxRuntime => "ONNX Runtime",
+        })
+    }
+}
+
+/// How to choose the backend (once per process: `ort` keeps one global API table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// ONNX Runtime when the environment variable `ORT_DYLIB_PATH` names a library,
+    /// otherwise tract. This is what [`SegmentationModel::load`] uses when no backend was
+    /// chosen before.
+    FromEnv,
+    /// The pure-Rust tract runtime.
+    Tract,
+    /// ONNX Runtime from this shared library (version >= 1.24, e.g. the PyPI wheel's
+    /// `onnxruntime/capi/libonnxruntime.so.*`).
+    OnnxRuntime(PathBuf),
+}
+
+#[cfg(feature = "onnx")]
+type EnvSlot = std::result::Result<(ort::environment::Environment, Backend), String>;
+
+#[cfg(feature = "onnx")]
+static ENV: OnceLock<EnvSlot> = OnceLock::new();
+
+#[cfg(feature = "onnx")]
+fn create_environment(choice: &BackendChoice) -> EnvSlot {
+    let lib = match choice {
+        BackendChoice::Tract => None,
+        BackendChoice::OnnxRuntime(p) => Some(p.clone()),
+        BackendChoice::FromEnv => std::env::var_os("ORT_DYLIB_PATH")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from),
+    };
+    let backend = match lib {
+        Some(p) => {
+            load_onnxruntime(&p)?;
+            Backend::OnnxRuntime
+        }
+        None => {
+            ort::set_api(ort_tract::api());
+            Backend::Tract
+        }
+    };
+    let env = ort::init()
+        .with_name("rtopt")
+        .build()
+        .map_err(|e| format!("cannot create the ONNX environment ({backend}): {e}"))?;
+    Ok((env, backend))
+}
+
+/// Choose the backend for this process. The first call (or the first model load) decides;
+/// a later call asking for another backend is refused, since `ort` cannot switch.
+#[cfg(feature = "onnx")]
+pub fn init_backend(choice: BackendChoice) -> Result<Backend> {
+    let slot = ENV.get_or_init(|| create_environment(&choice));
+    let (_, have) = slot.as_ref().map_err(|e| Error::Invalid(e.clone()))?;
+    let wanted = match &choice {
+        BackendChoice::FromEnv => None,
+        BackendChoice::Tract => Some(Backend::Tract),
+        BackendChoice::OnnxRuntime(_) => Some(Backend::OnnxRuntime),
+    };
+    match wanted {
+        Some(w) if w != *have => Err(Error::Invalid(format!(
+            "the ONNX backend of this process is already {have}; {w} cannot be selected as well"
+        ))),
+        _ => Ok(*have),
+    }
+}
+
+#[cfg(feature = "onnx")]
+fn environment() -> Result<&'static ort::environment::Environment> {
+    init_backend(BackendChoice::FromEnv)?;
+    match ENV.get() {
+        Some(Ok((env, _))) => Ok(env),
+        Some(Err(e)) => Err(Error::Invalid(e.clone())),
+        None => Err(Error::Invalid("ONNX environment not initialised".into())),
+    }
+}
+
+#[cfg(feature = "onnx")]
+fn load_onnxruntime(path: &Path) -> std::result::Result<(), String> {
+    // SAFETY: loading a shared library runs its initialisers; the path is the caller's explicit
+    // choice. The library is never unloaded (forgotten), so the function pointers copied into
+    // ort's global API table stay valid for the life of the process. The symbol's signature is
+    // ONNX Runtime's documented C entry point `const OrtApiBase* OrtGetApiBase(void)`.
+    unsafe {
+        let lib = libloading::Library::new(path)
+            .map_err(|e| format!("{}: cannot load ONNX Runtime: {e}", path.display()))?;
+        let get: libloading::Symbol<unsafe extern "C" fn() -> *const ort::sys::OrtApiBase> =
+            lib.get(b"OrtGetApiBase").map_err(|e| {
+                format!(
+                    "{}: no OrtGetApiBase symbol ({e}); not an ONNX Runtime library",
+                    path.display()
+                )
+            })?;
+        let base = get();
+        if base.is_null() {
+            return Err(format!("{}: OrtGetApiBase returned null", path.display()));
+        }
+        let api = ((*base).GetApi)(ort::sys::ORT_API_VERSION);
+        if api.is_null() {
+            return Err(format!(
+                "{}: this ONNX Runtime does not provide C API version {} (needs ONNX Runtime >= 1.{})",
+                path.display(),
+                ort::sys::ORT_API_VERSION,
+                ort::sys::ORT_API_VERSION
+            ));
+        }
+        ort::set_api((*api).clone());
+        std::mem::forget(lib);
+    }
+    Ok(())
+}
+
+#[cfg(feature = "onnx")]
+/// A loaded model: contract + session.
+pub struct SegmentationModel {
+    pub spec: ModelSpec,
+    pub onnx_path: PathBuf,
+    pub sidecar_path: PathBuf,
+    pub backend: Backend,
+    session: ort::session::Session,
+}
+
+#[cfg(feature = "onnx")]
+impl std::fmt::Debug for SegmentationModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentationModel")
+            .field("name", &self.spec.name)
+            .field("onnx_path", &self.onnx_path)
+            .field("backend", &self.backend)
+            .finish()
+    }
+}
+
+fn cfg_err(path: &Path, reason: impl Into<String>) -> Error {
+    Error::Config {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// Read and validate a sidecar (does not open the ONNX file).
+pub fn read_sidecar(sidecar: &Path) -> Result<ModelSpec> {
+    let text = std::fs::read_to_string(sidecar).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            cfg_err(
+                sidecar,
+                "model sidecar JSON not found; every ONNX model needs a sidecar describing its input and classes (see docs/segmentation.md)",
+            )
+        } else {
+            Error::io(sidecar, e)
+        }
+    })?;
+    let spec: ModelSpec = serde_json::from_str(&text)
+        .map_err(|e| cfg_err(sidecar, format!("invalid model sidecar: {e}")))?;
+    if spec.format != SIDECAR_FORMAT {
+        return Err(cfg_err(
+            sidecar,
+            format!("format '{}', expected '{SIDECAR_FORMAT}'", spec.format),
+        ));
+    }
+    let i = &spec.input;
+    if i.layout != "NCHW" || i.kind != "axial-2d" {
+        return Err(cfg_err(
+            sidecar,
+            format!(
+                "input layout '{}' kind '{}': only NCHW axial-2d models are supported",
+                i.layout, i.kind
+            ),
+        ));
+    }
+    if i.height == 0 || i.width == 0 || i.batch == 0 {
+        return Err(cfg_err(
+            sidecar,
+            "input height, width and batch must be positive",
+        ));
+    }
+    if !(i.spacing_mm.iter().all(|s| s.is_finite() && *s > 0.0)) {
+        return Err(cfg_err(sidecar, "input spacing_mm must be positive"));
+    }
+    if i.hu_window.iter().any(|v| !v.is_finite()) || i.hu_window[1] <= i.hu_window[0] {
+        return Err(cfg_err(
+            sidecar,
+            "hu_window must be [low, high] with low < high",
+        ));
+    }
+    for (n, c) in spec.classes.iter().enumerate() {
+        if c.index != n {
+            return Err(cfg_err(
+                sidecar,
+                format!(
+                    "classes must be listed in index order 0, 1, ...; entry {n} has index {}",
+                    c.index
+                ),
+            ));
+        }
+    }
+    if spec.classes.len() > 255 {
+        return Err(cfg_err(sidecar, "at most 255 classes are supported"));
+    }
+    if spec.classes.len() < 2 {
+        return Err(cfg_err(
+            sidecar,
+            "a model needs background + at least one class",
+        ));
+    }
+    Ok(spec)
+}
+
+#[cfg(feature = "onnx")]
+impl SegmentationModel {
+    /// Load `path` (the `.onnx` or its sidecar `.json`). Errors name the offending file: a
+    /// missing sidecar, an unreadable or corrupt ONNX file, or an input shape that disagrees
+    /// with the sidecar.
+    pub fn load(path: &Path) -> Result<SegmentationModel> {
+        let sidecar_path = if path.extension().is_some_and(|e| e == "json") {
+            path.to_path_buf()
+        } else {
+            if !path.exists() {
+                return Err(cfg_err(path, "model file not found"));
+            }
+            path.with_extension("json")
+        };
+        let spec = read_sidecar(&sidecar_path)?;
+        let onnx_path = sidecar_path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(&spec.onnx_file);
+        let bytes = std::fs::read(&onnx_path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                cfg_err(
+                    &onnx_path,
+                    "model file not found (named by the sidecar's onnx_file)",
+                )
+            } else {
+                Error::io(&onnx_path, e)
+            }
+        })?;
+        let env = environment()?;
+        let backend = init_backend(BackendChoice::FromEnv)?;
+        let session = ort::session::Session::builder(env)
+            .and_then(|b| {
+                b.with_optimization_level(ort::session::builder::GraphOptimizationLevel::Level3)
+                    .map_err(Into::into)
+            })
+            .and_then(|mut b| b.commit_from_memory(&bytes))
+            .map_err(|e| cfg_err(&onnx_path, format!("not a loadable ONNX model: {e}")))?;
+        let i = &spec.input;
+        let input = session
+            .inputs()
+            .iter()
+            .find(|o| o.name() == i.name)
+            .ok_or_else(|| {
+                cfg_err(
+                    &onnx_path,
+                    format!(
+                        "no input named '{}' (the sidecar's input.name); inputs: {}",
+                        i.name,
+                        session
+                            .inputs()
+                            .iter()
+                            .map(|o| o.name().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            })?;
+        if let Some(shape) = input.dtype().tensor_shape() {
+            let dims: Vec<i64> = shape.iter().copied().collect();
+            let want = [-1, 1, i.height as i64, i.width as i64];
+            let ok = dims.len() == 4
+                && dims
+                    .iter()
+                    .zip(want)
+                    .enumerate()
+                    .all(|(a, (&d, w))| d < 0 || (a == 0) || d == w);
+            if !ok {
+                return Err(cfg_err(
+                    &onnx_path,
+                    format!(
+                        "input '{}' has shape {dims:?}; the sidecar requires [N, 1, {}, {}]",
+                        i.name, i.height, i.width
+                    ),
+                ));
+            }
+        }
+        if !session
+            .outputs()
+            .iter()
+            .any(|o| o.name() == spec.output_name)
+        {
+            return Err(cfg_err(
+                &onnx_path,
+                format!(
+                    "no output named '{}' (the sidecar's output_name)",
+                    spec.output_name
+                ),
+            ));
+        }
+        Ok(SegmentationModel {
+            spec,
+            onnx_path,
+            sidecar_path,
+            backend,
+            session,
+        })
+    }
+
+    /// Run the network on `n` prepared input slices (`n * H * W` values, already normalised);
+    /// returns logits `n * C * H * W`.
+    pub fn run_raw(&mut self, input: Vec<f32>, n: usize) -> Result<Vec<f32>> {
+        let (h, w) = (self.spec.input.height, self.spec.input.width);
+        if input.len() != n * h * w {
+            return Err(Error::Invalid(format!(
+                "model input has {} values, expected {n} x {h} x {w}",
+                input.len()
+            )));
+        }
+        let c = self.spec.classes.len();
+        let tensor = ort::value::Tensor::from_array((vec![n as i64, 1, h as i64, w as i64], input))
+            .map_err(|e| cfg_err(&self.onnx_path, format!("input tensor: {e}")))?;
+        let name = self.spec.input.name.clone();
+        let out_name = self.spec.output_name.clone();
+        let path = self.onnx_path.clone();
+        let outputs = self
+            .session
+            .run(ort::inputs![name.as_str() => tensor])
+            .map_err(|e| cfg_err(&path, format!("inference failed: {e}")))?;
+        let (shape, data) = outputs[out_name.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| cfg_err(&path, format!("output '{out_name}': {e}")))?;
+        let dims: Vec<i64> = shape.iter().copied().collect();
+        if dims != [n as i64, c as i64, h as i64, w as i64] {
+            return Err(cfg_err(
+                &path,
+                format!(
+                    "output '{out_name}' has shape {dims:?}, expected [{n}, {c}, {h}, {w}] ({c} classes in the sidecar)"
+                ),
+            ));
+        }
+        Ok(data.to_vec())
+    }
+
+    /// Segment a CT: per axial slice, resample to the model's in-plane spacing on an H x W
+    /// canvas centred on `centre_mm` (x, y; e.g. the body centroid), normalise, infer,
+    /// interpolate the logits back to the CT grid bilinearly, argmax, then post-process per
+    /// class. Returns one mask per class (index 1..C).
+    pub fn segment(
+        &mut self,
+        ct: &CtVolume,
+        centre_mm: [f64; 2],
+    ) -> Result<Vec<(ClassSpec, Mask)>> {
+        use rayon::prelude::*;
+        let g = ct.grid;
+        let [nx, ny, nz] = g.dims;
+        let spec = self.spec.input.clone();
+        let (h, w) = (spec.height, spec.width);
+        let c = self.spec.classes.len();
+        // Centre of canvas pixel (u, v) in LPS mm: x0 + u * sx, y0 + v * sy.
+        let x0 = centre_mm[0] - 0.5 * (w as f64 - 1.0) * spec.spacing_mm[0];
+        let y0 = centre_mm[1] - 0.5 * (h as f64 - 1.0) * spec.spacing_mm[1];
+        let mut labels = vec![0u8; g.len()];
+        let plane = nx * ny;
+        let mut k0 = 0;
+        while k0 < nz {
+            let n = spec.batch.min(nz - k0);
+            let mut input = vec![0.0f32; n * h * w];
+            input
+                .par_chunks_mut(h * w)
+                .enumerate()
+                .for_each(|(b, canvas)| {
+                    let hu = &ct.hu[(k0 + b) * plane..(k0 + b + 1) * plane];
+                    for v in 0..h {
+                        let fy =
+                            (y0 + v as f64 * spec.spacing_mm[1] - g.origin_mm[1]) / g.spacing_mm[1];
+                        for u in 0..w {
+                            let fx = (x0 + u as f64 * spec.spacing_mm[0] - g.origin_mm[0])
+                                / g.spacing_mm[0];
+                            let val = bilinear(hu, nx, ny, fx, fy, spec.pad_hu);
+                            canvas[v * w + u] = normalise(val, spec.hu_window);
+                        }
+                    }
+                });
+            let logits = self.run_raw(input, n)?;
+            labels[k0 * plane..(k0 + n) * plane]
+                .par_chunks_mut(plane)
+                .enumerate()
+                .for_each(|(b, out)| {
+                    let mut l = vec![0.0f32; c];
+                    for j in 0..ny {
+                        let y = g.origin_mm[1] + j as f64 * g.spacing_mm[1];
+                        let fv = (y - y0) / spec.spacing_mm[1];
+                        for i in 0..nx {
+                            let x = g.origin_mm[0] + i as f64 * g.spacing_mm[0];
+                            let fu = (x - x0) / spec.spacing_mm[0];
+                            if fu < -0.5 || fv < -0.5 || fu > w as f64 - 0.5 || fv > h as f64 - 0.5
+                            {
+                                continue; // outside the canvas: background
+                            }
+                            for (ch, lv) in l.iter_mut().enumerate() {
+                                let base = (b * c + ch) * h * w;
+                                *lv = bilinear(&logits[base..base + h * w], w, h, fu, fv, 0.0);
+                            }
+                            out[j * nx + i] = argmax(&l) as u8;
+                        }
+                    }
+                });
+            k0 += n;
+        }
+        let mut out = Vec::new();
+        for cls in self.spec.classes.iter().skip(1) {
+            let mut m = Mask::empty(g);
+            for (p, &lab) in labels.iter().enumerate() {
+                m.inside[p] = lab as usize == cls.index;
+            }
+            out.push((cls.clone(), postprocess(&m, cls)));
+        }
+        Ok(out)
+    }
+}
+
+/// Post-processing of one class mask: small components dropped, N largest kept, holes filled.
+pub fn postprocess(m: &Mask, cls: &ClassSpec) -> Mask {
+    let mut m = m.clone();
+    if cls.min_volume_cm3 > 0.0 {
+        let v = (cls.min_volume_cm3 / m.grid.voxel_volume_cm3()).ceil() as usize;
+        m = super::morph::remove_small(&m, v);
+    }
+    if cls.components > 0 {
+        m = super::morph::keep_largest(&m, cls.components);
+    }
+    if cls.fill_holes {
+        m = super::morph::fill_holes_2d(&m);
+    }
+    m
+}
+
+/// Index of the largest value (first on ties).
+pub fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// The documented normalisation: `(clamp(hu, w0, w1) - w0) / (w1 - w0)`.
+pub fn normalise(hu: f32, window: [f32; 2]) -> f32 {
+    (hu.clamp(window[0], window[1]) - window[0]) / (window[1] - window[0])
+}
+
+/// Bilinear sample of a row-major `nx * ny` image at continuous index (fx, fy); points more
+/// than half a pixel outside the image take `outside`, points within half a pixel clamp.
+pub fn bilinear(img: &[f32], nx: usize, ny: usize, fx: f64, fy: f64, outside: f32) -> f32 {
+    if fx < -0.5 || fy < -0.5 || fx > nx as f64 - 0.5 || fy > ny as f64 - 0.5 {
+        return outside;
+    }
+    let fx = fx.clamp(0.0, (nx - 1) as f64);
+    let fy = fy.clamp(0.0, (ny - 1) as f64);
+    let i0 = (fx.floor() as usize).min(nx.saturating_sub(2));
+    let j0 = (fy.floor() as usize).min(ny.saturating_sub(2));
+    let (i1, j1) = ((i0 + 1).min(nx - 1), (j0 + 1).min(ny - 1));
+    let (tx, ty) = ((fx - i0 as f64) as f32, (fy - j0 as f64) as f32);
+    let a = img[j0 * nx + i0] * (1.0 - tx) + img[j0 * nx + i1] * tx;
+    let b = img[j1 * nx + i0] * (1.0 - tx) + img[j1 * nx + i1] * tx;
+    a * (1.0 - ty) + b * ty
+}

@@ -206,6 +206,13 @@ fn bad_model_files_are_refused_naming_the_file() {
         "{e}"
     );
 
+    // A sidecar asking for an absurd canvas (memory) is refused before anything is allocated.
+    let mut s = sidecar.clone();
+    s["input"]["width"] = 100_000.into();
+    std::fs::write(d.join("huge.json"), s.to_string()).expect("write");
+    let e = load_err(&d.join("huge.json"));
+    assert!(e.contains("huge.json") && e.contains("width 100000"), "{e}");
+
     // A sidecar naming an unknown format, and one that is not JSON.
     let mut s = sidecar.clone();
     s["format"] = "other/1".into();
@@ -269,3 +276,60 @@ fn segment_with_model_never_changes_the_input_structure_set() {
         .count();
     assert_eq!(model_lines, 7, "{:?}", done.report);
 }
+
+/// Tiling: the same CT segmented with one canvas and with overlapping canvases (a field
+/// declared 2 canvases wide and high, so 3 x 3 canvases: the centred one and eight around it)
+/// must agree.
+/// The network is convolutional but not exactly shift-invariant (zero padding, three 2x2
+/// poolings), so the agreement is high, not perfect; the floor is the measured value minus a
+/// margin (see the comment on TILING_MIN_DICE).
+#[test]
+fn tiled_canvases_agree_with_a_single_canvas() {
+    tract();
+    let tmp = common::ct_b();
+    let (ct, _) = rtopt::ct::load_ct_folder(tmp.path(), &Default::default()).expect("CT B");
+    let body = rtopt::segment::body::body_outline(&ct);
+    let c = body.centroid_mm().expect("body");
+    let mut m = SegmentationModel::load(&shipped()).expect("model");
+    let canvas = m.spec.input.width as f64 * m.spec.input.spacing_mm[0];
+    let single = m
+        .segment(
+            &ct,
+            [c[0], c[1]],
+            ([c[0] - 100.0, c[1] - 100.0], [c[0] + 100.0, c[1] + 100.0]),
+        )
+        .expect("single canvas");
+    let half = canvas;
+    let tiled = m
+        .segment(
+            &ct,
+            [c[0], c[1]],
+            ([c[0] - half, c[1] - half], [c[0] + half, c[1] + half]),
+        )
+        .expect("tiled");
+    assert_eq!(
+        model::tile_centres(c[0], c[0] - half, c[0] + half, canvas).len(),
+        3
+    );
+    for ((cls, a), (_, b)) in single.iter().zip(&tiled) {
+        // CT B has no kidney: the model's 16 cm3 there is a false positive, whose extent is
+        // as unstable as one would expect (measured single vs tiled Dice 0.47).
+        if cls.name == "Kidneys" {
+            continue;
+        }
+        let d = a.dice(b);
+        eprintln!(
+            "{}: single vs tiled Dice {d:.4} ({} / {} voxels)",
+            cls.name,
+            a.count(),
+            b.count()
+        );
+        assert!(d >= TILING_MIN_DICE, "{}: Dice {d}", cls.name);
+    }
+}
+
+// Measured 2026-11-28 (Gaussian blending, half-canvas steps): Liver 0.986, Spleen 0.955,
+// Stomach 0.985, Aorta 0.9995, SpinalCord 0.998, Vertebrae 0.997. With flat weights and
+// canvases spread edge to edge the spleen fell to 0.81 and the stomach to 0.24 (the model has
+// learnt where in the canvas the patient lies); the floor 0.93 catches that.
+const TILING_MIN_DICE: f64 = 0.93;

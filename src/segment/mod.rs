@@ -137,9 +137,25 @@ pub fn segment_auto(
                 0.5 * (lo[2] + hi[2]),
             ]
         });
+    // The in-plane field the model must cover: the body's bounding box (voxel edges), else the
+    // whole CT.
+    let sp = ct.grid.spacing_mm;
+    let (lo, hi) = body
+        .as_ref()
+        .and_then(|b| b.bbox_mm())
+        .map(|(lo, hi)| {
+            (
+                [lo[0] - 0.5 * sp[0], lo[1] - 0.5 * sp[1]],
+                [hi[0] + 0.5 * sp[0], hi[1] + 0.5 * sp[1]],
+            )
+        })
+        .unwrap_or_else(|| {
+            let (lo, hi) = ct.grid.bounds_mm();
+            ([lo[0], lo[1]], [hi[0], hi[1]])
+        });
     let method = truncate_lo(format!("rtopt ONNX model {}", model.spec.name));
     let backend = model.backend;
-    for (cls, mut mask) in model.segment(ct, [centre[0], centre[1]])? {
+    for (cls, mut mask) in model.segment(ct, [centre[0], centre[1]], (lo, hi))? {
         // Organs lie inside the patient: what the network labels outside the body outline
         // (couch, air, arms beside the trunk) is dropped, then the class's post-processing is
         // applied again so that no fragment left by the cut survives.

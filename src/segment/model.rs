@@ -21,6 +21,11 @@ use crate::ct::CtVolume;
 use crate::error::{Error, Result};
 use crate::geometry::Mask;
 
+/// Largest canvas side accepted from a sidecar, pixels (bounds the memory a sidecar can ask for).
+pub const MAX_CANVAS_PX: usize = 2048;
+/// Largest batch accepted from a sidecar, slices per inference call.
+pub const MAX_BATCH: usize = 256;
+
 /// Sidecar format identifier.
 pub const SIDECAR_FORMAT: &str = "rtopt-segmentation-model/1";
 
@@ -270,10 +275,16 @@ pub fn read_sidecar(sidecar: &Path) -> Result<ModelSpec> {
             ),
         ));
     }
-    if i.height == 0 || i.width == 0 || i.batch == 0 {
+    if !(1..=MAX_CANVAS_PX).contains(&i.height)
+        || !(1..=MAX_CANVAS_PX).contains(&i.width)
+        || !(1..=MAX_BATCH).contains(&i.batch)
+    {
         return Err(cfg_err(
             sidecar,
-            "input height, width and batch must be positive",
+            format!(
+                "input height {} and width {} must be 1..={MAX_CANVAS_PX}, batch {} 1..={MAX_BATCH}",
+                i.height, i.width, i.batch
+            ),
         ));
     }
     if !(i.spacing_mm.iter().all(|s| s.is_finite() && *s > 0.0)) {
@@ -384,6 +395,18 @@ impl SegmentationModel {
                     ),
                 ));
             }
+            if dims
+                .first()
+                .is_some_and(|&n| n > 0 && n as usize != i.batch)
+            {
+                return Err(cfg_err(
+                    &onnx_path,
+                    format!(
+                        "input '{}' has a fixed batch of {} slices; the sidecar's input.batch is {}",
+                        i.name, dims[0], i.batch
+                    ),
+                ));
+            }
         }
         if !session
             .outputs()
@@ -442,14 +465,19 @@ impl SegmentationModel {
         Ok(data.to_vec())
     }
 
-    /// Segment a CT: per axial slice, resample to the model's in-plane spacing on an H x W
-    /// canvas centred on `centre_mm` (x, y; e.g. the body centroid), normalise, infer,
-    /// interpolate the logits back to the CT grid bilinearly, argmax, then post-process per
-    /// class. Returns one mask per class (index 1..C).
+    /// Segment a CT. `centre_mm` is the preferred in-plane canvas centre (LPS x, y; the body
+    /// centroid, as in training) and `field_mm` = (low corner, high corner), LPS x and y in mm,
+    /// the in-plane region that must be covered, e.g. the body outline's bounding box. When one
+    /// canvas (H x W at the model's spacing) centred on `centre_mm` covers the field it is the
+    /// only one; otherwise overlapping canvases ([`tile_centres`]) cover it and their logits
+    /// are blended with Gaussian weights centred on each canvas. Per slice: resample onto each
+    /// canvas (bilinear, HU), normalise, infer, interpolate the logits back to the CT voxel
+    /// centres (bilinear), blend, argmax; then post-process per class. Returns one mask per class (index 1..C).
     pub fn segment(
         &mut self,
         ct: &CtVolume,
         centre_mm: [f64; 2],
+        field_mm: ([f64; 2], [f64; 2]),
     ) -> Result<Vec<(ClassSpec, Mask)>> {
         use rayon::prelude::*;
         let g = ct.grid;
@@ -457,53 +485,93 @@ impl SegmentationModel {
         let spec = self.spec.input.clone();
         let (h, w) = (spec.height, spec.width);
         let c = self.spec.classes.len();
-        // Centre of canvas pixel (u, v) in LPS mm: x0 + u * sx, y0 + v * sy.
-        let x0 = centre_mm[0] - 0.5 * (w as f64 - 1.0) * spec.spacing_mm[0];
-        let y0 = centre_mm[1] - 0.5 * (h as f64 - 1.0) * spec.spacing_mm[1];
+        let (lo, hi) = field_mm;
+        let tiles_x = tile_centres(centre_mm[0], lo[0], hi[0], w as f64 * spec.spacing_mm[0]);
+        let tiles_y = tile_centres(centre_mm[1], lo[1], hi[1], h as f64 * spec.spacing_mm[1]);
         let mut labels = vec![0u8; g.len()];
         let plane = nx * ny;
         let mut k0 = 0;
         while k0 < nz {
             let n = spec.batch.min(nz - k0);
-            let mut input = vec![0.0f32; n * h * w];
-            input
-                .par_chunks_mut(h * w)
-                .enumerate()
-                .for_each(|(b, canvas)| {
-                    let hu = &ct.hu[(k0 + b) * plane..(k0 + b + 1) * plane];
-                    for v in 0..h {
-                        let fy =
-                            (y0 + v as f64 * spec.spacing_mm[1] - g.origin_mm[1]) / g.spacing_mm[1];
-                        for u in 0..w {
-                            let fx = (x0 + u as f64 * spec.spacing_mm[0] - g.origin_mm[0])
-                                / g.spacing_mm[0];
-                            let val = bilinear(hu, nx, ny, fx, fy, spec.pad_hu);
-                            canvas[v * w + u] = normalise(val, spec.hu_window);
-                        }
-                    }
-                });
-            let logits = self.run_raw(input, n)?;
+            // Blended logits and weight sums for this batch of slices.
+            let mut acc = vec![0.0f32; n * c * plane];
+            let mut wsum = vec![0.0f32; n * plane];
+            for &ty in &tiles_y {
+                for &tx in &tiles_x {
+                    // Centre of canvas pixel (u, v) in LPS mm: x0 + u * sx, y0 + v * sy.
+                    let x0 = tx - 0.5 * (w as f64 - 1.0) * spec.spacing_mm[0];
+                    let y0 = ty - 0.5 * (h as f64 - 1.0) * spec.spacing_mm[1];
+                    let mut input = vec![0.0f32; n * h * w];
+                    input
+                        .par_chunks_mut(h * w)
+                        .enumerate()
+                        .for_each(|(b, canvas)| {
+                            let hu = &ct.hu[(k0 + b) * plane..(k0 + b + 1) * plane];
+                            for v in 0..h {
+                                let fy = (y0 + v as f64 * spec.spacing_mm[1] - g.origin_mm[1])
+                                    / g.spacing_mm[1];
+                                for u in 0..w {
+                                    let fx = (x0 + u as f64 * spec.spacing_mm[0] - g.origin_mm[0])
+                                        / g.spacing_mm[0];
+                                    let val = bilinear(hu, nx, ny, fx, fy, spec.pad_hu);
+                                    canvas[v * w + u] = normalise(val, spec.hu_window);
+                                }
+                            }
+                        });
+                    let logits = self.run_raw(input, n)?;
+                    acc.par_chunks_mut(c * plane)
+                        .zip(wsum.par_chunks_mut(plane))
+                        .enumerate()
+                        .for_each(|(b, (acc, wsum))| {
+                            for j in 0..ny {
+                                let y = g.origin_mm[1] + j as f64 * g.spacing_mm[1];
+                                let fv = (y - y0) / spec.spacing_mm[1];
+                                let wv = taper(fv, h);
+                                if wv <= 0.0 {
+                                    continue;
+                                }
+                                for i in 0..nx {
+                                    let x = g.origin_mm[0] + i as f64 * g.spacing_mm[0];
+                                    let fu = (x - x0) / spec.spacing_mm[0];
+                                    let wu = taper(fu, w);
+                                    if wu <= 0.0 {
+                                        continue; // outside this canvas
+                                    }
+                                    let weight = wu * wv;
+                                    let p = j * nx + i;
+                                    wsum[p] += weight;
+                                    for ch in 0..c {
+                                        let base = (b * c + ch) * h * w;
+                                        let l = bilinear(
+                                            &logits[base..base + h * w],
+                                            w,
+                                            h,
+                                            fu,
+                                            fv,
+                                            0.0,
+                                        );
+                                        acc[ch * plane + p] += weight * l;
+                                    }
+                                }
+                            }
+                        });
+                }
+            }
             labels[k0 * plane..(k0 + n) * plane]
                 .par_chunks_mut(plane)
                 .enumerate()
                 .for_each(|(b, out)| {
+                    let acc = &acc[b * c * plane..(b + 1) * c * plane];
+                    let wsum = &wsum[b * plane..(b + 1) * plane];
                     let mut l = vec![0.0f32; c];
-                    for j in 0..ny {
-                        let y = g.origin_mm[1] + j as f64 * g.spacing_mm[1];
-                        let fv = (y - y0) / spec.spacing_mm[1];
-                        for i in 0..nx {
-                            let x = g.origin_mm[0] + i as f64 * g.spacing_mm[0];
-                            let fu = (x - x0) / spec.spacing_mm[0];
-                            if fu < -0.5 || fv < -0.5 || fu > w as f64 - 0.5 || fv > h as f64 - 0.5
-                            {
-                                continue; // outside the canvas: background
-                            }
-                            for (ch, lv) in l.iter_mut().enumerate() {
-                                let base = (b * c + ch) * h * w;
-                                *lv = bilinear(&logits[base..base + h * w], w, h, fu, fv, 0.0);
-                            }
-                            out[j * nx + i] = argmax(&l) as u8;
+                    for (p, o) in out.iter_mut().enumerate() {
+                        if wsum[p] <= 0.0 {
+                            continue; // no canvas covers this voxel: background
                         }
+                        for (ch, lv) in l.iter_mut().enumerate() {
+                            *lv = acc[ch * plane + p];
+                        }
+                        *o = argmax(&l) as u8;
                     }
                 });
             k0 += n;
@@ -518,6 +586,39 @@ impl SegmentationModel {
         }
         Ok(out)
     }
+}
+
+/// Centres (mm, along one axis) of the canvases that cover the field `[lo_mm, hi_mm]` with
+/// canvases `canvas_mm` wide: one at `centre_mm` (where the model expects the patient, as in
+/// training), then as few as needed on each side, half a canvas apart (nnU-Net's step of 0.5),
+/// until the field is covered. A field that one canvas covers gives one centre.
+pub fn tile_centres(centre_mm: f64, lo_mm: f64, hi_mm: f64, canvas_mm: f64) -> Vec<f64> {
+    let usable = canvas_mm > 0.0 && hi_mm > lo_mm && centre_mm.is_finite();
+    if !usable {
+        return vec![centre_mm];
+    }
+    let (half, step) = (0.5 * canvas_mm, 0.5 * canvas_mm);
+    let below = ((centre_mm - half - lo_mm) / step).ceil().max(0.0) as usize;
+    let above = ((hi_mm - centre_mm - half) / step).ceil().max(0.0) as usize;
+    (0..below + 1 + above)
+        .map(|t| centre_mm + (t as f64 - below as f64) * step)
+        .collect()
+}
+
+/// Blending weight of a canvas at continuous pixel index `f` (0 .. len-1 at pixel centres):
+/// 0 outside the canvas (beyond half a pixel), inside a Gaussian centred on the canvas with
+/// sigma = len / 8, as nnU-Net's sliding window uses (Isensee et al., Nature Methods 18, 2021):
+/// where canvases overlap, the one whose centre is nearest dominates, so each voxel is
+/// labelled mostly from the canvas in which it had the most context. Floored at 1e-4 so that a
+/// voxel seen by one canvas only keeps that canvas's logits.
+#[cfg_attr(not(feature = "onnx"), allow(dead_code))]
+fn taper(f: f64, len: usize) -> f32 {
+    if f < -0.5 || f > len as f64 - 0.5 {
+        return 0.0;
+    }
+    let sigma = len as f64 / 8.0;
+    let d = (f - 0.5 * (len as f64 - 1.0)) / sigma;
+    (-0.5 * d * d).exp().max(1e-4) as f32
 }
 
 /// Post-processing of one class mask: small components dropped, N largest kept, holes filled.
@@ -567,4 +668,39 @@ pub fn bilinear(img: &[f32], nx: usize, ny: usize, fx: f64, fy: f64, outside: f3
     let a = img[j0 * nx + i0] * (1.0 - tx) + img[j0 * nx + i1] * tx;
     let b = img[j1 * nx + i0] * (1.0 - tx) + img[j1 * nx + i1] * tx;
     a * (1.0 - ty) + b * ty
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_canvas_when_it_covers_the_field() {
+        // Centroid 10 mm off the field's middle; 300 mm field, 384 mm canvas: covered.
+        assert_eq!(tile_centres(10.0, -150.0, 150.0, 384.0), vec![10.0]);
+    }
+
+    #[test]
+    fn canvases_are_added_on_the_side_that_is_not_covered() {
+        // 380 mm field, centroid 40 mm off: the centroid canvas misses 38 mm below.
+        assert_eq!(tile_centres(40.0, -190.0, 190.0, 384.0), vec![-152.0, 40.0]);
+    }
+
+    #[test]
+    fn wide_field_is_tiled_at_half_canvas_steps_around_the_centre() {
+        let t = tile_centres(0.0, -500.0, 500.0, 384.0);
+        // (500 - 192) / 192 = 1.6 -> 2 steps on each side.
+        assert_eq!(t, vec![-384.0, -192.0, 0.0, 192.0, 384.0]);
+        assert!(t[0] - 192.0 <= -500.0 && t[4] + 192.0 >= 500.0);
+    }
+
+    #[test]
+    fn taper_is_zero_outside_gaussian_inside() {
+        assert_eq!(taper(-0.6, 128), 0.0);
+        assert_eq!(taper(127.6, 128), 0.0);
+        // Centre 63.5, sigma 16: at the border (4 sigma) the floor, one sigma off exp(-1/2).
+        assert!((taper(-0.5, 128) - (-8.0f64).exp() as f32).abs() < 1e-9);
+        assert!((taper(47.5, 128) - (-0.5f64).exp() as f32).abs() < 1e-6);
+        assert_eq!(taper(63.5, 128), 1.0);
+    }
 }

@@ -1,5 +1,5 @@
-//! Classical body outline: threshold, largest connected component per slice, holes filled.
-//! Deterministic; used when a case has no EXTERNAL structure.
+//! Classical body outline: threshold, largest connected component per slice, holes filled,
+//! then the largest 3D component. Deterministic; used when a case has no EXTERNAL structure.
 
 use crate::ct::CtVolume;
 use crate::geometry::Mask;
@@ -8,7 +8,10 @@ use crate::geometry::Mask;
 pub const BODY_THRESHOLD_HU: f32 = -350.0;
 
 /// Body outline of `ct`: per axial slice, voxels above [`BODY_THRESHOLD_HU`], the largest
-/// 4-connected component kept, and enclosed holes (lungs, bowel gas) filled.
+/// 4-connected component kept, and enclosed holes (lungs, bowel gas) filled; then only the
+/// largest 6-connected 3D component is kept, so that on slices beyond the patient (a scan
+/// longer than the phantom or patient) the couch, which is then the largest component of the
+/// slice, is not taken for the body.
 pub fn body_outline(ct: &CtVolume) -> Mask {
     let [nx, ny, nz] = ct.grid.dims;
     let plane = nx * ny;
@@ -20,7 +23,7 @@ pub fn body_outline(ct: &CtVolume) -> Mask {
         let filled = fill_holes(&lab, nx, ny);
         mask.inside[k * plane..(k + 1) * plane].copy_from_slice(&filled);
     }
-    mask
+    super::morph::keep_largest(&mask, 1)
 }
 
 /// Keep the largest 4-connected component of `fg`.

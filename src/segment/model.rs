@@ -589,19 +589,28 @@ impl SegmentationModel {
 }
 
 /// Centres (mm, along one axis) of the canvases that cover the field `[lo_mm, hi_mm]` with
-/// canvases `canvas_mm` wide: one at `centre_mm` (where the model expects the patient, as in
-/// training), then as few as needed on each side, half a canvas apart (nnU-Net's step of 0.5),
-/// until the field is covered. A field that one canvas covers gives one centre.
+/// canvases `canvas_mm` wide. The model expects the patient centred, as in training, so the
+/// first canvas sits at `centre_mm`, moved only as far as needed to cover the field (or, when
+/// the field is wider than a canvas, to stay inside it). A field wider than a canvas gets more
+/// canvases on each side, half a canvas apart (nnU-Net's step of 0.5), until it is covered.
 pub fn tile_centres(centre_mm: f64, lo_mm: f64, hi_mm: f64, canvas_mm: f64) -> Vec<f64> {
     let usable = canvas_mm > 0.0 && hi_mm > lo_mm && centre_mm.is_finite();
     if !usable {
         return vec![centre_mm];
     }
-    let (half, step) = (0.5 * canvas_mm, 0.5 * canvas_mm);
-    let below = ((centre_mm - half - lo_mm) / step).ceil().max(0.0) as usize;
-    let above = ((hi_mm - centre_mm - half) / step).ceil().max(0.0) as usize;
+    let half = 0.5 * canvas_mm;
+    let (a, b) = (hi_mm - half, lo_mm + half);
+    // Fits: any centre in [hi - half, lo + half] covers the field; otherwise stay inside it.
+    let first = if a <= b {
+        centre_mm.clamp(a, b)
+    } else {
+        centre_mm.clamp(b, a)
+    };
+    let step = half;
+    let below = ((first - half - lo_mm) / step).ceil().max(0.0) as usize;
+    let above = ((hi_mm - first - half) / step).ceil().max(0.0) as usize;
     (0..below + 1 + above)
-        .map(|t| centre_mm + (t as f64 - below as f64) * step)
+        .map(|t| first + (t as f64 - below as f64) * step)
         .collect()
 }
 
@@ -681,9 +690,10 @@ mod tests {
     }
 
     #[test]
-    fn canvases_are_added_on_the_side_that_is_not_covered() {
-        // 380 mm field, centroid 40 mm off: the centroid canvas misses 38 mm below.
-        assert_eq!(tile_centres(40.0, -190.0, 190.0, 384.0), vec![-152.0, 40.0]);
+    fn a_field_that_fits_moves_the_canvas_just_enough() {
+        // 380 mm field, centroid 40 mm off: the canvas moves to +2 mm and covers it.
+        assert_eq!(tile_centres(40.0, -190.0, 190.0, 384.0), vec![2.0]);
+        assert_eq!(tile_centres(-40.0, -190.0, 190.0, 384.0), vec![-2.0]);
     }
 
     #[test]
@@ -692,6 +702,10 @@ mod tests {
         // (500 - 192) / 192 = 1.6 -> 2 steps on each side.
         assert_eq!(t, vec![-384.0, -192.0, 0.0, 192.0, 384.0]);
         assert!(t[0] - 192.0 <= -500.0 && t[4] + 192.0 >= 500.0);
+        // A centroid near the field's edge: the first canvas stays inside the field.
+        let t = tile_centres(480.0, -500.0, 500.0, 384.0);
+        assert_eq!(t[t.len() - 1], 308.0);
+        assert!(t[0] - 192.0 <= -500.0);
     }
 
     #[test]

@@ -213,6 +213,18 @@ fn bad_model_files_are_refused_naming_the_file() {
     let e = load_err(&d.join("huge.json"));
     assert!(e.contains("huge.json") && e.contains("width 100000"), "{e}");
 
+    // Class names and types that would make an invalid RT Structure Set.
+    let mut s = sidecar.clone();
+    s["classes"][1]["interpreted_type"] = "organ".into();
+    std::fs::write(d.join("cs.json"), s.to_string()).expect("write");
+    let e = load_err(&d.join("cs.json"));
+    assert!(e.contains("cs.json") && e.contains("'organ'"), "{e}");
+    let mut s = sidecar.clone();
+    s["classes"][2]["name"] = "x".repeat(65).into();
+    std::fs::write(d.join("long.json"), s.to_string()).expect("write");
+    let e = load_err(&d.join("long.json"));
+    assert!(e.contains("long.json") && e.contains("1 to 64"), "{e}");
+
     // A sidecar naming an unknown format, and one that is not JSON.
     let mut s = sidecar.clone();
     s["format"] = "other/1".into();
@@ -297,6 +309,7 @@ fn tiled_canvases_agree_with_a_single_canvas() {
             &ct,
             [c[0], c[1]],
             ([c[0] - 100.0, c[1] - 100.0], [c[0] + 100.0, c[1] + 100.0]),
+            None,
         )
         .expect("single canvas");
     let half = canvas;
@@ -305,6 +318,7 @@ fn tiled_canvases_agree_with_a_single_canvas() {
             &ct,
             [c[0], c[1]],
             ([c[0] - half, c[1] - half], [c[0] + half, c[1] + half]),
+            None,
         )
         .expect("tiled");
     assert_eq!(

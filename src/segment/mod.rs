@@ -110,8 +110,8 @@ fn truncate_lo(s: String) -> String {
 
 /// Classical segmentation (as [`segment_classical`]) followed, when `model` is given, by the
 /// model's classes. The model's canvas is centred on the body outline's centroid (the grid's
-/// centre when no body is found) and its classes are restricted to the body outline. A class the model does not find in this CT is reported and
-/// not created.
+/// centre when no body is found) and its classes are restricted to the body outline. A class
+/// the model does not find in this CT is reported and not created.
 #[cfg(feature = "onnx")]
 pub fn segment_auto(
     ct: &CtVolume,
@@ -155,16 +155,9 @@ pub fn segment_auto(
         });
     let method = truncate_lo(format!("rtopt ONNX model {}", model.spec.name));
     let backend = model.backend;
-    for (cls, mut mask) in model.segment(ct, [centre[0], centre[1]], (lo, hi))? {
-        // Organs lie inside the patient: what the network labels outside the body outline
-        // (couch, air, arms beside the trunk) is dropped, then the class's post-processing is
-        // applied again so that no fragment left by the cut survives.
-        if let Some(b) = &body {
-            for (m, &inside) in mask.inside.iter_mut().zip(&b.inside) {
-                *m &= inside;
-            }
-            mask = model::postprocess(&mask, &cls);
-        }
+    // Organs lie inside the patient: what the network labels outside the body outline (couch,
+    // air, arms beside the trunk) is dropped before the per-class post-processing.
+    for (cls, mask) in model.segment(ct, [centre[0], centre[1]], (lo, hi), body.as_ref())? {
         if mask.count() == 0 {
             res.report.push(format!(
                 "{}: model {} found none in this CT, not created",

@@ -307,6 +307,32 @@ pub fn read_sidecar(sidecar: &Path) -> Result<ModelSpec> {
             ));
         }
     }
+    for c in spec.classes.iter().skip(1) {
+        // They become ROIName (LO: 1-64 characters, no backslash) and RTROIInterpretedType
+        // (CS: at most 16 of A-Z, 0-9, space, underscore) in the written RT Structure Set.
+        if c.name.trim().is_empty() || c.name.chars().count() > 64 || c.name.contains('\\') {
+            return Err(cfg_err(
+                sidecar,
+                format!(
+                    "class {} name '{}' must have 1 to 64 characters and no backslash",
+                    c.index, c.name
+                ),
+            ));
+        }
+        let cs_ok = c.interpreted_type.len() <= 16
+            && c.interpreted_type
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b' ' || b == b'_');
+        if !cs_ok {
+            return Err(cfg_err(
+                sidecar,
+                format!(
+                    "class {} interpreted_type '{}' is not a DICOM code string (at most 16 of A-Z, 0-9, space, _)",
+                    c.index, c.interpreted_type
+                ),
+            ));
+        }
+    }
     if spec.classes.len() > 255 {
         return Err(cfg_err(sidecar, "at most 255 classes are supported"));
     }
@@ -472,12 +498,14 @@ impl SegmentationModel {
     /// only one; otherwise overlapping canvases ([`tile_centres`]) cover it and their logits
     /// are blended with Gaussian weights centred on each canvas. Per slice: resample onto each
     /// canvas (bilinear, HU), normalise, infer, interpolate the logits back to the CT voxel
-    /// centres (bilinear), blend, argmax; then post-process per class. Returns one mask per class (index 1..C).
+    /// centres (bilinear), blend, argmax; restrict to `within` (e.g. the body outline) when
+    /// given, then post-process per class. Returns one mask per class (index 1..C).
     pub fn segment(
         &mut self,
         ct: &CtVolume,
         centre_mm: [f64; 2],
         field_mm: ([f64; 2], [f64; 2]),
+        within: Option<&Mask>,
     ) -> Result<Vec<(ClassSpec, Mask)>> {
         use rayon::prelude::*;
         let g = ct.grid;
@@ -580,7 +608,7 @@ impl SegmentationModel {
         for cls in self.spec.classes.iter().skip(1) {
             let mut m = Mask::empty(g);
             for (p, &lab) in labels.iter().enumerate() {
-                m.inside[p] = lab as usize == cls.index;
+                m.inside[p] = lab as usize == cls.index && within.is_none_or(|w| w.inside[p]);
             }
             out.push((cls.clone(), postprocess(&m, cls)));
         }

@@ -8,6 +8,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Errors raised by rtopt. Messages never contain patient names or IDs.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A file or folder could not be read or written.
     #[error("{path}: {source}")]
@@ -113,6 +114,17 @@ pub enum Error {
     /// The solver stopped without a usable solution.
     #[error("optimisation failed: {0}")]
     Solver(String),
+    /// An output path that rtopt may not write (an input, a folder or file it did not
+    /// create, a previous output without `--force`); checked before any computation.
+    #[error("{path}: output refused: {reason}")]
+    Output { path: PathBuf, reason: String },
+    /// A finished plan that no clinic would accept (MU, normalisation, deliverable agreement,
+    /// ...): nothing is exported. Each reason names the quantity, its value and the limit.
+    #[error("plan refused as implausible: {}", .reasons.join("; "))]
+    Implausible { reasons: Vec<String> },
+    /// The caller cancelled a running computation (an observer or a cancel token).
+    #[error("cancelled during {stage}")]
+    Cancelled { stage: String },
     /// A planned resource would exceed the configured memory budget.
     #[error("{what} would need {needed_bytes} bytes, above the memory budget of {budget_bytes} bytes; {advice}")]
     MemoryBudget {
@@ -123,7 +135,48 @@ pub enum Error {
     },
 }
 
+/// What kind of failure an [`Error`] is; the command line derives its exit code from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Bad input: a file, tag, structure, protocol, argument or output path (exit 2).
+    Input,
+    /// The protocol's hard constraints cannot all hold (exit 3).
+    Infeasible,
+    /// A plan was made but is not acceptable: implausible (exit 4; unmet hard goals after
+    /// sequencing also exit 4, but are not an error).
+    Refused,
+    /// Reading or writing a file failed (exit 5).
+    Io,
+    /// The solver or rtopt itself failed (exit 1).
+    Internal,
+}
+
+impl ErrorKind {
+    /// The process exit code of `rtopt` for this kind (documented in `rtopt --help`).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ErrorKind::Internal => 1,
+            ErrorKind::Input => 2,
+            ErrorKind::Infeasible => 3,
+            ErrorKind::Refused => 4,
+            ErrorKind::Io => 5,
+        }
+    }
+}
+
 impl Error {
+    /// The kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Io { .. } => ErrorKind::Io,
+            Error::Infeasible { .. } => ErrorKind::Infeasible,
+            Error::Implausible { .. } => ErrorKind::Refused,
+            Error::Solver(_) => ErrorKind::Internal,
+            Error::Cancelled { .. } => ErrorKind::Internal,
+            _ => ErrorKind::Input,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),

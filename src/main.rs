@@ -184,7 +184,7 @@ struct Limits {
     #[arg(long, value_name = "GY")]
     max_dose_per_fraction_gy: Option<f64>,
     /// Accepted range of the deliverable MU normalisation factor [default: 0.9,1.1].
-    #[arg(long, value_name = "LOW,HIGH", value_delimiter = ',', num_args = 2)]
+    #[arg(long, value_name = "LOW,HIGH", value_delimiter = ',')]
     normalisation_band: Option<Vec<f64>>,
     /// Smallest 3 %/2 mm gamma pass rate of the deliverable vs the optimised dose, %
     /// [default: 90].
@@ -341,10 +341,15 @@ fn main() -> ExitCode {
                 max_mu_per_beam: limits.max_mu_per_beam,
                 max_mu_per_fraction: limits.max_mu_per_fraction,
                 max_dose_per_fraction_gy: limits.max_dose_per_fraction_gy,
-                normalization_band: limits
-                    .normalisation_band
-                    .as_deref()
-                    .and_then(|v| <[f64; 2]>::try_from(v).ok()),
+                normalization_band: match limits.normalisation_band.as_deref() {
+                    None => None,
+                    Some(&[lo, hi]) => Some([lo, hi]),
+                    Some(v) => {
+                        return fail(rtopt::Error::Invalid(format!(
+                            "--normalisation-band takes two numbers LOW,HIGH, got {v:?}"
+                        )))
+                    }
+                },
                 min_gamma_pass_percent: limits.min_gamma_pass,
             };
             match rtopt::cli::plan(&args) {

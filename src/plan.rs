@@ -132,47 +132,52 @@ impl PlanAcceptance {
     }
 
     /// Reasons why a finished plan is implausible (empty: acceptable).
-    pub fn check_plan(
-        &self,
-        machine: &MachineModel,
-        sequenced: &SequencedPlan,
-        beams: &[Beam],
-        mu_scale: f64,
-        gamma_pass_percent: f64,
-    ) -> Vec<String> {
+    pub fn check_plan(&self, machine: &MachineModel, plan: &PlanFigures) -> Vec<String> {
         let mut reasons = Vec::new();
         let per_beam = self.max_mu_per_beam.unwrap_or(machine.max_mu_per_beam);
-        for (b, s) in beams.iter().zip(&sequenced.beams) {
-            if !(s.meterset_mu.is_finite() && s.meterset_mu <= per_beam) {
+        for (label, mu) in &plan.beam_mu {
+            if !(mu.is_finite() && *mu <= per_beam) {
                 reasons.push(format!(
-                    "beam {} ({}) needs {:.1} MU per fraction, above the limit of {per_beam:.0} MU per beam (--max-mu-per-beam)",
-                    b.number, b.name, s.meterset_mu
+                    "{label} needs {mu:.1} MU per fraction, above the limit of {per_beam:.0} MU per beam (--max-mu-per-beam)"
                 ));
             }
         }
         let per_fraction = self
             .max_mu_per_fraction
             .unwrap_or(machine.max_mu_per_fraction);
-        let total = sequenced.total_mu();
+        let total: f64 = plan.beam_mu.iter().map(|b| b.1).sum();
         if !(total.is_finite() && total <= per_fraction) {
             reasons.push(format!(
                 "the plan needs {total:.1} MU per fraction, above the limit of {per_fraction:.0} MU (--max-mu-per-fraction)"
             ));
         }
         let [lo, hi] = self.normalization_band;
-        if !(mu_scale.is_finite() && lo <= mu_scale && mu_scale <= hi) {
+        let f = plan.mu_scale;
+        if !(f.is_finite() && lo <= f && f <= hi) {
             reasons.push(format!(
-                "the deliverable plan had to be rescaled by x{mu_scale:.4} to reach the prescription, outside the accepted band [{lo}, {hi}] (--normalisation-band): the optimised dose is far from the delivered one"
+                "the deliverable plan had to be rescaled by x{f:.4} to reach the prescription, outside the accepted band [{lo}, {hi}] (--normalisation-band): the optimised dose is far from the delivered one"
             ));
         }
-        if !(gamma_pass_percent >= self.min_gamma_pass_percent) {
+        let g = plan.gamma_pass_percent;
+        if !(g >= self.min_gamma_pass_percent) {
             reasons.push(format!(
-                "the deliverable dose agrees with the optimised dose at a 3 %/2 mm gamma pass rate of {gamma_pass_percent:.1} %, below {:.1} % (--min-gamma-pass)",
+                "the deliverable dose agrees with the optimised dose at a 3 %/2 mm gamma pass rate of {g:.1} %, below {:.1} % (--min-gamma-pass)",
                 self.min_gamma_pass_percent
             ));
         }
         reasons
     }
+}
+
+/// The figures of a finished plan that [`PlanAcceptance::check_plan`] judges.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanFigures {
+    /// Per beam: a label (`beam 1 (G000)`) and its meterset, MU per fraction.
+    pub beam_mu: Vec<(String, f64)>,
+    /// Factor applied to the deliverable MU to reach the prescription.
+    pub mu_scale: f64,
+    /// 3 %/2 mm gamma pass rate of the deliverable against the optimised dose, %.
+    pub gamma_pass_percent: f64,
 }
 
 /// What the fluence optimisation needs (see [`Planner::export_problem`]).
@@ -538,13 +543,16 @@ impl Planner {
             st,
             &format!("3 %/2 mm pass rate {:.2} %", gamma_result.pass_rate_percent),
         );
-        let reasons = self.acceptance.check_plan(
-            &self.machine,
-            &sequenced,
-            &beams,
+        let figures = PlanFigures {
+            beam_mu: beams
+                .iter()
+                .zip(&sequenced.beams)
+                .map(|(b, s)| (format!("beam {} ({})", b.number, b.name), s.meterset_mu))
+                .collect(),
             mu_scale,
-            gamma_result.pass_rate_percent,
-        );
+            gamma_pass_percent: gamma_result.pass_rate_percent,
+        };
+        let reasons = self.acceptance.check_plan(&self.machine, &figures);
         if !reasons.is_empty() {
             return Err(Error::Implausible { reasons });
         }
@@ -862,4 +870,68 @@ impl PlannedCase {
 
 fn truncate(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures(beam_mu: &[f64], mu_scale: f64, gamma: f64) -> PlanFigures {
+        PlanFigures {
+            beam_mu: beam_mu
+                .iter()
+                .enumerate()
+                .map(|(i, &m)| (format!("beam {}", i + 1), m))
+                .collect(),
+            mu_scale,
+            gamma_pass_percent: gamma,
+        }
+    }
+
+    #[test]
+    fn acceptance_names_each_implausible_figure() {
+        let m = MachineModel::default_6x();
+        let a = PlanAcceptance::default();
+        // The shipped TG119 plan: about 240 MU per beam, x1.04, 97.4 %.
+        assert!(a
+            .check_plan(&m, &figures(&[240.0; 9], 1.04, 97.4))
+            .is_empty());
+        let r = a.check_plan(&m, &figures(&[1e5, 10.0], 88.0, 0.0));
+        assert_eq!(r.len(), 4, "{r:?}");
+        assert!(
+            r[0].contains("beam 1") && r[0].contains("100000.0 MU"),
+            "{}",
+            r[0]
+        );
+        assert!(r[1].contains("100010.0 MU per fraction"), "{}", r[1]);
+        assert!(
+            r[2].contains("x88.0000") && r[2].contains("[0.9, 1.1]"),
+            "{}",
+            r[2]
+        );
+        assert!(
+            r[3].contains("0.0 %") && r[3].contains("90.0 %"),
+            "{}",
+            r[3]
+        );
+        // NaN is never plausible; overrides move the limits.
+        let r = a.check_plan(&m, &figures(&[f64::NAN], 1.0, f64::NAN));
+        assert_eq!(r.len(), 3, "{r:?}");
+        let loose = PlanAcceptance {
+            max_mu_per_beam: Some(2e5),
+            max_mu_per_fraction: Some(3e5),
+            normalization_band: [0.01, 100.0],
+            min_gamma_pass_percent: 0.0,
+            ..PlanAcceptance::default()
+        };
+        assert!(loose
+            .check_plan(&m, &figures(&[1e5, 10.0], 88.0, 0.0))
+            .is_empty());
+        assert!(PlanAcceptance {
+            normalization_band: [1.1, 0.9],
+            ..PlanAcceptance::default()
+        }
+        .validate()
+        .is_err());
+    }
 }

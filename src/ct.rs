@@ -456,7 +456,7 @@ fn assemble(
                 path: s0.file.path.clone(),
                 tag: "(0018,5100)".into(),
                 name: "PatientPosition",
-                reason: "is missing or empty; rtopt does not guess the patient's orientation. \
+                reason: "missing or empty; rtopt does not guess the patient's orientation. \
                          If the patient was scanned head first supine, pass --assume-hfs \
                          (CtImportOptions::assume_hfs)"
                     .into(),

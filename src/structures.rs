@@ -297,12 +297,15 @@ pub enum ContourDefect {
 /// self-intersection.
 ///
 /// Consecutive repeated points (including a last point equal to the first, as some planning
-/// systems write) are dropped first. Zero area: |shoelace area| < [`ZERO_AREA_MM2`].
-/// Self-intersection: any two non-adjacent edges (the closing edge included; edges sharing a
-/// vertex are adjacent and skipped) that cross or touch, by exact orientation tests on the
-/// f64 coordinates. Edges are swept in order of their smallest x and only pairs whose x and y
-/// ranges overlap are tested, so a simple contour costs O(n log n) plus the overlapping
-/// pairs; the worst case is O(n^2) pair tests (about 4 M for 2000 points).
+/// systems write) are dropped first. Zero area: fewer than 3 distinct points, or all points on
+/// one line (every point's cross product with the chord from the first point to the point
+/// farthest from it below 2 x [`ZERO_AREA_MM2`]), or a simple polygon whose |shoelace area| is
+/// below [`ZERO_AREA_MM2`]. Self-intersection: any two non-adjacent edges (the closing edge
+/// included; edges sharing a vertex are adjacent and skipped) that cross or touch, by exact
+/// orientation tests on the f64 coordinates. Edges are swept in order of their smallest x and
+/// only pairs whose x and y ranges overlap are tested, so a simple contour costs O(n log n)
+/// plus the overlapping pairs; the worst case is O(n^2) pair tests (about 2 M for 2000
+/// points, a few ms).
 pub fn contour_defect(points_mm: &[[f64; 3]]) -> Option<ContourDefect> {
     let mut p: Vec<[f64; 2]> = Vec::with_capacity(points_mm.len());
     for q in points_mm {
@@ -322,23 +325,49 @@ pub fn contour_defect(points_mm: &[[f64; 3]]) -> Option<ContourDefect> {
         })
         .sum();
     let area_mm2 = 0.5 * twice_area;
-    if n < 3 || !(area_mm2.abs() >= ZERO_AREA_MM2) {
+    // Collinear or coincident points: no polygon at all.
+    let p0 = pt(0);
+    let far = p
+        .iter()
+        .copied()
+        .max_by(|a, b| dist2(p0, *a).total_cmp(&dist2(p0, *b)))
+        .unwrap_or(p0);
+    let spread = p
+        .iter()
+        .map(|&c| orient(p0, far, c).abs())
+        .fold(0.0, f64::max);
+    if n < 3 || !(spread >= 2.0 * ZERO_AREA_MM2) {
         return Some(ContourDefect::ZeroArea { area_mm2 });
     }
-    if n < 4 {
-        return None; // a triangle's edges are all adjacent
+    if n >= 4 {
+        if let Some((first, second)) = first_crossing(n, pt) {
+            return Some(ContourDefect::SelfIntersection { first, second });
+        }
     }
-    // Edge e: pt(e) -> pt(e + 1); bounding boxes for the sweep.
-    let bbox = |e: usize| {
-        let (a, b) = (pt(e), pt(e + 1));
-        [
-            a[0].min(b[0]),
-            a[0].max(b[0]),
-            a[1].min(b[1]),
-            a[1].max(b[1]),
-        ]
-    };
-    let boxes: Vec<[f64; 4]> = (0..n).map(bbox).collect();
+    if !(area_mm2.abs() >= ZERO_AREA_MM2) {
+        return Some(ContourDefect::ZeroArea { area_mm2 });
+    }
+    None
+}
+
+fn dist2(a: [f64; 2], b: [f64; 2]) -> f64 {
+    (a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)
+}
+
+/// The lowest pair of non-adjacent edges of the closed polygon `pt(0..n)` that cross or touch
+/// (sweep over x, see [`contour_defect`]).
+fn first_crossing(n: usize, pt: impl Fn(usize) -> [f64; 2]) -> Option<(usize, usize)> {
+    let boxes: Vec<[f64; 4]> = (0..n)
+        .map(|e| {
+            let (a, b) = (pt(e), pt(e + 1));
+            [
+                a[0].min(b[0]),
+                a[0].max(b[0]),
+                a[1].min(b[1]),
+                a[1].max(b[1]),
+            ]
+        })
+        .collect();
     let bx = |e: usize| boxes.get(e).copied().unwrap_or([0.0; 4]);
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&a, &b| bx(a)[0].total_cmp(&bx(b)[0]));
@@ -362,7 +391,7 @@ pub fn contour_defect(points_mm: &[[f64; 3]]) -> Option<ContourDefect> {
         }
         active.push(e);
     }
-    found.map(|(first, second)| ContourDefect::SelfIntersection { first, second })
+    found
 }
 
 /// Orientation of c relative to the line a -> b: > 0 left, < 0 right, 0 collinear.

@@ -336,7 +336,7 @@ pub fn contour_defect(points_mm: &[[f64; 3]]) -> Option<ContourDefect> {
         .iter()
         .map(|&c| orient(p0, far, c).abs())
         .fold(0.0, f64::max);
-    if n < 3 || !(spread >= 2.0 * ZERO_AREA_MM2) {
+    if n < 3 || spread.is_nan() || spread < 2.0 * ZERO_AREA_MM2 {
         return Some(ContourDefect::ZeroArea { area_mm2 });
     }
     if n >= 4 {
@@ -344,7 +344,7 @@ pub fn contour_defect(points_mm: &[[f64; 3]]) -> Option<ContourDefect> {
             return Some(ContourDefect::SelfIntersection { first, second });
         }
     }
-    if !(area_mm2.abs() >= ZERO_AREA_MM2) {
+    if area_mm2.is_nan() || area_mm2.abs() < ZERO_AREA_MM2 {
         return Some(ContourDefect::ZeroArea { area_mm2 });
     }
     None

@@ -546,7 +546,7 @@ fn self_intersecting_and_zero_area_contours_are_warned_about() {
     let (code, stdout, stderr) = inspect_cli(t.path(), &[]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
-        stdout.contains(&format!("warning: ")) && stdout.contains(&bow),
+        stdout.contains("warning: ") && stdout.contains(&bow),
         "{stdout}"
     );
     let (code, stdout, _) = inspect_cli(t.path(), &["--json"]);

@@ -133,6 +133,29 @@ pub enum Error {
         budget_bytes: u64,
         advice: String,
     },
+    /// A structure name matches several ROIs, exactly or case-insensitively (issue 14).
+    /// `rois` reads e.g. `ROI 3 'BODY' (ORGAN) and ROI 7 'body' (EXTERNAL)`.
+    #[error("structure '{name}' is ambiguous: {rois}; rename one in the RT Structure Set")]
+    AmbiguousStructure { name: String, rois: String },
+    /// Several ROIs could be the body outline (type EXTERNAL, or named BODY/External/Skin).
+    #[error("the body outline is ambiguous: {rois} {reason}; keep one EXTERNAL ROI (RTROIInterpretedType (3006,00A4)) in the RT Structure Set")]
+    AmbiguousBody { rois: String, reason: String },
+    /// A structure named by a protocol or a command has no voxel on the CT grid.
+    #[error("structure '{name}' (ROI {number}) is empty: {reason}; it cannot carry a goal")]
+    EmptyStructure {
+        name: String,
+        number: i64,
+        reason: String,
+    },
+    /// One ROI of the RT Structure Set refers to another frame of reference than the CT.
+    #[error("{path}: ROI {number} '{roi}': tag (3006,0024) ReferencedFrameOfReferenceUID {roi_uid} does not match the CT's FrameOfReferenceUID {ct_uid}")]
+    RoiFrameOfReferenceMismatch {
+        path: PathBuf,
+        number: i64,
+        roi: String,
+        roi_uid: String,
+        ct_uid: String,
+    },
 }
 
 /// What kind of failure an [`Error`] is; the command line derives its exit code from it.

@@ -25,6 +25,8 @@ pub struct PlanArgs {
     pub quiet: bool,
     /// Replace a previous rtopt output at `out`.
     pub force: bool,
+    /// Take a CT without PatientPosition (0018,5100) as head first supine.
+    pub assume_hfs: bool,
     /// Plan acceptance overrides (`None`: the defaults of [`crate::plan::PlanAcceptance`]).
     pub max_mu_per_beam: Option<f64>,
     pub max_mu_per_fraction: Option<f64>,
@@ -112,6 +114,7 @@ fn planner(args: &PlanArgs) -> Result<Planner> {
         &crate::LoadOptions {
             ct: crate::ct::CtImportOptions {
                 series_uid: args.series.clone(),
+                assume_hfs: args.assume_hfs,
                 ..Default::default()
             },
             rtstruct: args.rtstruct.clone(),

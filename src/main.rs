@@ -48,6 +48,9 @@ enum Command {
         /// RT Structure Set file (default: the one in the folder).
         #[arg(long)]
         rtstruct: Option<PathBuf>,
+        /// Take a CT without PatientPosition (0018,5100) as head first supine (HFS).
+        #[arg(long)]
+        assume_hfs: bool,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -71,6 +74,9 @@ enum Command {
         /// RT Structure Set file (default: the one in the case folder).
         #[arg(long)]
         rtstruct: Option<PathBuf>,
+        /// Take a CT without PatientPosition (0018,5100) as head first supine (HFS).
+        #[arg(long)]
+        assume_hfs: bool,
         /// Replace a previous rtopt output folder at --out (never anything else).
         #[arg(long)]
         force: bool,
@@ -109,6 +115,9 @@ enum Command {
         /// RT Structure Set file (default: the one in the case folder).
         #[arg(long)]
         rtstruct: Option<PathBuf>,
+        /// Take a CT without PatientPosition (0018,5100) as head first supine (HFS).
+        #[arg(long)]
+        assume_hfs: bool,
         /// Replace a previous export at --out.
         #[arg(long)]
         force: bool,
@@ -168,6 +177,9 @@ enum Command {
         /// RT Structure Set file (default: the one in the folder).
         #[arg(long)]
         rtstruct: Option<PathBuf>,
+        /// Take a CT without PatientPosition (0018,5100) as head first supine (HFS).
+        #[arg(long)]
+        assume_hfs: bool,
     },
 }
 
@@ -217,10 +229,12 @@ fn load_case(
     folder: &Path,
     series: Option<String>,
     rtstruct: Option<PathBuf>,
+    assume_hfs: bool,
 ) -> rtopt::Result<rtopt::Case> {
     let opts = rtopt::LoadOptions {
         ct: rtopt::ct::CtImportOptions {
             series_uid: series,
+            assume_hfs,
             ..Default::default()
         },
         rtstruct,
@@ -270,6 +284,7 @@ fn main() -> ExitCode {
             force,
             series,
             rtstruct,
+            assume_hfs,
         } => {
             let mut opts = rtopt::dose::DoseOptions::default();
             if let Some(c) = cutoff_mm {
@@ -282,6 +297,7 @@ fn main() -> ExitCode {
                 folder,
                 series,
                 rtstruct,
+                assume_hfs,
                 beams,
                 target,
                 machine,
@@ -297,8 +313,9 @@ fn main() -> ExitCode {
             folder,
             series,
             rtstruct,
+            assume_hfs,
             json,
-        } => match load_case(&folder, series, rtstruct) {
+        } => match load_case(&folder, series, rtstruct, assume_hfs) {
             Ok(case) => {
                 let ins = case.inspect();
                 if json {
@@ -320,6 +337,7 @@ fn main() -> ExitCode {
             machine,
             series,
             rtstruct,
+            assume_hfs,
             force,
             limits,
             relax,
@@ -338,6 +356,7 @@ fn main() -> ExitCode {
                 normalize: !no_normalize,
                 quiet,
                 force,
+                assume_hfs,
                 max_mu_per_beam: limits.max_mu_per_beam,
                 max_mu_per_fraction: limits.max_mu_per_fraction,
                 max_dose_per_fraction_gy: limits.max_dose_per_fraction_gy,
@@ -379,6 +398,7 @@ fn main() -> ExitCode {
             machine,
             series,
             rtstruct,
+            assume_hfs,
             force,
             quiet,
         } => {
@@ -393,6 +413,7 @@ fn main() -> ExitCode {
                 normalize: false,
                 quiet,
                 force,
+                assume_hfs,
                 ..Default::default()
             };
             match rtopt::cli::export_problem(&args, &out) {
@@ -434,6 +455,7 @@ struct DoseRun {
     folder: PathBuf,
     series: Option<String>,
     rtstruct: Option<PathBuf>,
+    assume_hfs: bool,
     beams: Vec<f64>,
     target: Option<String>,
     machine: Option<PathBuf>,
@@ -452,7 +474,12 @@ fn run_dose(run: &DoseRun, opts: &rtopt::dose::DoseOptions) -> rtopt::Result<()>
             rtopt::outputs::Replace::from_force(run.force),
         )?;
     }
-    let case = load_case(&run.folder, run.series.clone(), run.rtstruct.clone())?;
+    let case = load_case(
+        &run.folder,
+        run.series.clone(),
+        run.rtstruct.clone(),
+        run.assume_hfs,
+    )?;
     let machine = match &run.machine {
         Some(p) => rtopt::machine::MachineModel::load(p)?,
         None => rtopt::machine::MachineModel::default_6x(),

@@ -307,9 +307,8 @@ impl Planner {
                 )],
             });
         }
-        for name in self.protocol.referenced_structures() {
-            self.case.structure(&name)?;
-        }
+        self.case
+            .check_names(&self.protocol.referenced_structures())?;
         Ok(())
     }
 
@@ -339,7 +338,7 @@ impl Planner {
 
         // Dose-influence matrix.
         let st = prog.start("dose influence matrix");
-        let body = case.body_mask();
+        let body = case.try_body_mask()?;
         // Refuse up front a matrix that cannot fit (upper-bound estimate: every voxel within
         // the lateral cutoff along a beamlet's path through the body, no threshold).
         let sp = self.dose.grid_spacing_mm;
@@ -791,6 +790,12 @@ impl PlannedCase {
             "Goals, DVHs and indices are evaluated on the deliverable (sequenced) dose, after MU normalisation of the target D95 to the prescription.".into(),
             "Not for clinical use.".into(),
         ];
+        self.report.notes.extend(
+            self.case
+                .warnings()
+                .iter()
+                .map(|w| format!("Import warning: {w}")),
+        );
         Ok(())
     }
 

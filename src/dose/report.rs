@@ -73,7 +73,7 @@ pub fn open_field_summary(
         ..Default::default()
     };
     let beams = setup_beams(&t.mask, &setup, machine)?;
-    let body = case.body_mask();
+    let body = case.try_body_mask()?;
     let calc = influence_matrix(&case.ct, &body, &beams, machine, opts)?;
     let n = calc.matrix.n_cols();
     let dose1 = calc.matrix.dose(&vec![1.0; n]);

@@ -105,6 +105,8 @@ pub struct Ipm<'a> {
     buf: Vec<f64>,
     /// Reference scales.
     pub mu0: f64,
+    /// Seconds spent in: residuals, scalings + Schur assembly + Cholesky, directions.
+    pub seconds: [f64; 3],
 }
 
 /// Starting complementarity relative to `|gradient| x0` (or the largest border cost).
@@ -153,6 +155,7 @@ impl<'a> Ipm<'a> {
             iterations: 0,
             buf: Vec::new(),
             mu0: 1.0,
+            seconds: [0.0; 3],
         };
         ipm.restrict();
         ipm.rebuild_compact();
@@ -923,7 +926,9 @@ impl<'a> Ipm<'a> {
         let tol = self.settings.tol;
         let mut rp_hist: Vec<f64> = Vec::new();
         loop {
+            let t = std::time::Instant::now();
             let res = self.residuals();
+            self.seconds[0] += t.elapsed().as_secs_f64();
             let (rp, rd, gap) = self.norms(&res);
             if self.settings.verbose {
                 eprintln!(
@@ -952,13 +957,17 @@ impl<'a> Ipm<'a> {
                 return Ok(Outcome::MaxIter);
             }
             let mu = self.mu();
+            let t = std::time::Instant::now();
             let lin = self.linearise()?;
+            self.seconds[1] += t.elapsed().as_secs_f64();
+            let t = std::time::Instant::now();
             let aff = self.direction(&lin, &res, 0.0, None);
             let (ap, ad) = self.step_lengths(&aff);
             let a_aff = ap.min(ad);
             let mu_aff = self.mu_after(&aff, a_aff);
             let sigma = (mu_aff / mu).powi(3).clamp(0.0, 1.0);
             let d = self.direction(&lin, &res, sigma * mu, Some(&aff));
+            self.seconds[2] += t.elapsed().as_secs_f64();
             if self.settings.verbose {
                 let (exy, eu, eb) = self.check_direction(&res, &d);
                 eprintln!("    sigma {sigma:.2e} a_aff {a_aff:.3} kkt err xy {exy:.2e} u {eu:.2e} b {eb:.2e}");

@@ -31,8 +31,14 @@ use model::{Elastic, Model, PHASE1_OBJECTIVE_SCALE};
 const ADD_TOL_GY: f64 = 1e-7;
 
 /// Complementarity (relative to the starting one) at which the iterate is re-centred after
-/// candidate voxels joined.
+/// candidate voxels joined at the checkpoint / after convergence.
 const RECENTRE_MU: f64 = 0.1;
+const RECENTRE_MU_FINAL: f64 = 1e-3;
+
+/// Voxels within this fraction of the prescription of their threshold join at the checkpoint
+/// (the iterate is still far from the optimum) and after convergence.
+const CHECKPOINT_MARGIN: f64 = 0.05;
+const FINAL_MARGIN: f64 = 0.01;
 
 /// Multiplier (per Gy of elastic slack, weight 1) from which phase 1 names a constraint.
 const NAME_MULTIPLIER: f64 = 0.5;
@@ -105,6 +111,12 @@ pub(super) fn solve(p: &PlanningProblem<'_>, opts: &OptimizeOptions) -> Result<O
         ipm.st.fam.iter().map(|f| f.sl.len()).sum::<usize>() + ipm.st.dsl.len() + ipm.st.bsl.len();
     let objective = ipm.objective();
     let iterations = ipm.iterations;
+    if opts.verbose {
+        eprintln!(
+            "ipm: {iterations} iterations, residuals {:.2} s, Newton matrix {:.2} s, directions {:.2} s",
+            ipm.seconds[0], ipm.seconds[1], ipm.seconds[2]
+        );
+    }
     ipm.st = Default::default();
     p.finish(
         x,
@@ -148,12 +160,12 @@ fn run_model<'a>(
         match outcome {
             Outcome::Checkpoint => {
                 checkpoint = false;
-                if add_candidates(p, &mut ipm) {
+                if add_candidates(p, &mut ipm, CHECKPOINT_MARGIN, RECENTRE_MU) {
                     rounds += 1;
                 }
             }
             Outcome::Converged if partial && rounds < opts.max_rounds.max(1) => {
-                if !add_candidates(p, &mut ipm) {
+                if !add_candidates(p, &mut ipm, FINAL_MARGIN, RECENTRE_MU_FINAL) {
                     return Ok((ipm, outcome, rounds));
                 }
                 rounds += 1;
@@ -186,13 +198,20 @@ fn full_weights(ipm: &Ipm<'_>) -> Vec<f64> {
 }
 
 /// Check every voxel of partial families; add those that matter. True when some were added.
-fn add_candidates(p: &PlanningProblem<'_>, ipm: &mut Ipm<'_>) -> bool {
+/// Add voxels within `margin` (fraction of the prescription) of their threshold; re-centre at
+/// `recentre_mu` times the starting complementarity.
+fn add_candidates(
+    p: &PlanningProblem<'_>,
+    ipm: &mut Ipm<'_>,
+    margin: f64,
+    recentre_mu: f64,
+) -> bool {
     if !ipm.model.fams.iter().any(|f| f.partial) {
         return false;
     }
     let x = full_weights(ipm);
     let dose: Vec<f64> = p.a.dose(&x).iter().map(|v| v * p.fractions).collect();
-    let margin = 0.01 * p.rx_gy;
+    let margin = margin * p.rx_gy;
     let mut added = false;
     for fi in 0..ipm.model.fams.len() {
         let fam = &ipm.model.fams[fi];
@@ -226,7 +245,7 @@ fn add_candidates(p: &PlanningProblem<'_>, ipm: &mut Ipm<'_>) -> bool {
         // Primal warm start: keep x and y, re-centre slacks and duals (measured on the
         // synthetic constraint-generation case: 41 iterations in all, against > 60 and a
         // stall when new rows join a tightly centred iterate).
-        let mu = ipm.mu().max(RECENTRE_MU * ipm.mu0);
+        let mu = ipm.mu().max(recentre_mu * ipm.mu0);
         ipm.recentre(mu, mehrotra::START_SLACK_GY);
     }
     added

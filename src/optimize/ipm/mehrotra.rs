@@ -38,6 +38,9 @@ pub enum Outcome {
     Checkpoint,
 }
 
+/// Relative gap (and primal residual, Gy) below which beamlets clearly at zero are fixed.
+pub const FIX_GAP: f64 = 1e-2;
+
 /// Relative gap at which the candidate voxels are checked the first time, while the iterate
 /// is still well inside (new rows then join a moderately centred iterate).
 pub const CHECK_GAP: f64 = 1e-1;
@@ -311,6 +314,127 @@ impl<'a> Ipm<'a> {
             .iter()
             .map(|d| self.free.iter().map(|&j| d.g[j]).collect())
             .collect();
+    }
+
+    /// Beamlet fixing: once the relative gap is below [`FIX_GAP`], beamlets clearly at zero
+    /// (`x_j < 1e-3 mean(x)` with a bound dual `z_j > 1e3 mu / mean(x)`) leave the Newton
+    /// system at `x_j = 0`. Returns how many were fixed.
+    pub fn fix_beamlets(&mut self) -> usize {
+        let nf = self.free.len();
+        if nf == 0 {
+            return 0;
+        }
+        let mu = self.mu();
+        let xbar = self.st.x.iter().sum::<f64>() / nf as f64;
+        let keep: Vec<bool> = (0..nf)
+            .map(|jj| !(self.st.x[jj] < 1e-3 * xbar && self.st.zl[jj] > 1e3 * mu / xbar))
+            .collect();
+        let n_fix = keep.iter().filter(|k| !**k).count();
+        if n_fix == 0 {
+            return 0;
+        }
+        let pick = |v: &Vec<f64>| -> Vec<f64> {
+            if v.is_empty() {
+                return vec![];
+            }
+            v.iter()
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|(x, _)| *x)
+                .collect()
+        };
+        self.st.x = pick(&self.st.x);
+        self.st.zl = pick(&self.st.zl);
+        self.st.zu = pick(&self.st.zu);
+        self.free = self
+            .free
+            .iter()
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .map(|(j, _)| *j)
+            .collect();
+        self.set_free_map();
+        n_fix
+    }
+
+    /// Release fixed beamlets `release` (their reduced gradient is negative): they rejoin at
+    /// a small positive weight, centred at complementarity `mu`.
+    pub fn release_beamlets(&mut self, release: &[usize], mu: f64) {
+        let nf = self.free.len().max(1);
+        let xbar = self.st.x.iter().sum::<f64>() / nf as f64;
+        let x_new = (1e-3 * xbar).max(1e-9);
+        let mut all: Vec<(usize, f64, f64, f64)> = self
+            .free
+            .iter()
+            .enumerate()
+            .map(|(jj, &j)| {
+                (
+                    j,
+                    self.st.x[jj],
+                    self.st.zl[jj],
+                    self.st.zu.get(jj).copied().unwrap_or(0.0),
+                )
+            })
+            .collect();
+        let ub = self.model.ub;
+        for &j in release {
+            let zu = ub.map(|u| mu / (u - x_new)).unwrap_or(0.0);
+            all.push((j, x_new, mu / x_new, zu));
+        }
+        all.sort_by_key(|e| e.0);
+        self.free = all.iter().map(|e| e.0).collect();
+        self.st.x = all.iter().map(|e| e.1).collect();
+        self.st.zl = all.iter().map(|e| e.2).collect();
+        if ub.is_some() {
+            self.st.zu = all.iter().map(|e| e.3).collect();
+        }
+        self.set_free_map();
+    }
+
+    fn set_free_map(&mut self) {
+        self.free_of = vec![u32::MAX; self.model.n];
+        for (jj, &j) in self.free.iter().enumerate() {
+            self.free_of[j] = jj as u32;
+        }
+        self.restrict();
+        self.rebuild_compact();
+    }
+
+    /// Reduced gradient `(Q x + c + G' lambda)_j` of every fixed beamlet (the fixing
+    /// certificate: `>= 0` at an optimum with `x_j = 0`), with the relative scale of the dual
+    /// residual test.
+    pub fn fixed_reduced_gradients(&self) -> (Vec<(usize, f64)>, f64) {
+        let m = &self.model;
+        let n = m.n;
+        let f = m.fractions;
+        let mut x_full = vec![0.0; n];
+        for (jj, &j) in self.free.iter().enumerate() {
+            x_full[j] = self.st.x[jj];
+        }
+        let mut w = vec![0.0; self.a.n_rows()];
+        for (fi, fm) in m.fams.iter().enumerate() {
+            for (&ci, &l) in self.fam_idx[fi].iter().zip(&self.st.fam[fi].lam) {
+                w[self.cm.rows[ci as usize] as usize] += fm.sign * f * l;
+            }
+        }
+        let gl = self.a.adjoint(&w);
+        let fixed: Vec<usize> = (0..n).filter(|&j| self.free_of[j] == u32::MAX).collect();
+        let mut out = Vec::with_capacity(fixed.len());
+        let mut scale = 1.0f64;
+        for &j in &fixed {
+            let mut g = m.c[j] + gl[j];
+            if let Some(q) = &m.q {
+                let qx = dotv(&q[j * n..(j + 1) * n], &x_full);
+                scale = scale.max(qx.abs());
+                g += qx;
+            }
+            for (di, d) in m.dense.iter().enumerate() {
+                g += self.st.dlam[di] * d.g[j];
+            }
+            scale = scale.max(m.c[j].abs());
+            out.push((j, g));
+        }
+        (out, 1.0 + scale)
     }
 
     /// Rebuild the compact rows after candidate voxels or free beamlets changed.
@@ -922,10 +1046,22 @@ impl<'a> Ipm<'a> {
     }
 
     /// Iterate until the stopping criteria hold (or stall / iteration limit).
-    pub fn run(&mut self, checkpoint: bool) -> Result<Outcome, String> {
+    pub fn run(&mut self, checkpoint: bool, fixing: bool) -> Result<Outcome, String> {
         let tol = self.settings.tol;
         let mut rp_hist: Vec<f64> = Vec::new();
+        let mut last_gap = f64::INFINITY;
+        let mut last_rp = f64::INFINITY;
         loop {
+            if fixing && !checkpoint && last_gap <= FIX_GAP && last_rp <= FIX_GAP {
+                let k = self.fix_beamlets();
+                if k > 0 {
+                    // Fixing moves x: the primal residual restarts from a new level.
+                    rp_hist.clear();
+                    if self.settings.verbose {
+                        eprintln!("    fixed {k} beamlets, {} free", self.free.len());
+                    }
+                }
+            }
             let t = std::time::Instant::now();
             let res = self.residuals();
             self.seconds[0] += t.elapsed().as_secs_f64();
@@ -942,6 +1078,8 @@ impl<'a> Ipm<'a> {
                     self.free.len()
                 );
             }
+            last_gap = gap;
+            last_rp = rp;
             if rp <= tol && rd <= tol && gap <= tol {
                 return Ok(Outcome::Converged);
             }

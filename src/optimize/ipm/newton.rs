@@ -209,10 +209,7 @@ impl Factor {
         let dmax = parts.diag.iter().fold(1e-300f64, |m, &v| m.max(v.abs()));
         let mut reg = 0.0;
         for attempt in 0..4 {
-            let t = std::time::Instant::now();
             assemble(&mut l, n, k, cm, parts, reg);
-            let t_asm = t.elapsed().as_secs_f64();
-            let t = std::time::Instant::now();
             let mut mem = MemBuffer::new(cholesky_in_place_scratch::<f64>(
                 dim,
                 par,

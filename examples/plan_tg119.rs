@@ -10,5 +10,8 @@ fn main() -> rtopt::Result<()> {
         .with_progress(rtopt::progress::ProgressMode::auto(false))
         .run()?;
     print!("{}", plan.report.goal_table());
-    plan.write(Path::new("rtopt-tg119-example"))
+    plan.write(
+        Path::new("rtopt-tg119-example"),
+        rtopt::outputs::Replace::PreviousOutput,
+    )
 }

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::outputs::{check_replaceable_dir, Replace};
 
 /// Write `bytes` to `path` atomically (temp file in the same folder + rename).
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -33,17 +34,24 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Create the folder `out_dir` atomically: `fill` writes every file into a hidden sibling
-/// `.<name>.partial-<pid>`, which is then put in place by one rename (or, when `out_dir`
-/// already exists, one atomic exchange on Linux, `renameat2(RENAME_EXCHANGE)`).
+/// `.<name>.partial-<pid>`, rtopt's manifest ([`crate::outputs::MANIFEST_NAME`]) is added,
+/// and the folder is put in place by one rename (or, when `out_dir` already exists, one
+/// atomic exchange on Linux, `renameat2(RENAME_EXCHANGE)`).
+///
+/// An existing `out_dir` is replaced only when [`crate::outputs::check_replaceable_dir`]
+/// allows it under `replace` (empty, or a previous rtopt output with `PreviousOutput`); this
+/// is checked before `fill` runs and again just before the rename, so nothing rtopt did not
+/// create is ever replaced, moved or hidden.
 ///
 /// Before writing, hidden `.<name>.partial-<pid>` / `.<name>.old-<pid>` folders left by a
 /// process that no longer runs (killed during an earlier export) are removed; if such a process
 /// died between the two renames of the non-Linux fallback, its complete `.old-` folder is put
 /// back first. Readers therefore never see a partial plan folder under `out_dir`.
-pub fn write_dir<F>(out_dir: &Path, fill: F) -> Result<()>
+pub fn write_dir<F>(out_dir: &Path, replace: Replace, fill: F) -> Result<()>
 where
     F: FnOnce(&Path) -> Result<()>,
 {
+    check_replaceable_dir(out_dir, replace)?;
     let parent = parent_of(out_dir);
     std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
     let name = out_dir
@@ -57,7 +65,10 @@ where
         std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     }
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    if let Err(e) = fill(&tmp) {
+    if let Err(e) = fill(&tmp)
+        .and_then(|()| crate::outputs::write_manifest(&tmp))
+        .and_then(|()| check_replaceable_dir(out_dir, replace))
+    {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
@@ -185,12 +196,18 @@ mod tests {
     fn replace_keeps_only_the_new_folder_and_removes_dead_leftovers() {
         let t = tempfile::tempdir().unwrap();
         let out = t.path().join("plan");
-        write_dir(&out, |d| write_file(&d.join("a.txt"), b"one")).unwrap();
+        write_dir(&out, Replace::PreviousOutput, |d| {
+            write_file(&d.join("a.txt"), b"one")
+        })
+        .unwrap();
         // A leftover of a dead process (pid 0 is never a user process id in /proc).
         let stale = t.path().join(".plan.partial-0");
         std::fs::create_dir_all(&stale).unwrap();
         std::fs::write(stale.join("a.txt"), b"half").unwrap();
-        write_dir(&out, |d| write_file(&d.join("a.txt"), b"two")).unwrap();
+        write_dir(&out, Replace::PreviousOutput, |d| {
+            write_file(&d.join("a.txt"), b"two")
+        })
+        .unwrap();
         assert_eq!(std::fs::read(out.join("a.txt")).unwrap(), b"two");
         let names: Vec<String> = std::fs::read_dir(t.path())
             .unwrap()
@@ -203,8 +220,14 @@ mod tests {
     fn failed_fill_leaves_the_previous_folder() {
         let t = tempfile::tempdir().unwrap();
         let out = t.path().join("plan");
-        write_dir(&out, |d| write_file(&d.join("a.txt"), b"one")).unwrap();
-        let err = write_dir(&out, |_| Err(Error::Invalid("boom".into()))).unwrap_err();
+        write_dir(&out, Replace::PreviousOutput, |d| {
+            write_file(&d.join("a.txt"), b"one")
+        })
+        .unwrap();
+        let err = write_dir(&out, Replace::PreviousOutput, |_| {
+            Err(Error::Invalid("boom".into()))
+        })
+        .unwrap_err();
         assert!(err.to_string().contains("boom"));
         assert_eq!(std::fs::read(out.join("a.txt")).unwrap(), b"one");
         assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 1);

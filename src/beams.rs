@@ -243,6 +243,46 @@ impl Default for BeamSetup {
 /// beamlets every MLC leaf boundary of the default machine (multiples of 5 mm) is a row
 /// edge. Beamlets are ordered row by row (`iy` outer, `ix` inner); `first_column` counts
 /// cumulatively over the beams. Only HFS geometry is modelled (see [`BeamFrame::new`]).
+/// Two gantry angles closer than this (degrees) are the same beam.
+pub const DUPLICATE_BEAM_TOLERANCE_DEG: f64 = 0.1;
+
+/// Check a beam arrangement's IEC 61217 angles: each a finite number in [0, 360) degrees (the
+/// range DICOM RT Plan's GantryAngle (300A,011E), PatientSupportAngle (300A,0122) and
+/// BeamLimitingDeviceAngle (300A,0120) take), and no gantry angle twice (within
+/// [`DUPLICATE_BEAM_TOLERANCE_DEG`]; couch and collimator are shared by all beams). The error
+/// names the offending angle.
+pub fn check_angles(
+    gantry_deg: &[f64],
+    couch_deg: f64,
+    collimator_deg: f64,
+) -> std::result::Result<(), String> {
+    let in_range = |what: &str, a: f64| {
+        if a.is_finite() && (0.0..360.0).contains(&a) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{what} angle {a} deg is outside [0, 360) (IEC 61217); write e.g. 350 for -10"
+            ))
+        }
+    };
+    for &g in gantry_deg {
+        in_range("gantry", g)?;
+    }
+    in_range("couch", couch_deg)?;
+    in_range("collimator", collimator_deg)?;
+    for (i, &a) in gantry_deg.iter().enumerate() {
+        for &b in gantry_deg.iter().skip(i + 1) {
+            let diff = (a - b).abs();
+            if diff.min(360.0 - diff) < DUPLICATE_BEAM_TOLERANCE_DEG {
+                return Err(format!(
+                    "gantry angles {a} and {b} deg are the same beam (duplicate beams are refused)"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn setup_beams(target: &Mask, setup: &BeamSetup, machine: &MachineModel) -> Result<Vec<Beam>> {
     let b = setup.beamlet_size_mm;
     if !(b.is_finite() && b > 0.0) {
@@ -259,15 +299,8 @@ pub fn setup_beams(target: &Mask, setup: &BeamSetup, machine: &MachineModel) -> 
     if setup.gantry_deg.is_empty() {
         return Err(Error::Invalid("no gantry angle given".into()));
     }
-    for &g in setup
-        .gantry_deg
-        .iter()
-        .chain([setup.couch_deg, setup.collimator_deg].iter())
-    {
-        if !g.is_finite() {
-            return Err(Error::Invalid(format!("beam angle {g} is not finite")));
-        }
-    }
+    check_angles(&setup.gantry_deg, setup.couch_deg, setup.collimator_deg)
+        .map_err(|reason| Error::Invalid(format!("beam arrangement: {reason}")))?;
     let iso = match setup.isocenter_mm {
         Some(i) => i,
         None => target

@@ -100,8 +100,75 @@ pub fn check_influence_budget(
     Ok(needed)
 }
 
+/// Estimated bytes of the optimiser's dense beamlet-space matrices for `n_beamlets`
+/// beamlets: one full `n x n` f64 block per cached deviation Gram (`n_dense_blocks`), plus
+/// three more of the same size for the assembled Hessian / Newton matrix, its factor and the
+/// solver's workspace (an upper bound for both backends; the Clarabel KKT factor holds about
+/// the same dense block). Saturates instead of overflowing.
+pub fn estimate_dense_optimiser_bytes(n_beamlets: usize, n_dense_blocks: usize) -> u64 {
+    let n = n_beamlets as u64;
+    n.saturating_mul(n)
+        .saturating_mul(8)
+        .saturating_mul(n_dense_blocks as u64 + 3)
+}
+
+/// Refuse an optimisation whose dense beamlet-space matrices would exceed `budget_bytes`,
+/// before the influence matrix is built (the beam count is known from the beam setup).
+pub fn check_dense_optimiser_budget(
+    n_beamlets: usize,
+    n_dense_blocks: usize,
+    budget_bytes: u64,
+) -> Result<u64> {
+    let needed = estimate_dense_optimiser_bytes(n_beamlets, n_dense_blocks);
+    if needed > budget_bytes {
+        return Err(Error::MemoryBudget {
+            what: format!(
+                "the optimiser's dense beamlet-space matrices ({n_beamlets} beamlets, \
+                 {} blocks of {n_beamlets} x {n_beamlets})",
+                n_dense_blocks + 3
+            ),
+            needed_bytes: needed,
+            budget_bytes,
+            advice: format!(
+                "use fewer beams or larger beamlets (the cost grows as beamlets squared), \
+                 or raise the budget ({BUDGET_ENV})"
+            ),
+        });
+    }
+    Ok(needed)
+}
+
+/// Refuse reading a file of `len_bytes` whole when it exceeds `budget_bytes`.
+pub fn check_file_budget(path: &std::path::Path, len_bytes: u64, budget_bytes: u64) -> Result<()> {
+    if len_bytes > budget_bytes {
+        return Err(Error::MemoryBudget {
+            what: format!("reading {} whole", path.display()),
+            needed_bytes: len_bytes,
+            budget_bytes,
+            advice: format!(
+                "move the file out of the case folder, or raise the budget ({BUDGET_ENV})"
+            ),
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn dense_estimate_and_refusal() {
+        // TG119: 2,620 beamlets, 2 deviation Grams: 5 blocks of 54.9 MB.
+        assert_eq!(estimate_dense_optimiser_bytes(2620, 2), 5 * 2620 * 2620 * 8);
+        assert_eq!(estimate_dense_optimiser_bytes(usize::MAX, 2), u64::MAX);
+        let e = check_dense_optimiser_budget(100_000, 2, 12 << 30).expect_err("refused");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("100000 beamlets") && msg.contains("fewer beams"),
+            "{msg}"
+        );
+        assert!(check_dense_optimiser_budget(2620, 2, 12 << 30).is_ok());
+    }
+
     use super::*;
 
     #[test]

@@ -1,5 +1,11 @@
 //! A patient case: the CT series and its structures rasterised on the CT grid.
 //! This is matRad's `ct` + `cst` step.
+//!
+//! Structure binding is strict (project issue 14, `docs/import.md`): a name that matches two
+//! ROIs (exactly or ignoring case) is refused, an ROI without voxels stays as an empty
+//! structure that cannot carry a goal ([`Case::check_names`]), and import findings that are not
+//! errors (self-intersecting or zero-area contours, an assumed PatientPosition) are kept in
+//! [`Case::warnings`].
 
 // Input module: data from files must never panic (project issue 9, docs/reliability.md).
 #![deny(
@@ -16,7 +22,7 @@ use serde::Serialize;
 use crate::ct::{self, CtImportOptions, CtVolume, FolderScan};
 use crate::error::{Error, Result};
 use crate::geometry::Mask;
-use crate::structures::{self, Structure, StructureSet};
+use crate::structures::{self, Roi, Structure, StructureSet};
 
 /// CT, structure set and rasterised structures of one patient.
 #[derive(Debug, Clone)]
@@ -30,6 +36,9 @@ pub struct Case {
     pub structures: Vec<Structure>,
     /// What the folder scan set aside.
     pub scan: FolderScan,
+    /// Import warnings (CT, contours, empty or same-named ROIs), one sentence each, naming the
+    /// file, ROI and contour. Empty for a clean case.
+    pub warnings: Vec<String>,
 }
 
 /// Options for [`Case::load`].
@@ -61,22 +70,70 @@ impl Case {
                 }
             },
         };
+        let mut warnings = scan.warnings.clone();
         let (structure_set, structures) = match rs_path {
             Some(p) => {
                 let ss = structures::read_rtstruct(&p)?;
                 structures::check_frame_of_reference(&ss, &ct.meta.frame_of_reference_uid)?;
                 let st = structures::rasterize_all(&ss, &ct.grid)?;
+                warnings.extend(structures::contour_warnings(&ss));
                 (Some(ss), st)
             }
             None => (None, Vec::new()),
         };
-        Ok(Case {
+        let mut case = Case {
             dir: Some(dir.to_path_buf()),
             ct,
             structure_set,
             structures,
             scan,
-        })
+            warnings,
+        };
+        let more = case.binding_warnings();
+        case.warnings.extend(more);
+        Ok(case)
+    }
+
+    /// Warnings about empty structures, same-named ROIs and the body outline.
+    fn binding_warnings(&self) -> Vec<String> {
+        let src = self
+            .structure_set
+            .as_ref()
+            .map(|ss| format!("{}: ", ss.path.display()))
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for s in &self.structures {
+            if let Some(reason) = empty_reason(s) {
+                out.push(format!("{src}{} is empty: {reason}", s.roi.describe()));
+            }
+        }
+        let mut seen: Vec<String> = Vec::new();
+        for s in &self.structures {
+            let key = s.roi.name.to_ascii_lowercase();
+            if seen.contains(&key) {
+                continue;
+            }
+            let same = self.matching(&s.roi.name);
+            if same.len() > 1 {
+                out.push(format!(
+                    "{src}{} have the same name (ignoring case); a protocol or command naming '{}' is refused",
+                    list_rois(&same),
+                    s.roi.name
+                ));
+            }
+            seen.push(key);
+        }
+        if let Err(e) = self.body() {
+            out.push(format!("{src}{e}"));
+        } else if self.body_candidates().is_empty() {
+            if let Some(s) = self.structures.iter().find(|s| is_body_like(s)) {
+                out.push(format!(
+                    "{src}{} is empty; the body outline is computed from the CT (HU > -350)",
+                    s.roi.describe()
+                ));
+            }
+        }
+        out
     }
 
     /// Build a case in memory (for embedding and for tests).
@@ -87,23 +144,79 @@ impl Case {
             structure_set: None,
             structures,
             scan: FolderScan::default(),
+            warnings: Vec::new(),
         }
     }
 
-    /// The structure with this name (exact, then case-insensitive).
-    pub fn structure(&self, name: &str) -> Result<&Structure> {
+    /// Import warnings (see [`Case::warnings`](Case#structfield.warnings)): what a plan
+    /// report should list in its notes.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Structures whose name equals `name` ignoring ASCII case (exact matches included).
+    fn matching(&self, name: &str) -> Vec<&Structure> {
         self.structures
             .iter()
-            .find(|s| s.roi.name == name)
-            .or_else(|| {
-                self.structures
-                    .iter()
-                    .find(|s| s.roi.name.eq_ignore_ascii_case(name))
-            })
-            .ok_or_else(|| Error::StructureNotFound {
+            .filter(|s| s.roi.name.eq_ignore_ascii_case(name))
+            .collect()
+    }
+
+    /// The structure with this name, matched ignoring case. A name that matches two or more
+    /// ROIs (e.g. an ORGAN `BODY` and an EXTERNAL `body`) is refused with
+    /// [`Error::AmbiguousStructure`], even when one of them matches exactly. An ROI with only
+    /// POINT or open contours gives [`Error::EmptyStructure`]. The structure returned may be
+    /// empty (no voxel); [`Case::check_names`] refuses that for goals.
+    pub fn structure(&self, name: &str) -> Result<&Structure> {
+        match self.matching(name).as_slice() {
+            [one] => Ok(one),
+            [] => {
+                let marker = self.structure_set.as_ref().and_then(|ss| {
+                    ss.rois
+                        .iter()
+                        .find(|r| r.is_non_volume() && r.name.eq_ignore_ascii_case(name))
+                });
+                match marker {
+                    Some(r) => Err(Error::EmptyStructure {
+                        name: name.to_string(),
+                        number: r.number,
+                        reason: format!(
+                            "it has only {} contour(s), no CLOSED_PLANAR one (not a volume)",
+                            geometric_types(r)
+                        ),
+                    }),
+                    None => Err(Error::StructureNotFound {
+                        name: name.to_string(),
+                        present: self.structure_names().join(", "),
+                    }),
+                }
+            }
+            many => Err(Error::AmbiguousStructure {
                 name: name.to_string(),
-                present: self.structure_names().join(", "),
-            })
+                rois: list_rois(many),
+            }),
+        }
+    }
+
+    /// Bind every name (e.g. [`Protocol::referenced_structures`]) before any computation:
+    /// each must name exactly one structure ([`Case::structure`]) that has at least one voxel
+    /// ([`Error::EmptyStructure`] otherwise), and the body outline must not be ambiguous
+    /// ([`Case::body`]). Returns the first problem, in the order of `names`.
+    ///
+    /// [`Protocol::referenced_structures`]: crate::optimize::protocol::Protocol::referenced_structures
+    pub fn check_names(&self, names: &[String]) -> Result<()> {
+        for name in names {
+            let s = self.structure(name)?;
+            if let Some(reason) = empty_reason(s) {
+                return Err(Error::EmptyStructure {
+                    name: name.clone(),
+                    number: s.roi.number,
+                    reason,
+                });
+            }
+        }
+        self.body()?;
+        Ok(())
     }
 
     /// Names of all structures.
@@ -111,27 +224,122 @@ impl Case {
         self.structures.iter().map(|s| s.roi.name.clone()).collect()
     }
 
-    /// The body outline: the structure of type EXTERNAL (or named BODY/External).
-    pub fn body(&self) -> Option<&Structure> {
+    /// Non-empty structures that could be the body outline: those of type EXTERNAL, or when
+    /// there is none, those named BODY, External or Skin (any case).
+    fn body_candidates(&self) -> Vec<&Structure> {
+        let nonempty = |s: &&Structure| empty_reason(s).is_none();
+        let external: Vec<&Structure> = self
+            .structures
+            .iter()
+            .filter(|s| s.roi.interpreted_type.eq_ignore_ascii_case("EXTERNAL"))
+            .filter(nonempty)
+            .collect();
+        if !external.is_empty() {
+            return external;
+        }
         self.structures
             .iter()
-            .find(|s| s.roi.interpreted_type.eq_ignore_ascii_case("EXTERNAL"))
-            .or_else(|| {
-                self.structures.iter().find(|s| {
-                    let n = s.roi.name.to_ascii_lowercase();
-                    n == "body" || n == "external" || n == "skin"
-                })
-            })
+            .filter(|s| is_body_like(s))
+            .filter(nonempty)
+            .collect()
     }
 
-    /// Body mask: the EXTERNAL structure, or an automatic outline (HU > -350, largest
-    /// connected component per slice with holes filled) when none exists.
-    pub fn body_mask(&self) -> Mask {
-        match self.body() {
-            Some(s) => s.mask.clone(),
-            None => crate::segment::body::body_outline(&self.ct),
+    /// The body outline: the non-empty structure of type EXTERNAL, or when there is none the
+    /// one named BODY, External or Skin; `None` when neither exists. Two or more candidates
+    /// are refused ([`Error::AmbiguousBody`]) rather than one picked.
+    pub fn body(&self) -> Result<Option<&Structure>> {
+        let c = self.body_candidates();
+        match c.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(one)),
+            many => {
+                let reason = if many
+                    .iter()
+                    .all(|s| s.roi.interpreted_type.eq_ignore_ascii_case("EXTERNAL"))
+                {
+                    "are all of type EXTERNAL"
+                } else {
+                    "have no EXTERNAL type and are all named like a body outline (BODY, External, Skin)"
+                };
+                Err(Error::AmbiguousBody {
+                    rois: list_rois(many),
+                    reason: reason.into(),
+                })
+            }
         }
     }
+
+    /// Body mask: the body structure ([`Case::body`]), or an automatic outline (HU > -350,
+    /// largest connected component per slice with holes filled) when none exists; an ambiguous
+    /// body outline is refused.
+    pub fn try_body_mask(&self) -> Result<Mask> {
+        Ok(match self.body()? {
+            Some(s) => s.mask.clone(),
+            None => crate::segment::body::body_outline(&self.ct),
+        })
+    }
+
+    /// Infallible [`Case::try_body_mask`] for callers that bound the case with
+    /// [`Case::check_names`] first. When the body outline is ambiguous (which `check_names`
+    /// refuses) it gives the union of the candidates, never just one of them.
+    pub fn body_mask(&self) -> Mask {
+        match self.body() {
+            Ok(Some(s)) => s.mask.clone(),
+            Ok(None) => crate::segment::body::body_outline(&self.ct),
+            Err(_) => {
+                let mut m = Mask::empty(self.ct.grid);
+                for s in self.body_candidates() {
+                    for (a, &b) in m.inside.iter_mut().zip(&s.mask.inside) {
+                        *a |= b;
+                    }
+                }
+                m
+            }
+        }
+    }
+}
+
+/// Named like a body outline: BODY, External or Skin (any case).
+fn is_body_like(s: &Structure) -> bool {
+    let n = s.roi.name.to_ascii_lowercase();
+    n == "body" || n == "external" || n == "skin"
+}
+
+/// Why a structure is empty, or `None` when it has a voxel.
+fn empty_reason(s: &Structure) -> Option<String> {
+    if s.mask.inside.iter().any(|&b| b) {
+        return None;
+    }
+    Some(if s.roi.contours.is_empty() {
+        "it has no contour in the RT Structure Set (ROIContourSequence (3006,0039))".to_string()
+    } else {
+        format!(
+            "its {} contour(s) cover no CT voxel centre",
+            s.roi.contours.len()
+        )
+    })
+}
+
+/// `ROI 3 'BODY' (ORGAN) and ROI 7 'body' (EXTERNAL)`.
+fn list_rois(rois: &[&Structure]) -> String {
+    let d: Vec<String> = rois.iter().map(|s| s.roi.describe()).collect();
+    match d.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        Some((last, _)) => last.clone(),
+        None => String::new(),
+    }
+}
+
+/// The distinct ContourGeometricTypes of an ROI, e.g. `POINT` or `POINT/OPEN_PLANAR`.
+fn geometric_types(r: &Roi) -> String {
+    let mut t: Vec<&str> = r
+        .contours
+        .iter()
+        .map(|c| c.geometric_type.as_str())
+        .collect();
+    t.sort_unstable();
+    t.dedup();
+    t.join("/")
 }
 
 /// Summary of a case, as printed by `rtopt inspect`.
@@ -147,7 +355,23 @@ pub struct Inspection {
     pub hu_max: f32,
     pub frame_of_reference_uid: String,
     pub structures: Vec<StructureSummary>,
+    /// ROIs with only POINT or open contours (markers): listed, not rasterised.
+    pub non_volume_rois: Vec<NonVolumeRoi>,
     pub set_aside: Vec<String>,
+    /// Import warnings ([`Case::warnings`]).
+    pub warnings: Vec<String>,
+}
+
+/// An ROI that is not a volume (only POINT or open contours).
+#[derive(Debug, Clone, Serialize)]
+pub struct NonVolumeRoi {
+    pub number: i64,
+    pub name: String,
+    pub interpreted_type: String,
+    /// ContourGeometricTypes present, e.g. `POINT`.
+    pub geometric_types: String,
+    /// Number of points over all contours.
+    pub points: usize,
 }
 
 /// One row of the structure table.
@@ -160,6 +384,8 @@ pub struct StructureSummary {
     pub volume_cm3: f64,
     /// Bounding box of voxel centres, LPS mm: `[min, max]`.
     pub bbox_mm: Option<[[f64; 3]; 2]>,
+    /// No voxel: the ROI has no contour, or its contours cover no voxel centre.
+    pub empty: bool,
 }
 
 impl Case {
@@ -186,6 +412,19 @@ impl Case {
                     voxels: s.mask.count(),
                     volume_cm3: s.mask.volume_cm3(),
                     bbox_mm: s.mask.bbox_mm().map(|(a, b)| [a, b]),
+                    empty: empty_reason(s).is_some(),
+                })
+                .collect(),
+            non_volume_rois: self
+                .structure_set
+                .iter()
+                .flat_map(|ss| ss.rois.iter().filter(|r| r.is_non_volume()))
+                .map(|r| NonVolumeRoi {
+                    number: r.number,
+                    name: r.name.clone(),
+                    interpreted_type: r.interpreted_type.clone(),
+                    geometric_types: geometric_types(r),
+                    points: r.contours.iter().map(|c| c.points_mm.len()).sum(),
                 })
                 .collect(),
             set_aside: self
@@ -200,6 +439,7 @@ impl Case {
                         .map(|(p, r)| format!("{} ({r})", p.display())),
                 )
                 .collect(),
+            warnings: self.warnings.clone(),
         }
     }
 }
@@ -243,7 +483,7 @@ impl std::fmt::Display for Inspection {
                     "x {:.1}..{:.1}  y {:.1}..{:.1}  z {:.1}..{:.1}",
                     a[0], b[0], a[1], b[1], a[2], b[2]
                 ),
-                None => "empty".into(),
+                None => "empty (no voxel)".into(),
             };
             writeln!(
                 f,
@@ -251,8 +491,23 @@ impl std::fmt::Display for Inspection {
                 s.number, s.name, s.interpreted_type, s.voxels, s.volume_cm3, bb
             )?;
         }
+        for r in &self.non_volume_rois {
+            let t = if r.interpreted_type.is_empty() {
+                "-"
+            } else {
+                &r.interpreted_type
+            };
+            writeln!(
+                f,
+                "{:<4} {:<20} {:<10} {:>10} {:>12}  {} only, {} point(s): not a volume",
+                r.number, r.name, t, "-", "-", r.geometric_types, r.points
+            )?;
+        }
         for s in &self.set_aside {
             writeln!(f, "set aside: {s}")?;
+        }
+        for w in &self.warnings {
+            writeln!(f, "warning: {w}")?;
         }
         Ok(())
     }

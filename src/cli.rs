@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::optimize::protocol::Protocol;
 use crate::optimize::OptimizeOptions;
+use crate::outputs::Replace;
 use crate::plan::Planner;
 use crate::progress::ProgressMode;
 
@@ -17,9 +18,58 @@ pub struct PlanArgs {
     pub out: Option<PathBuf>,
     pub machine: Option<PathBuf>,
     pub series: Option<String>,
+    /// RT Structure Set to use (default: the only one in the case folder).
+    pub rtstruct: Option<PathBuf>,
     pub relax: bool,
     pub normalize: bool,
     pub quiet: bool,
+    /// Replace a previous rtopt output at `out`.
+    pub force: bool,
+    /// Plan acceptance overrides (`None`: the defaults of [`crate::plan::PlanAcceptance`]).
+    pub max_mu_per_beam: Option<f64>,
+    pub max_mu_per_fraction: Option<f64>,
+    pub max_dose_per_fraction_gy: Option<f64>,
+    pub normalization_band: Option<[f64; 2]>,
+    pub min_gamma_pass_percent: Option<f64>,
+}
+
+impl PlanArgs {
+    /// The protocol file these arguments use.
+    pub fn protocol_path(&self) -> Result<PathBuf> {
+        match &self.protocol {
+            Some(p) => Ok(p.clone()),
+            None => default_protocol_path(&self.case),
+        }
+    }
+
+    /// Every input path of the run (case folder, protocol, machine, RT Structure Set): an
+    /// output may be none of them, nor lie inside or contain one.
+    pub fn inputs(&self) -> Result<Vec<PathBuf>> {
+        let mut v = vec![self.case.clone(), self.protocol_path()?];
+        v.extend(self.machine.iter().cloned());
+        v.extend(self.rtstruct.iter().cloned());
+        Ok(v)
+    }
+
+    fn acceptance(&self) -> crate::plan::PlanAcceptance {
+        let mut a = crate::plan::PlanAcceptance::default();
+        if self.max_mu_per_beam.is_some() {
+            a.max_mu_per_beam = self.max_mu_per_beam;
+        }
+        if self.max_mu_per_fraction.is_some() {
+            a.max_mu_per_fraction = self.max_mu_per_fraction;
+        }
+        if let Some(v) = self.max_dose_per_fraction_gy {
+            a.max_dose_per_fraction_gy = v;
+        }
+        if let Some(v) = self.normalization_band {
+            a.normalization_band = v;
+        }
+        if let Some(v) = self.min_gamma_pass_percent {
+            a.min_gamma_pass_percent = v;
+        }
+        a
+    }
 }
 
 /// What `rtopt plan` reports back.
@@ -55,10 +105,7 @@ pub fn default_out_dir(case: &Path) -> PathBuf {
 
 /// Load the case, protocol and machine of `args` into a configured [`Planner`].
 fn planner(args: &PlanArgs) -> Result<Planner> {
-    let protocol_path = match &args.protocol {
-        Some(p) => p.clone(),
-        None => default_protocol_path(&args.case)?,
-    };
+    let protocol_path = args.protocol_path()?;
     let protocol = Protocol::load(&protocol_path)?;
     let case = crate::Case::load(
         &args.case,
@@ -67,7 +114,7 @@ fn planner(args: &PlanArgs) -> Result<Planner> {
                 series_uid: args.series.clone(),
                 ..Default::default()
             },
-            rtstruct: None,
+            rtstruct: args.rtstruct.clone(),
         },
     )?;
     let machine = match &args.machine {
@@ -86,17 +133,22 @@ fn planner(args: &PlanArgs) -> Result<Planner> {
             ..crate::plan::optimisation_defaults()
         })
         .with_deliverable_normalization(args.normalize)
+        .with_acceptance(args.acceptance())
         .with_progress(ProgressMode::auto(args.quiet)))
 }
 
-/// Run `rtopt plan`.
+/// Run `rtopt plan`. The output folder is checked before anything is computed
+/// ([`crate::outputs::check_output_dir`]), then every other check that can fail
+/// ([`Planner::check_before_computation`]).
 pub fn plan(args: &PlanArgs) -> Result<PlanOutcome> {
-    let planned = planner(args)?.run()?;
     let out_dir = args
         .out
         .clone()
         .unwrap_or_else(|| default_out_dir(&args.case));
-    planned.write(&out_dir)?;
+    let replace = Replace::from_force(args.force);
+    crate::outputs::check_output_dir(&out_dir, &args.inputs()?, replace)?;
+    let planned = planner(args)?.run()?;
+    planned.write(&out_dir, replace)?;
     Ok(PlanOutcome {
         out_dir,
         goal_table: planned.report.goal_table(),
@@ -109,6 +161,8 @@ pub fn plan(args: &PlanArgs) -> Result<PlanOutcome> {
 /// arguments, and rtopt's solution of it, into `out_dir` (`docs/peer-benchmark.md`). Returns
 /// the objective value and Clarabel's status.
 pub fn export_problem(args: &PlanArgs, out_dir: &Path) -> Result<(f64, String)> {
-    let res = planner(args)?.export_problem(out_dir)?;
+    let replace = Replace::from_force(args.force);
+    crate::outputs::check_output_dir(out_dir, &args.inputs()?, replace)?;
+    let res = planner(args)?.export_problem(out_dir, replace)?;
     Ok((res.objective, res.status))
 }

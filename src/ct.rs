@@ -4,6 +4,7 @@
 //! Slices are sorted by their position along the slice normal (ImagePositionPatient projected
 //! on row x column), never by file name or InstanceNumber. Every slice must share orientation,
 //! size and pixel spacing with the first, and the slice positions must be uniformly spaced.
+//! PatientPosition (0018,5100) must be present unless [`CtImportOptions::assume_hfs`] is set.
 
 // Input module: data from files must never panic (project issue 9, docs/reliability.md).
 #![deny(
@@ -85,6 +86,8 @@ pub struct FolderScan {
     pub other_dicom: Vec<(PathBuf, String)>,
     /// Files that are not DICOM, with the reason.
     pub not_dicom: Vec<(PathBuf, String)>,
+    /// Import warnings about the CT (e.g. PatientPosition assumed HFS).
+    pub warnings: Vec<String>,
 }
 
 /// Options for [`load_ct_folder`].
@@ -96,6 +99,10 @@ pub struct CtImportOptions {
     /// bytes, before any pixel is decoded (None: no limit). The default is
     /// [`crate::budget::default_memory_budget_bytes`] (half the machine's memory).
     pub memory_budget_bytes: Option<u64>,
+    /// Take an absent or empty PatientPosition (0018,5100) as `HFS` and record a warning
+    /// (CLI: `--assume-hfs`). When false (the default) such a series is refused: the beam
+    /// geometry depends on the patient's orientation and rtopt does not guess it.
+    pub assume_hfs: bool,
 }
 
 impl Default for CtImportOptions {
@@ -103,6 +110,7 @@ impl Default for CtImportOptions {
         CtImportOptions {
             series_uid: None,
             memory_budget_bytes: Some(crate::budget::default_memory_budget_bytes()),
+            assume_hfs: false,
         }
     }
 }
@@ -140,8 +148,9 @@ pub fn parse_slice_bytes(path: &Path, bytes: &[u8]) -> Result<CtVolume> {
     let opts = CtImportOptions {
         series_uid: None,
         memory_budget_bytes: Some(SINGLE_SLICE_BUDGET_BYTES),
+        assume_hfs: false,
     };
-    assemble(dir, vec![f], &opts)
+    assemble(dir, vec![f], &opts).map(|(ct, _)| ct)
 }
 
 struct Slice {
@@ -211,7 +220,8 @@ pub fn load_ct_folder(dir: &Path, opts: &CtImportOptions) -> Result<(CtVolume, F
             found,
         });
     }
-    let ct = assemble(dir, slices, opts)?;
+    let (ct, warnings) = assemble(dir, slices, opts)?;
+    scan.warnings = warnings;
     Ok((ct, scan))
 }
 
@@ -229,7 +239,12 @@ fn series_listing(groups: &BTreeMap<String, Vec<Slice>>) -> String {
         .join("\n")
 }
 
-fn assemble(dir: &Path, files: Vec<DicomFile>, opts: &CtImportOptions) -> Result<CtVolume> {
+/// The CT volume of the chosen series, and import warnings.
+fn assemble(
+    dir: &Path,
+    files: Vec<DicomFile>,
+    opts: &CtImportOptions,
+) -> Result<(CtVolume, Vec<String>)> {
     // Group by series.
     let mut groups: BTreeMap<String, Vec<Slice>> = BTreeMap::new();
     for f in files {
@@ -425,6 +440,29 @@ fn assemble(dir: &Path, files: Vec<DicomFile>, opts: &CtImportOptions) -> Result
     };
     let first_ipp: [f64; 3] = Attr::new(&s0.file.path, &s0.file.obj)
         .f64_array(tags::IMAGE_POSITION_PATIENT, "ImagePositionPatient")?;
+    // PatientPosition before any pixel is decoded: refused when absent unless assumed.
+    let mut warnings = Vec::new();
+    let patient_position = match dicom_io::opt_str(&s0.file.obj, tags::PATIENT_POSITION) {
+        Some(pp) => pp,
+        None if opts.assume_hfs => {
+            warnings.push(format!(
+                "{}: tag (0018,5100) PatientPosition is missing or empty; assumed HFS (head first supine) as requested (--assume-hfs)",
+                s0.file.path.display()
+            ));
+            "HFS".to_string()
+        }
+        None => {
+            return Err(Error::Tag {
+                path: s0.file.path.clone(),
+                tag: "(0018,5100)".into(),
+                name: "PatientPosition",
+                reason: "missing or empty; rtopt does not guess the patient's orientation. \
+                         If the patient was scanned head first supine, pass --assume-hfs \
+                         (CtImportOptions::assume_hfs)"
+                    .into(),
+            })
+        }
+    };
     // PixelSpacing is (row spacing = y, column spacing = x).
     let grid = Grid3 {
         dims: [nx, ny, nz],
@@ -449,7 +487,7 @@ fn assemble(dir: &Path, files: Vec<DicomFile>, opts: &CtImportOptions) -> Result
         frame_of_reference_uid: Attr::new(&s0.file.path, f0)
             .string(tags::FRAME_OF_REFERENCE_UID, "FrameOfReferenceUID")?,
         series_description: s(tags::SERIES_DESCRIPTION),
-        patient_position: s(tags::PATIENT_POSITION),
+        patient_position,
         manufacturer: s(tags::MANUFACTURER),
         patient_name: s(tags::PATIENT_NAME),
         patient_id: s(tags::PATIENT_ID),
@@ -467,7 +505,7 @@ fn assemble(dir: &Path, files: Vec<DicomFile>, opts: &CtImportOptions) -> Result
             .collect(),
         files: slices.iter().map(|s| s.file.path.clone()).collect(),
     };
-    Ok(CtVolume { grid, hu, meta })
+    Ok((CtVolume { grid, hu, meta }, warnings))
 }
 
 const NATIVE_SYNTAXES: [&str; 3] = [

@@ -52,9 +52,44 @@ pub enum Probe {
 /// (truncated or corrupt); files without magic are tried as a raw implicit- or explicit-VR
 /// little-endian data set (as written by some tools, e.g. pydicom's `rtstruct.dcm`), and if
 /// that fails they are reported as not DICOM.
+///
+/// Only the first 132 bytes are read before deciding: a file without a DICOM magic and whose
+/// first element is not a group-0008 data element is set aside unread (a stray multi-GiB file
+/// in a case folder costs nothing). A file that may be DICOM is read whole only when its size
+/// fits `budget_bytes` ([`crate::budget::default_memory_budget_bytes`] for [`probe`]).
 pub fn probe(path: &Path) -> Result<Probe> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    probe_within(path, crate::budget::default_memory_budget_bytes())
+}
+
+/// [`probe`] with an explicit memory budget for reading the file whole.
+pub fn probe_within(path: &Path, budget_bytes: u64) -> Result<Probe> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut head = Vec::with_capacity(132);
+    (&mut f)
+        .take(132)
+        .read_to_end(&mut head)
+        .map_err(|e| Error::io(path, e))?;
+    if !may_be_dicom(&head) {
+        return Ok(Probe::NotDicom(format!(
+            "no DICOM preamble, meta header or data set ({len} bytes, not read)"
+        )));
+    }
+    crate::budget::check_file_budget(path, len, budget_bytes)?;
+    let mut bytes = head;
+    bytes.reserve_exact(usize::try_from(len.saturating_sub(132)).unwrap_or(0));
+    f.read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
     probe_bytes(path, &bytes)
+}
+
+/// Whether a file starting with `head` (its first up to 132 bytes) can be DICOM: `DICM` at
+/// offset 128 (preamble) or 0 (bare meta), or a raw data set whose first element is in group
+/// 0008 (what [`probe_bytes`] accepts).
+fn may_be_dicom(head: &[u8]) -> bool {
+    head.get(128..132) == Some(b"DICM".as_slice())
+        || head.get(0..4) == Some(b"DICM".as_slice())
+        || matches!(head.get(..2), Some(&[g0, g1]) if u16::from_le_bytes([g0, g1]) == 0x0008)
 }
 
 /// [`probe`] on bytes already in memory; `path` is only used in messages.

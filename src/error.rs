@@ -8,6 +8,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Errors raised by rtopt. Messages never contain patient names or IDs.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A file or folder could not be read or written.
     #[error("{path}: {source}")]
@@ -113,6 +114,17 @@ pub enum Error {
     /// The solver stopped without a usable solution.
     #[error("optimisation failed: {0}")]
     Solver(String),
+    /// An output path that rtopt may not write (an input, a folder or file it did not
+    /// create, a previous output without `--force`); checked before any computation.
+    #[error("{path}: output refused: {reason}")]
+    Output { path: PathBuf, reason: String },
+    /// A finished plan that no clinic would accept (MU, normalisation, deliverable agreement,
+    /// ...): nothing is exported. Each reason names the quantity, its value and the limit.
+    #[error("plan refused as implausible: {}", .reasons.join("; "))]
+    Implausible { reasons: Vec<String> },
+    /// The caller cancelled a running computation (an observer or a cancel token).
+    #[error("cancelled during {stage}")]
+    Cancelled { stage: String },
     /// A planned resource would exceed the configured memory budget.
     #[error("{what} would need {needed_bytes} bytes, above the memory budget of {budget_bytes} bytes; {advice}")]
     MemoryBudget {
@@ -121,9 +133,73 @@ pub enum Error {
         budget_bytes: u64,
         advice: String,
     },
+    /// A structure name matches several ROIs, exactly or case-insensitively (issue 14).
+    /// `rois` reads e.g. `ROI 3 'BODY' (ORGAN) and ROI 7 'body' (EXTERNAL)`.
+    #[error("structure '{name}' is ambiguous: {rois}; rename one in the RT Structure Set")]
+    AmbiguousStructure { name: String, rois: String },
+    /// Several ROIs could be the body outline (type EXTERNAL, or named BODY/External/Skin).
+    #[error("the body outline is ambiguous: {rois} {reason}; keep one EXTERNAL ROI (RTROIInterpretedType (3006,00A4)) in the RT Structure Set")]
+    AmbiguousBody { rois: String, reason: String },
+    /// A structure named by a protocol or a command has no voxel on the CT grid.
+    #[error("structure '{name}' (ROI {number}) is empty: {reason}; it cannot carry a goal")]
+    EmptyStructure {
+        name: String,
+        number: i64,
+        reason: String,
+    },
+    /// One ROI of the RT Structure Set refers to another frame of reference than the CT.
+    #[error("{path}: ROI {number} '{roi}': tag (3006,0024) ReferencedFrameOfReferenceUID {roi_uid} does not match the CT's FrameOfReferenceUID {ct_uid}")]
+    RoiFrameOfReferenceMismatch {
+        path: PathBuf,
+        number: i64,
+        roi: String,
+        roi_uid: String,
+        ct_uid: String,
+    },
+}
+
+/// What kind of failure an [`Error`] is; the command line derives its exit code from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Bad input: a file, tag, structure, protocol, argument or output path (exit 2).
+    Input,
+    /// The protocol's hard constraints cannot all hold (exit 3).
+    Infeasible,
+    /// A plan was made but is not acceptable: implausible (exit 4; unmet hard goals after
+    /// sequencing also exit 4, but are not an error).
+    Refused,
+    /// Reading or writing a file failed (exit 5).
+    Io,
+    /// The solver or rtopt itself failed (exit 1).
+    Internal,
+}
+
+impl ErrorKind {
+    /// The process exit code of `rtopt` for this kind (documented in `rtopt --help`).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ErrorKind::Internal => 1,
+            ErrorKind::Input => 2,
+            ErrorKind::Infeasible => 3,
+            ErrorKind::Refused => 4,
+            ErrorKind::Io => 5,
+        }
+    }
 }
 
 impl Error {
+    /// The kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Io { .. } => ErrorKind::Io,
+            Error::Infeasible { .. } => ErrorKind::Infeasible,
+            Error::Implausible { .. } => ErrorKind::Refused,
+            Error::Solver(_) => ErrorKind::Internal,
+            Error::Cancelled { .. } => ErrorKind::Internal,
+            _ => ErrorKind::Input,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),

@@ -29,6 +29,7 @@ pub mod geometry;
 pub mod machine;
 pub mod npz;
 pub mod optimize;
+pub mod outputs;
 pub mod plan;
 pub mod progress;
 pub mod report;

@@ -118,6 +118,25 @@ pub struct MachineModel {
     pub hu_to_rel_ed: Vec<[f64; 2]>,
     /// Absolute dose calibration.
     pub calibration: Calibration,
+    /// Plan acceptance: the largest meterset of one beam in one fraction, MU. A plan above it
+    /// is refused as implausible (`docs/reliability.md`); `rtopt plan --max-mu-per-beam`
+    /// overrides it.
+    #[serde(default = "default_max_mu_per_beam")]
+    pub max_mu_per_beam: f64,
+    /// Plan acceptance: the largest total meterset of one fraction, MU
+    /// (`--max-mu-per-fraction`).
+    #[serde(default = "default_max_mu_per_fraction")]
+    pub max_mu_per_fraction: f64,
+}
+
+/// Default of [`MachineModel::max_mu_per_beam`]: 2,000 MU.
+pub fn default_max_mu_per_beam() -> f64 {
+    2000.0
+}
+
+/// Default of [`MachineModel::max_mu_per_fraction`]: 8,000 MU.
+pub fn default_max_mu_per_fraction() -> f64 {
+    8000.0
 }
 
 /// One term of the pencil-beam kernel: a Bortfeld depth function times a Gaussian lateral
@@ -200,6 +219,8 @@ impl MachineModel {
         pos(self.sad_mm, "sad_mm")?;
         pos(self.beamlet_size_mm, "beamlet_size_mm")?;
         pos(self.energy_mv, "energy_mv")?;
+        pos(self.max_mu_per_beam, "max_mu_per_beam")?;
+        pos(self.max_mu_per_fraction, "max_mu_per_fraction")?;
         if !(self.min_segment_mu.is_finite() && self.min_segment_mu >= 0.0) {
             return Err("field `min_segment_mu` must be >= 0".into());
         }

@@ -1,8 +1,11 @@
 //! `rtopt` command line: parses arguments and calls the library.
 //!
-//! Exit codes: 0 success (for `plan`: planned and every hard goal met); 1 internal or solver
-//! failure; 2 invalid input (file, tag, structure, protocol); 3 infeasible protocol;
-//! 4 unmet soft goals with `--strict` (or unmet hard goals after sequencing).
+//! Exit codes ([`EXIT_CODES`], from [`rtopt::error::ErrorKind`]): 0 success (for `plan`:
+//! planned and every hard goal met); 1 internal or solver failure, or cancelled; 2 invalid
+//! input (file, tag, structure, protocol, argument, output path); 3 infeasible protocol;
+//! 4 plan refused (implausible, or hard goals unmet after sequencing, or report goals unmet
+//! with `--strict`); 5 reading or writing a file failed. A closed output pipe (`| head`)
+//! ends the command quietly.
 
 #![allow(clippy::result_large_err)]
 
@@ -11,11 +14,22 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// Exit codes, as shown by `rtopt --help`.
+const EXIT_CODES: &str = "Exit codes:
+  0  success (plan: planned, every hard goal met on the deliverable dose)
+  1  internal or solver failure, or cancelled
+  2  invalid input: file, DICOM tag, structure, protocol, argument or output path
+  3  infeasible protocol (the conflicting constraints are named)
+  4  plan refused: implausible (MU, normalisation, deliverable agreement, dose per fraction),
+     hard goals not met after sequencing, or report goals not met with --strict
+  5  reading or writing a file failed (I/O)";
+
 #[derive(Parser)]
 #[command(
     name = "rtopt",
     version,
-    about = "IMRT treatment-planning optimisation engine"
+    about = "IMRT treatment-planning optimisation engine",
+    after_help = EXIT_CODES
 )]
 struct Cli {
     #[command(subcommand)]
@@ -54,6 +68,14 @@ enum Command {
         /// SeriesInstanceUID when the folder holds several CT series.
         #[arg(long)]
         series: Option<String>,
+        /// RT Structure Set file (default: the one in the case folder).
+        #[arg(long)]
+        rtstruct: Option<PathBuf>,
+        /// Replace a previous rtopt output folder at --out (never anything else).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        limits: Limits,
         /// Turn hard constraints into heavy penalties and report their violation.
         #[arg(long)]
         relax: bool,
@@ -75,7 +97,7 @@ enum Command {
         /// Planning protocol (TOML). Default: `protocol.toml` in the case folder.
         #[arg(long)]
         protocol: Option<PathBuf>,
-        /// Output folder (created; replaced atomically when it exists).
+        /// Output folder (created; a previous export is replaced only with --force).
         #[arg(long)]
         out: PathBuf,
         /// Machine description (JSON). Default: the shipped generic 6 MV machine.
@@ -84,6 +106,12 @@ enum Command {
         /// SeriesInstanceUID when the folder holds several CT series.
         #[arg(long)]
         series: Option<String>,
+        /// RT Structure Set file (default: the one in the case folder).
+        #[arg(long)]
+        rtstruct: Option<PathBuf>,
+        /// Replace a previous export at --out.
+        #[arg(long)]
+        force: bool,
         /// No progress output.
         #[arg(long, short)]
         quiet: bool,
@@ -101,6 +129,9 @@ enum Command {
         /// Also write an HTML comparison here.
         #[arg(long)]
         html: Option<PathBuf>,
+        /// Replace an existing file at --html.
+        #[arg(long)]
+        force: bool,
     },
     /// Uniform-fluence dose of a case: beamlets around the target, 2 Gy target mean.
     Dose {
@@ -128,26 +159,58 @@ enum Command {
         /// Write the summary as JSON to this file.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Replace an existing file at --out.
+        #[arg(long)]
+        force: bool,
+        /// SeriesInstanceUID when the folder holds several CT series.
+        #[arg(long)]
+        series: Option<String>,
+        /// RT Structure Set file (default: the one in the folder).
+        #[arg(long)]
+        rtstruct: Option<PathBuf>,
     },
 }
 
-const EXIT_FAILURE: u8 = 1;
-const EXIT_INPUT: u8 = 2;
-const EXIT_INFEASIBLE: u8 = 3;
-const EXIT_UNMET: u8 = 4;
-
-fn exit_code(e: &rtopt::Error) -> u8 {
-    use rtopt::Error as E;
-    match e {
-        E::Infeasible { .. } => EXIT_INFEASIBLE,
-        E::Solver(_) => EXIT_FAILURE,
-        _ => EXIT_INPUT,
-    }
+/// Plan acceptance limits (defaults and sources in docs/reliability.md).
+#[derive(clap::Args, Debug, Clone, Default)]
+struct Limits {
+    /// Refuse a plan with a beam above this many MU per fraction [default: machine file].
+    #[arg(long, value_name = "MU")]
+    max_mu_per_beam: Option<f64>,
+    /// Refuse a plan above this many MU per fraction in total [default: machine file].
+    #[arg(long, value_name = "MU")]
+    max_mu_per_fraction: Option<f64>,
+    /// Refuse a prescription above this dose per fraction [default: 34 Gy].
+    #[arg(long, value_name = "GY")]
+    max_dose_per_fraction_gy: Option<f64>,
+    /// Accepted range of the deliverable MU normalisation factor [default: 0.9,1.1].
+    #[arg(long, value_name = "LOW,HIGH", value_delimiter = ',')]
+    normalisation_band: Option<Vec<f64>>,
+    /// Smallest 3 %/2 mm gamma pass rate of the deliverable vs the optimised dose, %
+    /// [default: 90].
+    #[arg(long, value_name = "PERCENT")]
+    min_gamma_pass: Option<f64>,
 }
+
+const EXIT_UNMET: u8 = 4;
 
 fn fail(e: rtopt::Error) -> ExitCode {
     eprintln!("error: {e}");
-    ExitCode::from(exit_code(&e))
+    ExitCode::from(e.kind().exit_code())
+}
+
+/// Write to stdout; a closed pipe (`rtopt inspect | head`) ends the process quietly with
+/// success, any other write error with the I/O exit code.
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: stdout: {e}");
+        std::process::exit(rtopt::error::ErrorKind::Io.exit_code().into());
+    }
 }
 
 fn load_case(
@@ -170,13 +233,14 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Segment(a) => match rtopt::segment::cli::segment(&a) {
             Ok(o) => {
-                o.report.iter().for_each(|l| println!("{l}"));
-                println!(
-                    "wrote {} ({} ROIs, {} new)",
+                let mut text: String = o.report.iter().map(|l| format!("{l}\n")).collect();
+                text.push_str(&format!(
+                    "wrote {} ({} ROIs, {} new)\n",
                     o.out.display(),
                     o.rois,
                     o.new_rois
-                );
+                ));
+                emit(&text);
                 ExitCode::SUCCESS
             }
             Err(e) => fail(e),
@@ -184,13 +248,13 @@ fn main() -> ExitCode {
         Command::SegmentEval(a) => match rtopt::segment::cli::segment_eval_rows(&a) {
             Ok(rows) if a.json => match serde_json::to_string_pretty(&rows) {
                 Ok(j) => {
-                    println!("{j}");
+                    emit(&format!("{j}\n"));
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(rtopt::Error::Invalid(e.to_string())),
             },
             Ok(rows) => {
-                print!("{}", rtopt::segment::cli::format_rows(&rows));
+                emit(&rtopt::segment::cli::format_rows(&rows));
                 ExitCode::SUCCESS
             }
             Err(e) => fail(e),
@@ -203,6 +267,9 @@ fn main() -> ExitCode {
             cutoff_mm,
             threshold,
             out,
+            force,
+            series,
+            rtstruct,
         } => {
             let mut opts = rtopt::dose::DoseOptions::default();
             if let Some(c) = cutoff_mm {
@@ -211,12 +278,19 @@ fn main() -> ExitCode {
             if let Some(t) = threshold {
                 opts.relative_threshold = t;
             }
-            match run_dose(&folder, &beams, target, machine, &opts, out) {
+            let run = DoseRun {
+                folder,
+                series,
+                rtstruct,
+                beams,
+                target,
+                machine,
+                out,
+                force,
+            };
+            match run_dose(&run, &opts) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(EXIT_INPUT)
-                }
+                Err(e) => fail(e),
             }
         }
         Command::Inspect {
@@ -229,14 +303,11 @@ fn main() -> ExitCode {
                 let ins = case.inspect();
                 if json {
                     match serde_json::to_string_pretty(&ins) {
-                        Ok(s) => println!("{s}"),
-                        Err(e) => {
-                            eprintln!("error: {e}");
-                            return ExitCode::from(EXIT_FAILURE);
-                        }
+                        Ok(s) => emit(&format!("{s}\n")),
+                        Err(e) => return fail(rtopt::Error::Invalid(e.to_string())),
                     }
                 } else {
-                    print!("{ins}");
+                    emit(&ins.to_string());
                 }
                 ExitCode::SUCCESS
             }
@@ -248,6 +319,9 @@ fn main() -> ExitCode {
             out,
             machine,
             series,
+            rtstruct,
+            force,
+            limits,
             relax,
             strict,
             no_normalize,
@@ -259,19 +333,37 @@ fn main() -> ExitCode {
                 out,
                 machine,
                 series,
+                rtstruct,
                 relax,
                 normalize: !no_normalize,
                 quiet,
+                force,
+                max_mu_per_beam: limits.max_mu_per_beam,
+                max_mu_per_fraction: limits.max_mu_per_fraction,
+                max_dose_per_fraction_gy: limits.max_dose_per_fraction_gy,
+                normalization_band: match limits.normalisation_band.as_deref() {
+                    None => None,
+                    Some(&[lo, hi]) => Some([lo, hi]),
+                    Some(v) => {
+                        return fail(rtopt::Error::Invalid(format!(
+                            "--normalisation-band takes two numbers LOW,HIGH, got {v:?}"
+                        )))
+                    }
+                },
+                min_gamma_pass_percent: limits.min_gamma_pass,
             };
             match rtopt::cli::plan(&args) {
                 Ok(outcome) => {
-                    print!("{}", outcome.goal_table);
-                    println!("outputs written to {}", outcome.out_dir.display());
+                    emit(&format!(
+                        "{}outputs written to {}\n",
+                        outcome.goal_table,
+                        outcome.out_dir.display()
+                    ));
                     if !outcome.constraints_met {
                         eprintln!("error: hard goals not met on the deliverable dose (see the goal table)");
                         ExitCode::from(EXIT_UNMET)
                     } else if strict && !outcome.all_met {
-                        eprintln!("error: --strict: soft goals not met (see the goal table)");
+                        eprintln!("error: --strict: report goals not met (see the goal table)");
                         ExitCode::from(EXIT_UNMET)
                     } else {
                         ExitCode::SUCCESS
@@ -286,6 +378,8 @@ fn main() -> ExitCode {
             out,
             machine,
             series,
+            rtstruct,
+            force,
             quiet,
         } => {
             let args = rtopt::cli::PlanArgs {
@@ -294,57 +388,85 @@ fn main() -> ExitCode {
                 out: None,
                 machine,
                 series,
+                rtstruct,
                 relax: false,
                 normalize: false,
                 quiet,
+                force,
+                ..Default::default()
             };
             match rtopt::cli::export_problem(&args, &out) {
                 Ok((objective, status)) => {
-                    println!("rtopt objective {objective:.9} ({status})");
-                    println!("problem written to {}", out.display());
+                    emit(&format!(
+                        "rtopt objective {objective:.9} ({status})\nproblem written to {}\n",
+                        out.display()
+                    ));
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(e),
             }
         }
-        Command::Compare { plans, html } => match rtopt::report::compare::load_variants(&plans) {
-            Ok(vs) => {
-                print!("{}", rtopt::report::compare::compare_text(&vs));
-                if let Some(h) = html {
-                    if let Err(e) = rtopt::report::compare::write_html(&vs, &h) {
-                        return fail(e);
-                    }
+        Command::Compare { plans, html, force } => {
+            if let Some(h) = &html {
+                let replace = rtopt::outputs::Replace::from_force(force);
+                if let Err(e) = rtopt::outputs::check_output_file(h, &plans, replace) {
+                    return fail(e);
                 }
-                ExitCode::SUCCESS
             }
-            Err(e) => fail(e),
-        },
+            match rtopt::report::compare::load_variants(&plans) {
+                Ok(vs) => {
+                    emit(&rtopt::report::compare::compare_text(&vs));
+                    if let Some(h) = html {
+                        if let Err(e) = rtopt::report::compare::write_html(&vs, &h) {
+                            return fail(e);
+                        }
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
     }
 }
 
-fn run_dose(
-    folder: &std::path::Path,
-    beams: &[f64],
+/// Arguments of `rtopt dose`.
+struct DoseRun {
+    folder: PathBuf,
+    series: Option<String>,
+    rtstruct: Option<PathBuf>,
+    beams: Vec<f64>,
     target: Option<String>,
     machine: Option<PathBuf>,
-    opts: &rtopt::dose::DoseOptions,
     out: Option<PathBuf>,
-) -> rtopt::Result<()> {
-    let case = rtopt::Case::load(folder, &Default::default())?;
-    let machine = match machine {
-        Some(p) => rtopt::machine::MachineModel::load(&p)?,
+    force: bool,
+}
+
+fn run_dose(run: &DoseRun, opts: &rtopt::dose::DoseOptions) -> rtopt::Result<()> {
+    if let Some(p) = &run.out {
+        let mut inputs = vec![run.folder.clone()];
+        inputs.extend(run.machine.iter().cloned());
+        inputs.extend(run.rtstruct.iter().cloned());
+        rtopt::outputs::check_output_file(
+            p,
+            &inputs,
+            rtopt::outputs::Replace::from_force(run.force),
+        )?;
+    }
+    let case = load_case(&run.folder, run.series.clone(), run.rtstruct.clone())?;
+    let machine = match &run.machine {
+        Some(p) => rtopt::machine::MachineModel::load(p)?,
         None => rtopt::machine::MachineModel::default_6x(),
     };
-    let target = match target {
-        Some(t) => t,
+    let target = match &run.target {
+        Some(t) => t.clone(),
         None => rtopt::dose::report::default_target(&case)?,
     };
-    let s = rtopt::dose::report::open_field_summary(&case, &target, beams, &machine, opts)?;
-    print!("{s}");
-    if let Some(p) = out {
+    let s = rtopt::dose::report::open_field_summary(&case, &target, &run.beams, &machine, opts)?;
+    emit(&s.to_string());
+    if let Some(p) = &run.out {
         let text =
             serde_json::to_string_pretty(&s).map_err(|e| rtopt::Error::Invalid(e.to_string()))?;
-        rtopt::atomic::write_file(&p, text.as_bytes())?;
+        rtopt::atomic::write_file(p, text.as_bytes())?;
     }
     Ok(())
 }

@@ -7,7 +7,7 @@
 //! let protocol = rtopt::optimize::protocol::Protocol::load(Path::new("data/protocols/tg119.toml"))?;
 //! let plan = rtopt::plan::Planner::new(case, protocol).run()?;
 //! print!("{}", plan.report.goal_table());
-//! plan.write(Path::new("out/tg119"))?;
+//! plan.write(Path::new("out/tg119"), rtopt::outputs::Replace::Never)?;
 //! # Ok::<(), rtopt::Error>(())
 //! ```
 
@@ -25,6 +25,7 @@ use crate::gamma::{self, GammaOptions, GammaResult};
 use crate::machine::MachineModel;
 use crate::optimize::protocol::Protocol;
 use crate::optimize::{OptimizationResult, OptimizeOptions, PlanningProblem};
+use crate::outputs::Replace;
 use crate::progress::{Progress, ProgressMode};
 use crate::report::{
     self, BeamRow, DvhCurve, GoalRow, PlanQuality, ProtocolMetric, Report, StageTiming,
@@ -58,6 +59,127 @@ pub fn optimisation_defaults() -> OptimizeOptions {
     }
 }
 
+/// When a finished plan is refused as implausible ([`Error::Implausible`], exit 4), so no
+/// clinic-implausible plan is exported as a success. Limits and their sources are in
+/// `docs/reliability.md`; every one can be overridden (`rtopt plan --max-mu-per-beam`, ...).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanAcceptance {
+    /// Largest meterset of one beam per fraction, MU (default: the machine file's).
+    pub max_mu_per_beam: Option<f64>,
+    /// Largest total meterset per fraction, MU (default: the machine file's).
+    pub max_mu_per_fraction: Option<f64>,
+    /// Largest prescription dose per fraction, Gy; checked before any computation.
+    pub max_dose_per_fraction_gy: f64,
+    /// Accepted range of the deliverable MU normalisation factor `[low, high]`.
+    pub normalization_band: [f64; 2],
+    /// Smallest 3 %/2 mm gamma pass rate of the deliverable against the optimised dose, %.
+    pub min_gamma_pass_percent: f64,
+}
+
+/// Default of [`PlanAcceptance::max_dose_per_fraction_gy`]: 34 Gy, the largest single-fraction
+/// prescription of a published external-beam protocol (RTOG 0915 lung SBRT, 34 Gy x 1;
+/// Videtic et al., IJROBP 93:757, 2015).
+pub const DEFAULT_MAX_DOSE_PER_FRACTION_GY: f64 = 34.0;
+
+/// Default of [`PlanAcceptance::min_gamma_pass_percent`]: 90 %, the action limit of AAPM
+/// TG-218 for 3 %/2 mm gamma (Miften et al., Med Phys 45:e53, 2018).
+pub const DEFAULT_MIN_GAMMA_PASS_PERCENT: f64 = 90.0;
+
+impl Default for PlanAcceptance {
+    fn default() -> Self {
+        PlanAcceptance {
+            max_mu_per_beam: None,
+            max_mu_per_fraction: None,
+            max_dose_per_fraction_gy: DEFAULT_MAX_DOSE_PER_FRACTION_GY,
+            normalization_band: [0.90, 1.10],
+            min_gamma_pass_percent: DEFAULT_MIN_GAMMA_PASS_PERCENT,
+        }
+    }
+}
+
+impl PlanAcceptance {
+    /// Check the limits themselves (positive, finite, an ordered band around 1).
+    pub fn validate(&self) -> Result<()> {
+        let pos = |v: f64, what: &str| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(Error::Invalid(format!(
+                    "{what} must be a positive number, got {v}"
+                )))
+            }
+        };
+        if let Some(v) = self.max_mu_per_beam {
+            pos(v, "maximum MU per beam")?;
+        }
+        if let Some(v) = self.max_mu_per_fraction {
+            pos(v, "maximum MU per fraction")?;
+        }
+        pos(self.max_dose_per_fraction_gy, "maximum dose per fraction")?;
+        let [lo, hi] = self.normalization_band;
+        if !(lo.is_finite() && hi.is_finite() && 0.0 < lo && lo <= 1.0 && 1.0 <= hi) {
+            return Err(Error::Invalid(format!(
+                "normalisation band [{lo}, {hi}] must satisfy 0 < low <= 1 <= high"
+            )));
+        }
+        if !(0.0..=100.0).contains(&self.min_gamma_pass_percent) {
+            return Err(Error::Invalid(format!(
+                "minimum gamma pass rate {} % must lie in [0, 100]",
+                self.min_gamma_pass_percent
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reasons why a finished plan is implausible (empty: acceptable).
+    pub fn check_plan(&self, machine: &MachineModel, plan: &PlanFigures) -> Vec<String> {
+        let mut reasons = Vec::new();
+        let per_beam = self.max_mu_per_beam.unwrap_or(machine.max_mu_per_beam);
+        for (label, mu) in &plan.beam_mu {
+            if !(mu.is_finite() && *mu <= per_beam) {
+                reasons.push(format!(
+                    "{label} needs {mu:.1} MU per fraction, above the limit of {per_beam:.0} MU per beam (--max-mu-per-beam)"
+                ));
+            }
+        }
+        let per_fraction = self
+            .max_mu_per_fraction
+            .unwrap_or(machine.max_mu_per_fraction);
+        let total: f64 = plan.beam_mu.iter().map(|b| b.1).sum();
+        if !(total.is_finite() && total <= per_fraction) {
+            reasons.push(format!(
+                "the plan needs {total:.1} MU per fraction, above the limit of {per_fraction:.0} MU (--max-mu-per-fraction)"
+            ));
+        }
+        let [lo, hi] = self.normalization_band;
+        let f = plan.mu_scale;
+        if !(f.is_finite() && lo <= f && f <= hi) {
+            reasons.push(format!(
+                "the deliverable plan had to be rescaled by x{f:.4} to reach the prescription, outside the accepted band [{lo}, {hi}] (--normalisation-band): the optimised dose is far from the delivered one"
+            ));
+        }
+        let g = plan.gamma_pass_percent;
+        if !(g >= self.min_gamma_pass_percent) {
+            reasons.push(format!(
+                "the deliverable dose agrees with the optimised dose at a 3 %/2 mm gamma pass rate of {g:.1} %, below {:.1} % (--min-gamma-pass)",
+                self.min_gamma_pass_percent
+            ));
+        }
+        reasons
+    }
+}
+
+/// The figures of a finished plan that [`PlanAcceptance::check_plan`] judges.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanFigures {
+    /// Per beam: a label (`beam 1 (G000)`) and its meterset, MU per fraction.
+    pub beam_mu: Vec<(String, f64)>,
+    /// Factor applied to the deliverable MU to reach the prescription.
+    pub mu_scale: f64,
+    /// 3 %/2 mm gamma pass rate of the deliverable against the optimised dose, %.
+    pub gamma_pass_percent: f64,
+}
+
 /// What the fluence optimisation needs (see [`Planner::export_problem`]).
 struct OptimisationInputs {
     beams: Vec<crate::beams::Beam>,
@@ -81,6 +203,8 @@ pub struct Planner {
     normalize_deliverable: bool,
     progress: ProgressMode,
     input_files: Vec<PathBuf>,
+    acceptance: PlanAcceptance,
+    memory_budget_bytes: u64,
 }
 
 impl Planner {
@@ -103,6 +227,8 @@ impl Planner {
             normalize_deliverable: true,
             progress: ProgressMode::Quiet,
             input_files,
+            acceptance: PlanAcceptance::default(),
+            memory_budget_bytes: crate::budget::default_memory_budget_bytes(),
         }
     }
 
@@ -153,6 +279,40 @@ impl Planner {
         self
     }
 
+    /// Limits beyond which a finished plan is refused as implausible.
+    pub fn with_acceptance(mut self, acceptance: PlanAcceptance) -> Self {
+        self.acceptance = acceptance;
+        self
+    }
+
+    /// Memory budget, bytes, for the influence matrix and the optimiser's dense matrices
+    /// (default: [`crate::budget::default_memory_budget_bytes`]).
+    pub fn with_memory_budget(mut self, bytes: u64) -> Self {
+        self.memory_budget_bytes = bytes;
+        self
+    }
+
+    /// Every check that can fail before minutes of computation: the acceptance limits, the
+    /// prescription per fraction, and each structure the protocol names bound to exactly one
+    /// ROI of the case.
+    pub fn check_before_computation(&self) -> Result<()> {
+        self.acceptance.validate()?;
+        let rx = &self.protocol.prescription;
+        let per_fraction = rx.total_dose_gy / rx.fractions.max(1) as f64;
+        if per_fraction > self.acceptance.max_dose_per_fraction_gy {
+            return Err(Error::Implausible {
+                reasons: vec![format!(
+                    "the prescription is {per_fraction:.2} Gy per fraction ({} Gy in {}), above the limit of {} Gy per fraction (--max-dose-per-fraction-gy)",
+                    rx.total_dose_gy, rx.fractions, self.acceptance.max_dose_per_fraction_gy
+                )],
+            });
+        }
+        for name in self.protocol.referenced_structures() {
+            self.case.structure(&name)?;
+        }
+        Ok(())
+    }
+
     /// Beams, the scatter-corrected optimisation matrix and the structures' voxel rows: the
     /// inputs of the fluence optimisation (steps "beams" and "dose influence matrix").
     fn optimisation_inputs(&self, prog: &mut Progress) -> Result<OptimisationInputs> {
@@ -174,6 +334,7 @@ impl Planner {
         };
         let beams = beams::setup_beams(&target.mask, &setup, &self.machine)?;
         let n_beamlets: usize = beams.iter().map(|b| b.beamlets.len()).sum();
+
         prog.finish(st, &format!("{} beams, {n_beamlets} beamlets", beams.len()));
 
         // Dose-influence matrix.
@@ -191,8 +352,17 @@ impl Planner {
             n_vox_est as usize,
             n_beamlets,
             per_beamlet,
-            crate::budget::default_memory_budget_bytes(),
+            self.memory_budget_bytes,
         )?;
+        // The optimiser's dense beamlet-space matrices grow as beamlets squared: refuse them
+        // now, before the influence matrix is built.
+        let n_dense = p
+            .structures
+            .iter()
+            .flat_map(|s| s.goals.iter())
+            .filter(|g| matches!(g.kind, crate::optimize::GoalKind::Deviation { .. }))
+            .count();
+        crate::budget::check_dense_optimiser_budget(n_beamlets, n_dense, self.memory_budget_bytes)?;
         let dose = dose::influence_matrix(&case.ct, &body, &beams, &self.machine, &self.dose)?;
         prog.finish(
             st,
@@ -237,7 +407,9 @@ impl Planner {
     /// Export the optimisation problem this run would solve, with rtopt's solution of it
     /// (before normalisation), into the folder `out_dir` (`rtopt export-problem`; format in
     /// `docs/peer-benchmark.md`). Returns the solution.
-    pub fn export_problem(self, out_dir: &Path) -> Result<OptimizationResult> {
+    pub fn export_problem(self, out_dir: &Path, replace: Replace) -> Result<OptimizationResult> {
+        self.check_before_computation()?;
+        crate::outputs::check_replaceable_dir(out_dir, replace)?;
         let mut prog = Progress::new(self.progress);
         let inputs = self.optimisation_inputs(&mut prog)?;
         let st = prog.start("optimisation");
@@ -250,6 +422,9 @@ impl Planner {
         )?;
         let mut opts = self.optimize.clone();
         opts.normalize = None;
+        if self.progress != ProgressMode::Quiet {
+            opts.observers.push(st.solver_observer(self.progress));
+        }
         let result = problem.solve(&opts)?;
         prog.finish(
             st,
@@ -261,6 +436,7 @@ impl Planner {
         let st = prog.start("export");
         crate::optimize::export::write_problem(
             out_dir,
+            replace,
             &self.protocol_name,
             &problem,
             &inputs.structures,
@@ -273,6 +449,7 @@ impl Planner {
 
     /// Run the whole pipeline.
     pub fn run(self) -> Result<PlannedCase> {
+        self.check_before_computation()?;
         let mut prog = Progress::new(self.progress);
         let p = &self.protocol;
         let case = &self.case;
@@ -287,7 +464,11 @@ impl Planner {
 
         let st = prog.start("optimisation");
         let problem = PlanningProblem::new(&corrected, &dose.dose_grid, &beams, &structures, p)?;
-        let optimized = problem.solve(&self.optimize)?;
+        let mut opts = self.optimize.clone();
+        if self.progress != ProgressMode::Quiet {
+            opts.observers.push(st.solver_observer(self.progress));
+        }
+        let optimized = problem.solve(&opts)?;
         prog.finish(
             st,
             &format!(
@@ -362,6 +543,19 @@ impl Planner {
             st,
             &format!("3 %/2 mm pass rate {:.2} %", gamma_result.pass_rate_percent),
         );
+        let figures = PlanFigures {
+            beam_mu: beams
+                .iter()
+                .zip(&sequenced.beams)
+                .map(|(b, s)| (format!("beam {} ({})", b.number, b.name), s.meterset_mu))
+                .collect(),
+            mu_scale,
+            gamma_pass_percent: gamma_result.pass_rate_percent,
+        };
+        let reasons = self.acceptance.check_plan(&self.machine, &figures);
+        if !reasons.is_empty() {
+            return Err(Error::Implausible { reasons });
+        }
 
         let st = prog.start("report");
         let goal_rows = problem.evaluate_goals(&deliverable_gy)?;
@@ -512,9 +706,16 @@ impl PlannedCase {
         }
         let quality: PlanQuality =
             report::plan_quality(&self.deliverable_gy, &target_doses, rx, voxel_cm3);
+        // Goals are evaluated in protocol order (structure by structure, goal by goal).
+        let metrics_of: Vec<String> = p
+            .structures
+            .iter()
+            .flat_map(|s| s.goals.iter().map(|g| g.kind.metric()))
+            .collect();
         let goal_rows: Vec<GoalRow> = goals
             .iter()
-            .map(|g| GoalRow {
+            .zip(metrics_of)
+            .map(|(g, metric)| GoalRow {
                 structure: g.structure.clone(),
                 goal: g.description.clone(),
                 kind: match g.role {
@@ -523,9 +724,11 @@ impl PlannedCase {
                     crate::optimize::GoalRole::Report => "report",
                 }
                 .to_string(),
+                metric,
                 achieved: g.achieved_gy,
                 unit: "Gy".into(),
-                met: g.met.unwrap_or(true),
+                objective_value: g.objective_value,
+                met: g.met,
             })
             .collect();
         let beams: Vec<BeamRow> = self
@@ -595,8 +798,11 @@ impl PlannedCase {
     /// Everything is first written into a temporary sibling folder which is then renamed into
     /// place ([`crate::atomic::write_dir`]), so a reader never sees a partial plan folder, and
     /// work folders left by a killed earlier export are removed.
-    pub fn write(&self, out_dir: &Path) -> Result<()> {
-        crate::atomic::write_dir(out_dir, |tmp| self.write_files(tmp))
+    ///
+    /// An existing `out_dir` is replaced only as `replace` allows ([`crate::outputs`]): never a
+    /// folder rtopt did not write, never a file.
+    pub fn write(&self, out_dir: &Path, replace: Replace) -> Result<()> {
+        crate::atomic::write_dir(out_dir, replace, |tmp| self.write_files(tmp))
     }
 
     fn write_files(&self, dir: &Path) -> Result<()> {
@@ -664,4 +870,68 @@ impl PlannedCase {
 
 fn truncate(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures(beam_mu: &[f64], mu_scale: f64, gamma: f64) -> PlanFigures {
+        PlanFigures {
+            beam_mu: beam_mu
+                .iter()
+                .enumerate()
+                .map(|(i, &m)| (format!("beam {}", i + 1), m))
+                .collect(),
+            mu_scale,
+            gamma_pass_percent: gamma,
+        }
+    }
+
+    #[test]
+    fn acceptance_names_each_implausible_figure() {
+        let m = MachineModel::default_6x();
+        let a = PlanAcceptance::default();
+        // The shipped TG119 plan: about 240 MU per beam, x1.04, 97.4 %.
+        assert!(a
+            .check_plan(&m, &figures(&[240.0; 9], 1.04, 97.4))
+            .is_empty());
+        let r = a.check_plan(&m, &figures(&[1e5, 10.0], 88.0, 0.0));
+        assert_eq!(r.len(), 4, "{r:?}");
+        assert!(
+            r[0].contains("beam 1") && r[0].contains("100000.0 MU"),
+            "{}",
+            r[0]
+        );
+        assert!(r[1].contains("100010.0 MU per fraction"), "{}", r[1]);
+        assert!(
+            r[2].contains("x88.0000") && r[2].contains("[0.9, 1.1]"),
+            "{}",
+            r[2]
+        );
+        assert!(
+            r[3].contains("0.0 %") && r[3].contains("90.0 %"),
+            "{}",
+            r[3]
+        );
+        // NaN is never plausible; overrides move the limits.
+        let r = a.check_plan(&m, &figures(&[f64::NAN], 1.0, f64::NAN));
+        assert_eq!(r.len(), 3, "{r:?}");
+        let loose = PlanAcceptance {
+            max_mu_per_beam: Some(2e5),
+            max_mu_per_fraction: Some(3e5),
+            normalization_band: [0.01, 100.0],
+            min_gamma_pass_percent: 0.0,
+            ..PlanAcceptance::default()
+        };
+        assert!(loose
+            .check_plan(&m, &figures(&[1e5, 10.0], 88.0, 0.0))
+            .is_empty());
+        assert!(PlanAcceptance {
+            normalization_band: [1.1, 0.9],
+            ..PlanAcceptance::default()
+        }
+        .validate()
+        .is_err());
+    }
 }

@@ -3,7 +3,10 @@
 //! Messages never contain patient names or IDs.
 
 use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::optimize::observer::{Control, SolverIteration, SolverObserver};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -56,8 +59,10 @@ impl Progress {
     pub fn start(&self, name: &str) -> Stage {
         let bar = (self.mode == ProgressMode::Bars).then(|| {
             let b = ProgressBar::new_spinner();
+            // `wide_msg` is cut to the terminal's width, so the live line never wraps (a
+            // wrapped spinner line garbles the lines above it).
             b.set_style(
-                ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}]")
+                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_msg}")
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
             b.set_message(name.to_string());
@@ -80,7 +85,12 @@ impl Progress {
             format!("{:<22} {:>7.2} s  {}", stage.name, secs, detail)
         };
         match (self.mode, stage.bar) {
-            (ProgressMode::Bars, Some(b)) => b.finish_with_message(line),
+            (ProgressMode::Bars, Some(b)) => {
+                // The finished line is printed as plain text after the spinner is cleared:
+                // it may be longer than the terminal and wraps cleanly then.
+                b.finish_and_clear();
+                eprintln!("{line}");
+            }
             (ProgressMode::Plain, _) => eprintln!("{line}"),
             _ => {}
         }
@@ -91,5 +101,54 @@ impl Progress {
     /// Recorded (stage, seconds) pairs.
     pub fn timings(&self) -> &[(String, f64)] {
         &self.timings
+    }
+}
+
+/// Interval between solver progress lines when stderr is not a terminal.
+pub const PLAIN_SOLVER_INTERVAL: Duration = Duration::from_secs(5);
+
+impl Stage {
+    /// An observer that shows solver iterations under this stage: on the live line of a
+    /// terminal, or as a plain line every [`PLAIN_SOLVER_INTERVAL`] otherwise (nothing when
+    /// quiet).
+    pub fn solver_observer(&self, mode: ProgressMode) -> Arc<dyn SolverObserver> {
+        Arc::new(SolverProgress {
+            stage: self.name.clone(),
+            bar: self.bar.clone(),
+            plain: mode == ProgressMode::Plain,
+            last: Mutex::new(Instant::now()),
+        })
+    }
+}
+
+struct SolverProgress {
+    stage: String,
+    bar: Option<ProgressBar>,
+    plain: bool,
+    last: Mutex<Instant>,
+}
+
+impl SolverProgress {
+    fn text(&self, it: &SolverIteration) -> String {
+        format!(
+            "{}: round {} iteration {:>3}  objective {:.6e}  primal residual {:.2e}  gap {:.2e}",
+            self.stage, it.round, it.iteration, it.objective, it.primal_residual, it.gap_rel
+        )
+    }
+}
+
+impl SolverObserver for SolverProgress {
+    fn iteration(&self, it: &SolverIteration) -> Control {
+        if let Some(b) = &self.bar {
+            b.set_message(self.text(it));
+        } else if self.plain {
+            if let Ok(mut last) = self.last.lock() {
+                if last.elapsed() >= PLAIN_SOLVER_INTERVAL {
+                    *last = Instant::now();
+                    eprintln!("  {}", self.text(it));
+                }
+            }
+        }
+        Control::Continue
     }
 }

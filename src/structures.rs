@@ -4,6 +4,11 @@
 //! lies inside the slice's closed planar contours under the even-odd rule, so holes and
 //! several islands per slice work. A contour is placed on the CT slice nearest to its z; if
 //! that slice is more than half a slice spacing away the contour is off the grid (error).
+//!
+//! Binding rules (project issue 14, `docs/import.md`): every ROI's own
+//! ReferencedFrameOfReferenceUID (3006,0024) must be the CT's ([`check_frame_of_reference`]);
+//! an ROI without contours stays a (empty) structure ([`rasterize_all`]); self-intersecting and
+//! zero-area contours are reported as warnings ([`contour_warnings`]), not refused.
 
 // Input module: data from files must never panic (project issue 9, docs/reliability.md).
 #![deny(
@@ -52,6 +57,22 @@ impl Roi {
             .iter()
             .any(|c| c.geometric_type == "CLOSED_PLANAR")
     }
+
+    /// True when the ROI has contours but none of them is closed planar (POINT markers,
+    /// OPEN_PLANAR lines): it is not a volume and is not rasterised.
+    pub fn is_non_volume(&self) -> bool {
+        !self.contours.is_empty() && !self.is_volume()
+    }
+
+    /// `ROI 3 'BODY' (EXTERNAL)`: how messages name an ROI.
+    pub fn describe(&self) -> String {
+        let t = if self.interpreted_type.is_empty() {
+            "no RTROIInterpretedType"
+        } else {
+            &self.interpreted_type
+        };
+        format!("ROI {} '{}' ({t})", self.number, self.name)
+    }
 }
 
 /// An imported RT Structure Set.
@@ -63,6 +84,9 @@ pub struct StructureSet {
     pub label: String,
     /// Frame of reference the contours are given in.
     pub frame_of_reference_uid: Option<String>,
+    /// Per-ROI ReferencedFrameOfReferenceUID (3006,0024) of the StructureSetROISequence,
+    /// by ROINumber; ROIs without the attribute are absent.
+    pub roi_frames: BTreeMap<i64, String>,
     pub rois: Vec<Roi>,
 }
 
@@ -110,12 +134,28 @@ pub fn read_rtstruct_bytes(path: &Path, bytes: &[u8]) -> Result<StructureSet> {
         .find_map(|it| dicom_io::opt_str(it, tags::FRAME_OF_REFERENCE_UID));
 
     let mut rois: BTreeMap<i64, Roi> = BTreeMap::new();
+    let mut roi_frames: BTreeMap<i64, String> = BTreeMap::new();
     for it in a.items(tags::STRUCTURE_SET_ROI_SEQUENCE) {
         let ia = Attr::new(path, it);
         let number = ia.int(tags::ROI_NUMBER, "ROINumber")?;
         let name = dicom_io::opt_str(it, tags::ROI_NAME).unwrap_or_else(|| format!("ROI {number}"));
+        if let Some(first) = rois.get(&number) {
+            // Two items with one number would make contours bind to the wrong ROI.
+            return Err(ia.invalid(
+                tags::ROI_NUMBER,
+                "ROINumber",
+                format!(
+                    "{number} is used by both '{}' and '{name}' in StructureSetROISequence (3006,0020)",
+                    first.name
+                ),
+            ));
+        }
+        let roi_frame = dicom_io::opt_str(it, tags::REFERENCED_FRAME_OF_REFERENCE_UID);
         if frame_of_reference_uid.is_none() {
-            frame_of_reference_uid = dicom_io::opt_str(it, tags::REFERENCED_FRAME_OF_REFERENCE_UID);
+            frame_of_reference_uid = roi_frame.clone();
+        }
+        if let Some(uid) = roi_frame {
+            roi_frames.insert(number, uid);
         }
         rois.insert(
             number,
@@ -202,20 +242,220 @@ pub fn read_rtstruct_bytes(path: &Path, bytes: &[u8]) -> Result<StructureSet> {
         sop_instance_uid: dicom_io::opt_str(&f.obj, tags::SOP_INSTANCE_UID).unwrap_or_default(),
         label: dicom_io::opt_str(&f.obj, tags::STRUCTURE_SET_LABEL).unwrap_or_default(),
         frame_of_reference_uid,
+        roi_frames,
         rois: rois.into_values().collect(),
     })
 }
 
-/// Check that a structure set lies in the CT's frame of reference.
+/// Check that a structure set lies in the CT's frame of reference: the set-level frame
+/// (ReferencedFrameOfReferenceSequence (3006,0010), else the first ROI's) and every ROI's own
+/// ReferencedFrameOfReferenceUID (3006,0024) in the StructureSetROISequence.
 pub fn check_frame_of_reference(ss: &StructureSet, ct_frame_uid: &str) -> Result<()> {
-    match &ss.frame_of_reference_uid {
-        Some(uid) if uid != ct_frame_uid => Err(Error::FrameOfReferenceMismatch {
-            path: ss.path.clone(),
-            rtstruct_uid: uid.clone(),
-            ct_uid: ct_frame_uid.to_string(),
-        }),
-        _ => Ok(()),
+    if let Some(uid) = &ss.frame_of_reference_uid {
+        if uid != ct_frame_uid {
+            return Err(Error::FrameOfReferenceMismatch {
+                path: ss.path.clone(),
+                rtstruct_uid: uid.clone(),
+                ct_uid: ct_frame_uid.to_string(),
+            });
+        }
     }
+    for (number, uid) in &ss.roi_frames {
+        if uid != ct_frame_uid {
+            let roi = ss
+                .rois
+                .iter()
+                .find(|r| r.number == *number)
+                .map(|r| r.name.clone())
+                .unwrap_or_default();
+            return Err(Error::RoiFrameOfReferenceMismatch {
+                path: ss.path.clone(),
+                number: *number,
+                roi,
+                roi_uid: uid.clone(),
+                ct_uid: ct_frame_uid.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Contours whose |shoelace area| is below this (mm^2) are zero-area (degenerate).
+pub const ZERO_AREA_MM2: f64 = 1e-6;
+
+/// A geometric defect of one closed planar contour (see [`contour_defect`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ContourDefect {
+    /// |area| below [`ZERO_AREA_MM2`]: the points coincide or are collinear.
+    ZeroArea { area_mm2: f64 },
+    /// Edges `first` and `second` (edge e joins point e and point e + 1, the last edge closes
+    /// the polygon; indices after dropping repeated consecutive points) touch or cross.
+    SelfIntersection { first: usize, second: usize },
+}
+
+/// Check one closed planar contour (x, y of `points_mm`; z is ignored) for a zero area or a
+/// self-intersection.
+///
+/// Consecutive repeated points (including a last point equal to the first, as some planning
+/// systems write) are dropped first. Zero area: fewer than 3 distinct points, or all points on
+/// one line (every point's cross product with the chord from the first point to the point
+/// farthest from it below 2 x [`ZERO_AREA_MM2`]), or a simple polygon whose |shoelace area| is
+/// below [`ZERO_AREA_MM2`]. Self-intersection: any two non-adjacent edges (the closing edge
+/// included; edges sharing a vertex are adjacent and skipped) that cross or touch, by exact
+/// orientation tests on the f64 coordinates. Edges are swept in order of their smallest x and
+/// only pairs whose x and y ranges overlap are tested, so a simple contour costs O(n log n)
+/// plus the overlapping pairs; the worst case is O(n^2) pair tests (about 2 M for 2000
+/// points, a few ms).
+pub fn contour_defect(points_mm: &[[f64; 3]]) -> Option<ContourDefect> {
+    let mut p: Vec<[f64; 2]> = Vec::with_capacity(points_mm.len());
+    for q in points_mm {
+        if p.last() != Some(&[q[0], q[1]]) {
+            p.push([q[0], q[1]]);
+        }
+    }
+    while p.len() > 1 && p.first() == p.last() {
+        p.pop();
+    }
+    let n = p.len();
+    let pt = |i: usize| p.get(i % n.max(1)).copied().unwrap_or([0.0, 0.0]);
+    let twice_area: f64 = (0..n)
+        .map(|i| {
+            let (a, b) = (pt(i), pt(i + 1));
+            a[0] * b[1] - b[0] * a[1]
+        })
+        .sum();
+    let area_mm2 = 0.5 * twice_area;
+    // Collinear or coincident points: no polygon at all.
+    let p0 = pt(0);
+    let far = p
+        .iter()
+        .copied()
+        .max_by(|a, b| dist2(p0, *a).total_cmp(&dist2(p0, *b)))
+        .unwrap_or(p0);
+    let spread = p
+        .iter()
+        .map(|&c| orient(p0, far, c).abs())
+        .fold(0.0, f64::max);
+    if n < 3 || spread.is_nan() || spread < 2.0 * ZERO_AREA_MM2 {
+        return Some(ContourDefect::ZeroArea { area_mm2 });
+    }
+    if n >= 4 {
+        if let Some((first, second)) = first_crossing(n, pt) {
+            return Some(ContourDefect::SelfIntersection { first, second });
+        }
+    }
+    if area_mm2.is_nan() || area_mm2.abs() < ZERO_AREA_MM2 {
+        return Some(ContourDefect::ZeroArea { area_mm2 });
+    }
+    None
+}
+
+fn dist2(a: [f64; 2], b: [f64; 2]) -> f64 {
+    (a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)
+}
+
+/// The lowest pair of non-adjacent edges of the closed polygon `pt(0..n)` that cross or touch
+/// (sweep over x, see [`contour_defect`]).
+fn first_crossing(n: usize, pt: impl Fn(usize) -> [f64; 2]) -> Option<(usize, usize)> {
+    let boxes: Vec<[f64; 4]> = (0..n)
+        .map(|e| {
+            let (a, b) = (pt(e), pt(e + 1));
+            [
+                a[0].min(b[0]),
+                a[0].max(b[0]),
+                a[1].min(b[1]),
+                a[1].max(b[1]),
+            ]
+        })
+        .collect();
+    let bx = |e: usize| boxes.get(e).copied().unwrap_or([0.0; 4]);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| bx(a)[0].total_cmp(&bx(b)[0]));
+    let mut active: Vec<usize> = Vec::new();
+    let mut found: Option<(usize, usize)> = None;
+    for &e in &order {
+        let be = bx(e);
+        active.retain(|&f| bx(f)[1] >= be[0]);
+        for &f in &active {
+            let bf = bx(f);
+            let adjacent = (e + 1) % n == f || (f + 1) % n == e;
+            if adjacent || bf[3] < be[2] || be[3] < bf[2] {
+                continue;
+            }
+            if segments_touch(pt(e), pt(e + 1), pt(f), pt(f + 1)) {
+                let pair = (e.min(f), e.max(f));
+                if found.is_none_or(|g| pair < g) {
+                    found = Some(pair);
+                }
+            }
+        }
+        active.push(e);
+    }
+    found
+}
+
+/// Orientation of c relative to the line a -> b: > 0 left, < 0 right, 0 collinear.
+fn orient(a: [f64; 2], b: [f64; 2], c: [f64; 2]) -> f64 {
+    (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
+}
+
+/// c lies within the bounding box of a, b (used when a, b, c are collinear).
+fn within(a: [f64; 2], b: [f64; 2], c: [f64; 2]) -> bool {
+    c[0] >= a[0].min(b[0])
+        && c[0] <= a[0].max(b[0])
+        && c[1] >= a[1].min(b[1])
+        && c[1] <= a[1].max(b[1])
+}
+
+/// Segments a-b and c-d cross or touch (closed segments).
+fn segments_touch(a: [f64; 2], b: [f64; 2], c: [f64; 2], d: [f64; 2]) -> bool {
+    let (o1, o2) = (orient(a, b, c), orient(a, b, d));
+    let (o3, o4) = (orient(c, d, a), orient(c, d, b));
+    if ((o1 > 0.0 && o2 < 0.0) || (o1 < 0.0 && o2 > 0.0))
+        && ((o3 > 0.0 && o4 < 0.0) || (o3 < 0.0 && o4 > 0.0))
+    {
+        return true;
+    }
+    (o1 == 0.0 && within(a, b, c))
+        || (o2 == 0.0 && within(a, b, d))
+        || (o3 == 0.0 && within(c, d, a))
+        || (o4 == 0.0 && within(c, d, b))
+}
+
+/// Warnings for the closed planar contours of every ROI that are zero-area or
+/// self-intersecting ([`contour_defect`]). Each names the ROI, the contour's index among the
+/// ROI's contours (0-based, file order) and its z in mm. Such contours are still rasterised
+/// under the even-odd rule: a zero-area contour adds no voxel, a self-intersecting one may
+/// leave a lobe out.
+pub fn contour_warnings(ss: &StructureSet) -> Vec<String> {
+    let mut out = Vec::new();
+    for roi in &ss.rois {
+        for (ci, c) in roi.contours.iter().enumerate() {
+            if c.geometric_type != "CLOSED_PLANAR" {
+                continue;
+            }
+            let z = c.points_mm.first().map_or(f64::NAN, |p| p[2]);
+            let what = match contour_defect(&c.points_mm) {
+                None => continue,
+                Some(ContourDefect::ZeroArea { area_mm2 }) => format!(
+                    "has zero area ({:.3e} mm^2: its {} points coincide or are collinear); it covers no voxel",
+                    area_mm2.abs(),
+                    c.points_mm.len()
+                ),
+                Some(ContourDefect::SelfIntersection { first, second }) => format!(
+                    "is self-intersecting (edges {first} and {second} of {} cross or touch); \
+                     rasterised under the even-odd rule, so a crossed lobe may count as outside",
+                    c.points_mm.len()
+                ),
+            };
+            out.push(format!(
+                "{}: {}: contour {ci} at z = {z:.2} mm {what}",
+                ss.path.display(),
+                roi.describe()
+            ));
+        }
+    }
+    out
 }
 
 /// Rasterise one ROI's closed planar contours onto `grid` (even-odd rule, voxel centres).
@@ -346,11 +586,13 @@ pub struct Structure {
     pub mask: Mask,
 }
 
-/// Rasterise every volumetric ROI of `ss` onto `grid`.
+/// Rasterise every ROI of `ss` onto `grid`, except those that have contours but no closed
+/// planar one (POINT markers, OPEN_PLANAR lines: [`Roi::is_non_volume`]). An ROI without any
+/// contour stays, as an empty structure, so that a goal on it can say it is empty.
 pub fn rasterize_all(ss: &StructureSet, grid: &Grid3) -> Result<Vec<Structure>> {
     ss.rois
         .iter()
-        .filter(|r| r.is_volume())
+        .filter(|r| !r.is_non_volume())
         .map(|r| {
             Ok(Structure {
                 roi: r.clone(),

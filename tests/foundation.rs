@@ -212,6 +212,7 @@ fn bad_two_series_mixed_and_series_choice() {
         &rtopt::ct::CtImportOptions {
             series_uid: Some(other.into()),
             memory_budget_bytes: None,
+            ..Default::default()
         },
     )
     .expect("chosen series loads");

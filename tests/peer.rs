@@ -100,6 +100,7 @@ fn cvxpy_peer_agrees_with_rtopt_on_the_exported_problem() {
     let dir = t.path().join("export");
     write_problem(
         &dir,
+        rtopt::outputs::Replace::Never,
         "c-shape",
         &problem,
         &case.structures,
@@ -113,7 +114,15 @@ fn cvxpy_peer_agrees_with_rtopt_on_the_exported_problem() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["influence.npz", "problem.json", "problem.npz"]);
+    assert_eq!(
+        names,
+        [
+            "influence.npz",
+            "problem.json",
+            "problem.npz",
+            rtopt::outputs::MANIFEST_NAME
+        ]
+    );
     let meta: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("problem.json")).unwrap()).unwrap();
     assert_eq!(meta["n_beamlets"], case.matrix.n_cols());

@@ -188,12 +188,16 @@ fn plan_folder_writer_child() {
     };
     for n in 0u64.. {
         let bytes = payload(n);
-        rtopt::atomic::write_dir(Path::new(&dest), |dir| {
-            for f in PLAN_FILES {
-                rtopt::atomic::write_file(&dir.join(f), &bytes)?;
-            }
-            Ok(())
-        })
+        rtopt::atomic::write_dir(
+            Path::new(&dest),
+            rtopt::outputs::Replace::PreviousOutput,
+            |dir| {
+                for f in PLAN_FILES {
+                    rtopt::atomic::write_file(&dir.join(f), &bytes)?;
+                }
+                Ok(())
+            },
+        )
         .expect("write plan folder");
     }
 }
@@ -266,7 +270,7 @@ fn kill_during_export_leaves_no_partial_plan_folder() {
     }
     assert!(seen_complete > 0, "no round got past the first export");
     // One more export, in this process, cleans up what the last killed child left.
-    rtopt::atomic::write_dir(&dest, |dir| {
+    rtopt::atomic::write_dir(&dest, rtopt::outputs::Replace::PreviousOutput, |dir| {
         rtopt::atomic::write_file(&dir.join("report.json"), b"{}")
     })
     .expect("final export");

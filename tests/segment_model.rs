@@ -246,13 +246,16 @@ fn segment_with_model_never_changes_the_input_structure_set() {
     let dir = common::copy_tg119();
     let rs = dir.path().join("RS.TG119.dcm");
     let before = Sha256::digest(std::fs::read(&rs).expect("rtstruct"));
-    let out = dir.path().join("out").join("auto.dcm");
-    std::fs::create_dir_all(out.parent().expect("parent")).expect("mkdir");
+    // Outputs go outside the case folder (rtopt refuses an output inside an input).
+    let outdir = tempfile::tempdir().expect("tmp");
+    let out = outdir.path().join("auto.dcm");
     let done = cli::segment(&cli::SegmentArgs {
         folder: dir.path().to_path_buf(),
         out: Some(out.clone()),
         rtstruct: None,
         model: Some(models().join("rtopt_abdomen_oar_2d.json")),
+        series: None,
+        force: false,
     })
     .expect("segment with model");
     eprintln!("{}", done.report.join("\n"));
@@ -263,12 +266,14 @@ fn segment_with_model_never_changes_the_input_structure_set() {
     );
     common::assert_dciodvfy_clean(&out);
     // Deterministic: a second run gives the same bytes.
-    let again = dir.path().join("out").join("again.dcm");
+    let again = outdir.path().join("again.dcm");
     cli::segment(&cli::SegmentArgs {
         folder: dir.path().to_path_buf(),
         out: Some(again.clone()),
         rtstruct: None,
         model: Some(shipped()),
+        series: None,
+        force: false,
     })
     .expect("second run");
     assert!(

@@ -97,10 +97,12 @@ min_dose d>=D, mean_max mean(d)<=D, mean_min mean(d)>=D, dvh_max CVaR upper \
 min_t t + 1/(pN) sum max(d-t,0) <= D with p = volume_pct/100, dvh_min CVaR lower \
 max_t t - 1/(pN) sum max(t-d,0) >= D with p = 1 - volume_pct/100; x <= max_beamlet_mu when set.";
 
-/// Write the problem (and, when given, rtopt's solution of it) into the folder `out_dir`.
+/// Write the problem (and, when given, rtopt's solution of it) into the folder `out_dir`
+/// (an existing folder only as `replace` allows, see [`crate::outputs`]).
 /// `structures` are `(name, RTROIInterpretedType, rows)` as given to [`PlanningProblem::new`].
 pub fn write_problem(
     out_dir: &Path,
+    replace: crate::outputs::Replace,
     case: &str,
     problem: &PlanningProblem,
     structures: &[(String, String, Vec<u32>)],
@@ -228,7 +230,7 @@ pub fn write_problem(
     };
     let text = serde_json::to_string_pretty(&json)
         .map_err(|e| Error::Invalid(format!("problem.json: {e}")))?;
-    crate::atomic::write_dir(out_dir, |dir| {
+    crate::atomic::write_dir(out_dir, replace, |dir| {
         write_npz(&dir.join("influence.npz"), &influence)?;
         write_npz(&dir.join("problem.npz"), &arrays)?;
         crate::atomic::write_file(&dir.join("problem.json"), text.as_bytes())

@@ -20,6 +20,7 @@
 pub mod export;
 pub mod hessian;
 pub mod ipm;
+pub mod observer;
 pub mod protocol;
 pub mod synthetic;
 
@@ -93,6 +94,8 @@ pub struct OptimizeOptions {
     pub verbose: bool,
     /// Clarabel's `direct_solve_method` (`"faer"`, measured fastest here; `"qdldl"`).
     pub linear_solver: String,
+    /// Told of every iteration; any of them can stop the solve ([`observer`]).
+    pub observers: observer::Observers,
 }
 
 impl Default for OptimizeOptions {
@@ -109,6 +112,7 @@ impl Default for OptimizeOptions {
             max_rounds: 8,
             verbose: false,
             linear_solver: "faer".to_string(),
+            observers: observer::Observers::default(),
         }
     }
 }
@@ -989,10 +993,31 @@ impl<'a> PlanningProblem<'a> {
             let mut solver =
                 DefaultSolver::new(&form.p, &form.q, &form.a, &form.b, &form.cones, settings)
                     .map_err(|e| Error::Solver(format!("setup: {e}")))?;
+            if !opts.observers.is_empty() {
+                let observers = opts.observers.clone();
+                let round = rounds;
+                solver.set_termination_callback(
+                    move |info: &clarabel::solver::DefaultInfo<f64>| {
+                        let it = observer::SolverIteration {
+                            round,
+                            iteration: info.iterations,
+                            objective: info.cost_primal,
+                            primal_residual: info.res_primal,
+                            gap_rel: info.gap_rel,
+                        };
+                        observers.notify(&it) == observer::Control::Stop
+                    },
+                );
+            }
             solver.solve();
             let sol = &solver.solution;
             iterations += sol.iterations;
             match sol.status {
+                SolverStatus::CallbackTerminated => {
+                    return Err(Error::Cancelled {
+                        stage: "optimisation".into(),
+                    })
+                }
                 SolverStatus::Solved | SolverStatus::AlmostSolved => {}
                 SolverStatus::PrimalInfeasible | SolverStatus::AlmostPrimalInfeasible => {
                     return Err(Error::Infeasible {

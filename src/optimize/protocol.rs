@@ -135,6 +135,25 @@ pub enum GoalKind {
 }
 
 impl GoalKind {
+    /// Name of the dose statistic a goal is judged and reported on (the
+    /// `GoalResult::achieved_gy` of the goal): `max`, `min`, `mean`, `gEUD` or `D<volume>`.
+    pub fn metric(&self) -> String {
+        match self {
+            GoalKind::Overdose { .. } | GoalKind::MaxPenalty { .. } | GoalKind::MaxDose { .. } => {
+                "max".into()
+            }
+            GoalKind::Underdose { .. } | GoalKind::MinDose { .. } => "min".into(),
+            GoalKind::Deviation { .. }
+            | GoalKind::MeanDose { .. }
+            | GoalKind::MeanMax { .. }
+            | GoalKind::MeanMin { .. } => "mean".into(),
+            GoalKind::Eud { .. } => "gEUD".into(),
+            GoalKind::DvhMax { volume_pct, .. } | GoalKind::DvhMin { volume_pct, .. } => {
+                format!("D{volume_pct}")
+            }
+        }
+    }
+
     /// True for objectives (weighted terms), false for constraints.
     pub fn is_objective(&self) -> bool {
         matches!(
@@ -360,6 +379,31 @@ impl Protocol {
             if !(m.is_finite() && m > 0.0) {
                 return Err(bad("fluence.max_beamlet_mu".into(), "must be > 0"));
             }
+        }
+        if let Some(b) = &self.beams {
+            crate::beams::check_angles(&b.gantry_deg, b.couch_deg, b.collimator_deg)
+                .map_err(|reason| bad("beams".into(), &reason))?;
+        }
+        // A plan must be steered by something on its target: an objective with a positive
+        // weight or a hard constraint. Report-mode goals and zero weights steer nothing.
+        let effective = |g: &Goal| {
+            if g.kind.is_objective() {
+                g.kind.weight().is_some_and(|w| w > 0.0)
+            } else {
+                g.kind.mode() == Mode::Hard
+            }
+        };
+        let on_target = self
+            .structures
+            .iter()
+            .filter(|s| s.name == rx.target)
+            .flat_map(|s| s.goals.iter())
+            .any(effective);
+        if !on_target {
+            return Err(bad(
+                format!("structure '{}' (the prescription target)", rx.target),
+                "has no effective goal: give it an objective with a weight > 0 or a hard constraint (report-mode goals and zero weights do not steer the optimiser)",
+            ));
         }
         for s in &self.structures {
             for (i, g) in s.goals.iter().enumerate() {

@@ -125,13 +125,18 @@ pub fn compare_text(vs: &[Variant]) -> String {
         }
         s.push('\n');
     }
-    s.push_str("\ngoals met:\n");
+    s.push_str("\nconstraints met:\n");
     for v in vs {
-        let met = v.report.goals.iter().filter(|g| g.met).count();
+        let judged = v.report.goals.iter().filter(|g| g.met.is_some()).count();
+        let met = v
+            .report
+            .goals
+            .iter()
+            .filter(|g| g.met == Some(true))
+            .count();
         s.push_str(&format!(
-            "  {:<20} {met}/{} goals met\n",
-            v.label,
-            v.report.goals.len()
+            "  {:<20} {met}/{judged} constraints met\n",
+            v.label
         ));
     }
     s.push_str(&verdict(vs));

@@ -242,17 +242,23 @@ tr.met td.s{background:#c8f0c8}tr.notmet td.s{background:#f6c0c0}.wash{display:f
         esc(&r.target),
         esc(&r.rtopt_version)
     ));
-    h.push_str("<h2>Goals</h2><table id=\"goal-table\"><tr><th class=\"l\">Structure</th><th class=\"l\">Goal</th><th class=\"l\">Kind</th><th>Achieved</th><th>Status</th></tr>\n");
+    h.push_str("<h2>Goals</h2><table id=\"goal-table\"><tr><th class=\"l\">Structure</th><th class=\"l\">Goal</th><th class=\"l\">Kind</th><th class=\"l\">Metric</th><th>Achieved</th><th>Status / objective term</th></tr>\n");
     for g in &r.goals {
+        let (class, status) = match (g.met, g.objective_value) {
+            (Some(true), _) => ("met", "met".to_string()),
+            (Some(false), _) => ("notmet", "not met".to_string()),
+            (None, Some(v)) => ("objective", format!("{v:.4}")),
+            (None, None) => ("objective", "-".to_string()),
+        };
         h.push_str(&format!(
-            "<tr class=\"{}\"><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{:.2} {}</td><td class=\"s\">{}</td></tr>\n",
-            if g.met { "met" } else { "notmet" },
+            "<tr class=\"{class}\"><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{:.2} {}</td><td class=\"s\">{}</td></tr>\n",
             esc(&g.structure),
             esc(&g.goal),
             esc(&g.kind),
+            esc(&g.metric),
             g.achieved,
             esc(&g.unit),
-            if g.met { "met" } else { "not met" }
+            esc(&status)
         ));
     }
     h.push_str("</table>\n");

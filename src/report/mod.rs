@@ -50,10 +50,19 @@ pub struct GoalRow {
     pub goal: String,
     /// `constraint` (hard) or `objective` (soft) or `report` (evaluation only).
     pub kind: String,
-    /// Achieved value in the goal's unit (Gy or %).
+    /// The dose statistic the goal is judged on: `max`, `min`, `mean`, `gEUD` or `D<v>`.
+    #[serde(default)]
+    pub metric: String,
+    /// Value of `metric` on the final dose, in `unit`.
     pub achieved: f64,
     pub unit: String,
-    pub met: bool,
+    /// Objectives: the weighted term's value on the final dose (an objective is minimised,
+    /// never "met").
+    #[serde(default)]
+    pub objective_value: Option<f64>,
+    /// Constraints and report goals: whether the limit holds (within 0.5 %). Objectives: none.
+    #[serde(default)]
+    pub met: Option<bool>,
 }
 
 /// One treatment beam.
@@ -118,30 +127,71 @@ impl Report {
         self.goals
             .iter()
             .filter(|g| g.kind == "constraint")
-            .all(|g| g.met)
+            .all(|g| g.met != Some(false))
     }
 
-    /// True when every goal (hard and soft) is met.
+    /// True when every constraint, hard or report-only, is met (objectives have no "met").
     pub fn all_goals_met(&self) -> bool {
-        self.goals.iter().all(|g| g.met)
+        self.goals.iter().all(|g| g.met != Some(false))
     }
 
-    /// The goal table as aligned text.
+    /// The goal table as aligned text: objectives with the metric and the weighted term's
+    /// value, constraints and report goals with met / NOT MET. Columns are as wide as their
+    /// longest entry, so no line depends on the terminal width.
     pub fn goal_table(&self) -> String {
-        let mut s = format!(
-            "{:<16} {:<28} {:<11} {:>10}  {}\n",
-            "structure", "goal", "kind", "achieved", "status"
-        );
-        for g in &self.goals {
-            s.push_str(&format!(
-                "{:<16} {:<28} {:<11} {:>7.2} {:<3} {}\n",
-                g.structure,
-                g.goal,
-                g.kind,
-                g.achieved,
-                g.unit,
-                if g.met { "met" } else { "NOT MET" }
-            ));
+        let rows: Vec<[String; 6]> = self
+            .goals
+            .iter()
+            .map(|g| {
+                let status = match (g.met, g.objective_value) {
+                    (Some(true), _) => "met".to_string(),
+                    (Some(false), _) => "NOT MET".to_string(),
+                    (None, Some(v)) => format!("term {v:.4}"),
+                    (None, None) => "-".to_string(),
+                };
+                [
+                    g.structure.clone(),
+                    g.goal.clone(),
+                    g.kind.clone(),
+                    g.metric.clone(),
+                    format!("{:.2} {}", g.achieved, g.unit),
+                    status,
+                ]
+            })
+            .collect();
+        let head = [
+            "structure",
+            "goal",
+            "kind",
+            "metric",
+            "achieved",
+            "status / objective",
+        ];
+        let mut w = head.map(|h| h.chars().count());
+        for r in &rows {
+            for (k, c) in r.iter().enumerate() {
+                w[k] = w[k].max(c.chars().count());
+            }
+        }
+        let line = |cells: [&str; 6]| {
+            format!(
+                "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {:>w4$}  {}\n",
+                cells[0],
+                cells[1],
+                cells[2],
+                cells[3],
+                cells[4],
+                cells[5],
+                w0 = w[0],
+                w1 = w[1],
+                w2 = w[2],
+                w3 = w[3],
+                w4 = w[4]
+            )
+        };
+        let mut s = line(head);
+        for r in &rows {
+            s.push_str(&line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]));
         }
         s
     }

@@ -33,6 +33,12 @@ pub struct SegmentArgs {
     /// docs/segmentation.md), run after the classical body and lungs.
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// SeriesInstanceUID when the folder holds several CT series.
+    #[arg(long)]
+    pub series: Option<String>,
+    /// Replace an existing output file (never an input).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// What `rtopt segment` did.
@@ -48,38 +54,30 @@ pub struct SegmentOutcome {
     pub report: Vec<String>,
 }
 
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => false,
-    }
-}
-
 /// `rtopt segment`: classical structures merged with the imported set into a new RTSTRUCT.
-/// The input RT Structure Set is never written to (an `--out` naming it is refused).
+/// The output is checked before anything runs ([`crate::outputs::check_output_file`]): never
+/// an input, never inside the CT folder, and an existing file only with `--force`.
 pub fn segment(a: &SegmentArgs) -> Result<SegmentOutcome> {
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_OUT));
+    let mut inputs = vec![a.folder.clone()];
+    inputs.extend(a.rtstruct.iter().cloned());
+    if let Some(m) = &a.model {
+        inputs.push(m.clone());
+        inputs.push(m.with_extension("json"));
+        inputs.push(m.with_extension("onnx"));
+    }
+    crate::outputs::check_output_file(&out, &inputs, crate::outputs::Replace::from_force(a.force))?;
     let mut model = load_model(a.model.as_deref())?;
     let case = Case::load(
         &a.folder,
         &LoadOptions {
             rtstruct: a.rtstruct.clone(),
-            ..Default::default()
+            ct: crate::ct::CtImportOptions {
+                series_uid: a.series.clone(),
+                ..Default::default()
+            },
         },
     )?;
-    let out = a.out.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_OUT));
-    let inputs = case
-        .structure_set
-        .iter()
-        .map(|ss| ss.path.clone())
-        .chain(case.ct.meta.files.iter().cloned());
-    for p in inputs {
-        if same_file(&p, &out) {
-            return Err(Error::Invalid(format!(
-                "{}: --out names an input file; rtopt never overwrites its inputs, choose another path",
-                out.display()
-            )));
-        }
-    }
     let res = run_segmentation(&case.ct, model.as_mut())?;
     let (rois, renames) = super::merge_for_export(case.structure_set.as_ref(), &res);
     let uid = rtstruct::write_rtstruct(&out, &case.ct, &rois, LABEL)?;

@@ -25,6 +25,8 @@ pub struct Settings {
     pub max_iter: u32,
     pub threads: u32,
     pub verbose: bool,
+    /// Told of every iteration; any of them can stop the solve.
+    pub observers: crate::optimize::observer::Observers,
 }
 
 /// Why the iteration stopped.
@@ -36,6 +38,8 @@ pub enum Outcome {
     MaxIter,
     /// The relative gap fell below [`CHECK_GAP`]: time to check the candidate voxels.
     Checkpoint,
+    /// An observer asked to stop.
+    Cancelled,
 }
 
 /// Relative gap (and primal residual, Gy) below which beamlets clearly at zero are fixed.
@@ -108,6 +112,8 @@ pub struct Ipm<'a> {
     buf: Vec<f64>,
     /// Reference scales.
     pub mu0: f64,
+    /// Candidate round (1-based), for observers.
+    pub round: usize,
     /// Seconds spent in: residuals, scalings + Schur assembly + Cholesky, directions.
     pub seconds: [f64; 3],
 }
@@ -159,6 +165,7 @@ impl<'a> Ipm<'a> {
             buf: Vec::new(),
             mu0: 1.0,
             seconds: [0.0; 3],
+            round: 1,
         };
         ipm.restrict();
         ipm.rebuild_compact();
@@ -1077,6 +1084,18 @@ impl<'a> Ipm<'a> {
                     self.mu(),
                     self.free.len()
                 );
+            }
+            if !self.settings.observers.is_empty() {
+                let it = crate::optimize::observer::SolverIteration {
+                    round: self.round,
+                    iteration: self.iterations,
+                    objective: self.objective(),
+                    primal_residual: rp,
+                    gap_rel: gap,
+                };
+                if self.settings.observers.notify(&it) == crate::optimize::observer::Control::Stop {
+                    return Ok(Outcome::Cancelled);
+                }
             }
             last_gap = gap;
             last_rp = rp;

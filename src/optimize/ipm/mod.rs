@@ -67,6 +67,11 @@ pub(super) fn solve(p: &PlanningProblem<'_>, opts: &OptimizeOptions) -> Result<O
     // Fixing is off with relax: on the synthetic relax case the dual residual then stalled
     // near 1e-2 (heavy elastic weights); to be revisited.
     let (mut ipm, outcome, rounds) = run_model(p, model, opts, !opts.relax)?;
+    if outcome == Outcome::Cancelled {
+        return Err(Error::Cancelled {
+            stage: "optimisation".into(),
+        });
+    }
     if outcome != Outcome::Converged {
         let has_hard = ipm
             .model
@@ -143,6 +148,7 @@ fn settings(opts: &OptimizeOptions) -> Settings {
         max_iter: opts.max_iter,
         threads: opts.threads,
         verbose: opts.verbose,
+        observers: opts.observers.clone(),
     }
 }
 
@@ -160,6 +166,7 @@ fn run_model<'a>(
     let mut checkpoint = partial;
     let mut fixing = allow_fixing;
     loop {
+        ipm.round = rounds;
         let mut outcome = ipm.run(checkpoint, fixing).map_err(Error::Solver)?;
         if outcome == Outcome::Converged && ipm.free.len() < ipm.model.n {
             // Fixing certificate: every fixed beamlet needs a non-negative reduced gradient.
@@ -349,6 +356,11 @@ fn phase1(
     .map_err(Error::Solver)?;
     // No fixing in phase 1: its duals name the constraints, fixed beamlets would bias them.
     let (ipm, outcome, _) = run_model(p, model, opts, false)?;
+    if outcome == Outcome::Cancelled {
+        return Ok(Error::Cancelled {
+            stage: "optimisation".into(),
+        });
+    }
     if outcome != Outcome::Converged {
         return Ok(Error::Solver(format!(
             "interior point stopped ({first:?}); phase 1 stopped too ({outcome:?})"

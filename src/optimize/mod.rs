@@ -1,5 +1,6 @@
-//! Constrained convex fluence-map optimisation (matRad's `fluenceOptimization` step) with the
-//! Clarabel interior-point solver.
+//! Constrained convex fluence-map optimisation (matRad's `fluenceOptimization` step) with two
+//! backends: the beamlet-space Mehrotra interior-point method of [`ipm`] (default) and the
+//! Clarabel conic solver (reference).
 //!
 //! Units: the influence matrix `A` is Gy per MU for **one fraction**; beamlet weights `x` are
 //! **MU per fraction**; every dose in a protocol, a goal result or `dose_gy` is the **total**
@@ -18,6 +19,7 @@
 
 pub mod export;
 pub mod hessian;
+pub mod ipm;
 pub mod observer;
 pub mod protocol;
 pub mod synthetic;
@@ -52,9 +54,23 @@ pub struct Normalization {
     pub dose_gy: f64,
 }
 
+/// Which solver runs the optimisation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// Beamlet-space Mehrotra interior point ([`ipm`]); goals it does not cover go to
+    /// Clarabel with the reason in the status.
+    #[default]
+    Ipm,
+    /// Clarabel on the conic formulation with constraint generation (reference).
+    Clarabel,
+}
+
 /// Solver options.
 #[derive(Debug, Clone)]
 pub struct OptimizeOptions {
+    /// Solver backend.
+    pub backend: Backend,
     /// Turn hard constraints into penalties `relax_weight * violation_gy` (one slack per
     /// constraint, in Gy) and report the violations instead of failing as infeasible.
     pub relax: bool,
@@ -85,6 +101,7 @@ pub struct OptimizeOptions {
 impl Default for OptimizeOptions {
     fn default() -> Self {
         OptimizeOptions {
+            backend: Backend::default(),
             relax: false,
             relax_weight: 1.0e4,
             normalize: None,
@@ -919,31 +936,44 @@ impl<'a> PlanningProblem<'a> {
         }
     }
 
-    /// Solve the problem (see [`OptimizeOptions`]). Errors: [`Error::Infeasible`] naming the
-    /// conflicting hard constraints, [`Error::Solver`] when Clarabel stops without a solution.
+    /// Solve the problem (see [`OptimizeOptions`]) with the chosen backend. Errors:
+    /// [`Error::Infeasible`] naming the conflicting hard constraints, [`Error::Solver`] when
+    /// the solver stops without a solution.
     pub fn solve(&self, opts: &OptimizeOptions) -> Result<OptimizationResult> {
+        match opts.backend {
+            Backend::Ipm => ipm::solve(self, opts),
+            Backend::Clarabel => self.solve_clarabel(opts),
+        }
+    }
+
+    /// Starting candidate rows per goal: `None` for all rows (small structures, goals without
+    /// per-voxel rows), else the rows of a previous solve or of the reference plan.
+    fn starting_candidates(&self, opts: &OptimizeOptions) -> Vec<Option<Vec<u32>>> {
+        let prev = self
+            .candidates
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default();
+        (0..self.goals.len())
+            .map(|gi| {
+                let g = &self.goals[gi];
+                Self::hinge_sign(&g.kind)?;
+                if g.rows.len() <= opts.full_rows_limit {
+                    return None; // all rows
+                }
+                Some(match prev.get(gi).cloned().flatten() {
+                    Some(c) => c,
+                    None => self.initial_candidates(gi, opts),
+                })
+            })
+            .collect()
+    }
+
+    /// Solve with Clarabel (conic formulation, constraint generation in cold rounds).
+    fn solve_clarabel(&self, opts: &OptimizeOptions) -> Result<OptimizationResult> {
         let t0 = Instant::now();
         let n = self.a.n_cols();
-        let mut cand: Vec<Option<Vec<u32>>> = {
-            let prev = self
-                .candidates
-                .lock()
-                .map(|c| c.clone())
-                .unwrap_or_default();
-            (0..self.goals.len())
-                .map(|gi| {
-                    let g = &self.goals[gi];
-                    Self::hinge_sign(&g.kind)?;
-                    if g.rows.len() <= opts.full_rows_limit {
-                        return None; // all rows
-                    }
-                    Some(match prev.get(gi).cloned().flatten() {
-                        Some(c) => c,
-                        None => self.initial_candidates(gi, opts),
-                    })
-                })
-                .collect()
-        };
+        let mut cand = self.starting_candidates(opts);
         let mut iterations = 0u32;
         let mut rounds = 0usize;
         let rx = self.rx_gy;

@@ -76,11 +76,7 @@ fn plan_tg119_end_to_end() {
     let case = common::copy_tg119_with_identity();
     let protocol = common::repo().join("data/protocols/tg119.toml");
     let work = tempfile::tempdir().expect("tmp");
-    let (a, b, c) = (
-        work.path().join("A"),
-        work.path().join("B"),
-        work.path().join("C"),
-    );
+    let (a, c) = (work.path().join("A"), work.path().join("C"));
 
     // ---- A ----
     let out = plan(case.path(), &protocol, &a);
@@ -163,12 +159,38 @@ fn plan_tg119_end_to_end() {
         }
     }
 
-    // ---- B: same inputs, same bytes ----
-    plan(case.path(), &protocol, &b);
-    for name in ["RTPLAN.dcm", "RTDOSE.dcm"] {
-        let x = std::fs::read(a.join(name)).expect("a");
-        let y = std::fs::read(b.join(name)).expect("b");
-        assert!(x == y, "{name} differs between two identical runs");
+    // ---- B: same inputs, same bytes; a previous plan is replaced only with --force ----
+    let first: Vec<Vec<u8>> = ["RTPLAN.dcm", "RTDOSE.dcm"]
+        .iter()
+        .map(|n| std::fs::read(a.join(n)).expect("a"))
+        .collect();
+    let again = rtopt(&[
+        "plan".as_ref(),
+        case.path().as_os_str(),
+        "--protocol".as_ref(),
+        protocol.as_os_str(),
+        "--out".as_ref(),
+        a.as_os_str(),
+    ]);
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "a previous plan needs --force"
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    let o = rtopt(&[
+        "plan".as_ref(),
+        case.path().as_os_str(),
+        "--protocol".as_ref(),
+        protocol.as_os_str(),
+        "--out".as_ref(),
+        a.as_os_str(),
+        "--force".as_ref(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for (name, x) in ["RTPLAN.dcm", "RTDOSE.dcm"].iter().zip(&first) {
+        let y = std::fs::read(a.join(name)).expect("replaced A");
+        assert!(*x == y, "{name} differs between two identical runs");
     }
 
     // ---- C: Core weight x4, then compare ----

@@ -159,7 +159,7 @@ impl PlanAcceptance {
             ));
         }
         let g = plan.gamma_pass_percent;
-        if !(g >= self.min_gamma_pass_percent) {
+        if g.is_nan() || g < self.min_gamma_pass_percent {
             reasons.push(format!(
                 "the deliverable dose agrees with the optimised dose at a 3 %/2 mm gamma pass rate of {g:.1} %, below {:.1} % (--min-gamma-pass)",
                 self.min_gamma_pass_percent

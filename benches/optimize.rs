@@ -1,7 +1,8 @@
 //! Fluence-optimisation benchmarks (figures in docs/benchmarks.md, section "Optimisation").
 //!
 //! - `optimize/synthetic/<voxels>x<beamlets>`: full solve (Hessian blocks, formulation,
-//!   Clarabel) of the synthetic C-shape with hard CVaR constraints, cold problem each time.
+//!   interior point) of the synthetic C-shape with hard CVaR constraints, cold problem each
+//!   time; `optimize/clarabel/...` the same with the Clarabel reference backend.
 //! - `optimize/variant/...`: re-solve after a weight change on a warm problem (cached
 //!   Hessian blocks and constraint-generation rows).
 //! - `optimize/tg119`: TG-119 C-shape with the project's dose engine; only when
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use rtopt::optimize::synthetic::c_shape;
-use rtopt::optimize::{OptimizeOptions, PlanningProblem, Protocol};
+use rtopt::optimize::{Backend, OptimizeOptions, PlanningProblem, Protocol};
 
 const PROTOCOL: &str = r#"
 [prescription]
@@ -86,6 +87,24 @@ fn synthetic(c: &mut Criterion) {
             );
         };
         let mut probed = false;
+        let clarabel = OptimizeOptions {
+            backend: Backend::Clarabel,
+            ..OptimizeOptions::default()
+        };
+        g.bench_function(format!("clarabel/synthetic/{label}"), |b| {
+            b.iter(|| {
+                PlanningProblem::new(
+                    &case.matrix,
+                    &case.dose_grid,
+                    &case.beams,
+                    &case.structures,
+                    &p,
+                )
+                .unwrap()
+                .solve(&clarabel)
+                .unwrap()
+            })
+        });
         g.bench_function(format!("synthetic/{label}"), |b| {
             if !probed {
                 probe();
@@ -161,6 +180,19 @@ fn tg119(c: &mut Criterion) {
     let opts = OptimizeOptions::default();
     let mut g = c.benchmark_group("optimize");
     g.sample_size(10).measurement_time(Duration::from_secs(60));
+    let r = PlanningProblem::new(&calc.matrix, &calc.dose_grid, &beams, &structures, &p)
+        .unwrap()
+        .solve(&opts)
+        .unwrap();
+    eprintln!(
+        "tg119: {} iterations, {} rounds, {}, solve {:.2} s, objective {:.6}, peak RSS {:.0} MiB",
+        r.iterations,
+        r.rounds,
+        r.status,
+        r.solve_seconds,
+        r.objective,
+        peak_rss_mib()
+    );
     g.bench_function("tg119", |b| {
         b.iter(|| {
             PlanningProblem::new(&calc.matrix, &calc.dose_grid, &beams, &structures, &p)

@@ -45,6 +45,8 @@ struct Run {
 }
 
 /// Run rtopt, collect its output, and its peak resident memory from `wait4`.
+// The child is reaped by `libc::wait4` (for its rusage), which clippy cannot see.
+#[allow(clippy::zombie_processes)]
 fn rtopt(args: &[OsString], close_stdout: bool) -> Run {
     let t0 = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_rtopt"))

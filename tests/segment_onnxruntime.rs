@@ -40,8 +40,11 @@ fn onnxruntime_backend_reproduces_the_reference_logits() {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
     eprintln!("ONNX Runtime (Rust) vs ONNX Runtime (Python): max |difference| {max_diff:.2e}");
-    // Same library and kernels as the Python reference; only thread scheduling may differ.
-    assert!(max_diff <= 1e-5, "max |difference| {max_diff}");
+    // Same library as the Python reference, but ONNX Runtime chooses its kernels by the CPU's
+    // instruction set (MLAS), so on another processor the f32 sums are reordered: 0 on the
+    // machine that made the reference, 1.34e-5 on this project's VM of 2026-12-01 (logits up to
+    // 32.4, i.e. 4e-7 relative). The bound is the tract test's, 1e-4 (3e-6 relative).
+    assert!(max_diff <= 1e-4, "max |difference| {max_diff}");
     // Asking for tract now is refused: the backend is fixed per process.
     let e = model::init_backend(BackendChoice::Tract).expect_err("switch refused");
     assert!(e.to_string().contains("already ONNX Runtime"), "{e}");

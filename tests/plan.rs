@@ -6,7 +6,8 @@
 //!    report.json parses, TG-119 goals met (Ezzell et al., Med Phys 36:5359, 2009: PTV D95 >=
 //!    50 Gy, D10 <= 55 Gy, Core D10 <= 25 Gy), no patient identity in the output, the report's
 //!    DVH agrees with a DVH recomputed from RTDOSE.dcm and the RTSTRUCT (D95, mean within 1 %).
-//! B. The same command again: byte-identical RTPLAN and RTDOSE.
+//! B. The same command again into A's folder: refused without `--force` (a previous output),
+//!    with `--force` replaced by byte-identical RTPLAN and RTDOSE.
 //! C. A variant with the Core overdose weight x4: `rtopt compare A C` shows a lower Core D10
 //!    for C (the dosimetrist's question: which variant spares the core more at equal coverage).
 

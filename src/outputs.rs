@@ -70,11 +70,11 @@ pub struct Manifest {
     pub files: Vec<ManifestEntry>,
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// SHA-256 of a file, streamed (a listed file is never read into memory whole).
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut h = Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path)?, &mut h)?;
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Hash every regular file of `dir` (not recursive; sorted by name) into `MANIFEST_NAME`.
@@ -92,11 +92,10 @@ pub fn write_manifest(dir: &Path) -> Result<()> {
                 reason: "output folders hold plain files only".into(),
             });
         }
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
         files.push(ManifestEntry {
             name,
-            bytes: bytes.len() as u64,
-            sha256: sha256_hex(&bytes),
+            bytes: meta.len(),
+            sha256: sha256_file(&path).map_err(|e| Error::io(&path, e))?,
         });
     }
     let m = Manifest {
@@ -123,8 +122,6 @@ fn list_entries(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 
 /// Largest manifest read back (a real one is well under 4 KiB).
 const MANIFEST_MAX_BYTES: u64 = 1 << 20;
-/// Largest listed file hashed when checking a previous output (a plan's RTDOSE is ~10 MB).
-const LISTED_FILE_MAX_BYTES: u64 = 4 << 30;
 
 /// Why the existing folder `dir` may not be replaced, or `Ok(())` when it is a previous rtopt
 /// output whose manifest matches its contents exactly.
@@ -161,13 +158,12 @@ fn verify_previous_output(dir: &Path) -> std::result::Result<(), String> {
             ));
         };
         let meta = std::fs::symlink_metadata(path).map_err(|e| format!("{name}: {e}"))?;
-        if !meta.is_file() || meta.len() != entry.bytes || meta.len() > LISTED_FILE_MAX_BYTES {
+        if !meta.is_file() || meta.len() != entry.bytes {
             return Err(format!(
                 "'{name}' was changed since rtopt wrote it; move it away first"
             ));
         }
-        let bytes = std::fs::read(path).map_err(|e| format!("{name}: {e}"))?;
-        if sha256_hex(&bytes) != entry.sha256 {
+        if sha256_file(path).map_err(|e| format!("{name}: {e}"))? != entry.sha256 {
             return Err(format!(
                 "'{name}' was changed since rtopt wrote it; move it away first"
             ));

@@ -42,15 +42,8 @@ enum Command {
     Inspect {
         /// Folder with the CT series and (optionally) an RT Structure Set.
         folder: PathBuf,
-        /// SeriesInstanceUID to use when the folder holds several CT series.
-        #[arg(long)]
-        series: Option<String>,
-        /// RT Structure Set file (default: the one in the folder).
-        #[arg(long)]
-        rtstruct: Option<PathBuf>,
-        /// Take a CT without PatientPosition (0018,5100) as head first supine (HFS).
-        #[arg(long)]
-        assume_hfs: bool,
+        #[command(flatten)]
+        select: CaseSelection,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -68,15 +61,8 @@ enum Command {
         /// Machine description (JSON). Default: the shipped generic 6 MV machine.
         #[arg(long)]
         machine: Option<PathBuf>,
-        /// SeriesInstanceUID when the folder holds several CT series.
-        #[arg(long)]
-        series: Option<String>,
-        /// RT Structure Set file (default: the one in the case folder).
-        #[arg(long)]
-        rtstruct: Option<PathBuf>,
-        /// Take a CT without PatientPosition (0018,5100) as head first supine (HFS).
-        #[arg(long)]
-        assume_hfs: bool,
+        #[command(flatten)]
+        select: CaseSelection,
         /// Replace a previous rtopt output folder at --out (never anything else).
         #[arg(long)]
         force: bool,
@@ -109,15 +95,8 @@ enum Command {
         /// Machine description (JSON). Default: the shipped generic 6 MV machine.
         #[arg(long)]
         machine: Option<PathBuf>,
-        /// SeriesInstanceUID when the folder holds several CT series.
-        #[arg(long)]
-        series: Option<String>,
-        /// RT Structure Set file (default: the one in the case folder).
-        #[arg(long)]
-        rtstruct: Option<PathBuf>,
-        /// Take a CT without PatientPosition (0018,5100) as head first supine (HFS).
-        #[arg(long)]
-        assume_hfs: bool,
+        #[command(flatten)]
+        select: CaseSelection,
         /// Replace a previous export at --out.
         #[arg(long)]
         force: bool,
@@ -171,16 +150,23 @@ enum Command {
         /// Replace an existing file at --out.
         #[arg(long)]
         force: bool,
-        /// SeriesInstanceUID when the folder holds several CT series.
-        #[arg(long)]
-        series: Option<String>,
-        /// RT Structure Set file (default: the one in the folder).
-        #[arg(long)]
-        rtstruct: Option<PathBuf>,
-        /// Take a CT without PatientPosition (0018,5100) as head first supine (HFS).
-        #[arg(long)]
-        assume_hfs: bool,
+        #[command(flatten)]
+        select: CaseSelection,
     },
+}
+
+/// How a case folder is read: shared by every command that loads one.
+#[derive(clap::Args, Debug, Clone, Default)]
+struct CaseSelection {
+    /// SeriesInstanceUID when the folder holds several CT series.
+    #[arg(long)]
+    series: Option<String>,
+    /// RT Structure Set file (default: the one in the case folder).
+    #[arg(long)]
+    rtstruct: Option<PathBuf>,
+    /// Take a CT without PatientPosition (0018,5100) as head first supine (HFS).
+    #[arg(long)]
+    assume_hfs: bool,
 }
 
 /// Plan acceptance limits (defaults and sources in docs/reliability.md).
@@ -225,19 +211,14 @@ fn emit(text: &str) {
     }
 }
 
-fn load_case(
-    folder: &Path,
-    series: Option<String>,
-    rtstruct: Option<PathBuf>,
-    assume_hfs: bool,
-) -> rtopt::Result<rtopt::Case> {
+fn load_case(folder: &Path, select: &CaseSelection) -> rtopt::Result<rtopt::Case> {
     let opts = rtopt::LoadOptions {
         ct: rtopt::ct::CtImportOptions {
-            series_uid: series,
-            assume_hfs,
+            series_uid: select.series.clone(),
+            assume_hfs: select.assume_hfs,
             ..Default::default()
         },
-        rtstruct,
+        rtstruct: select.rtstruct.clone(),
     };
     rtopt::Case::load(folder, &opts)
 }
@@ -282,9 +263,7 @@ fn main() -> ExitCode {
             threshold,
             out,
             force,
-            series,
-            rtstruct,
-            assume_hfs,
+            select,
         } => {
             let mut opts = rtopt::dose::DoseOptions::default();
             if let Some(c) = cutoff_mm {
@@ -295,9 +274,7 @@ fn main() -> ExitCode {
             }
             let run = DoseRun {
                 folder,
-                series,
-                rtstruct,
-                assume_hfs,
+                select,
                 beams,
                 target,
                 machine,
@@ -311,11 +288,9 @@ fn main() -> ExitCode {
         }
         Command::Inspect {
             folder,
-            series,
-            rtstruct,
-            assume_hfs,
+            select,
             json,
-        } => match load_case(&folder, series, rtstruct, assume_hfs) {
+        } => match load_case(&folder, &select) {
             Ok(case) => {
                 let ins = case.inspect();
                 if json {
@@ -335,9 +310,7 @@ fn main() -> ExitCode {
             protocol,
             out,
             machine,
-            series,
-            rtstruct,
-            assume_hfs,
+            select,
             force,
             limits,
             relax,
@@ -350,13 +323,13 @@ fn main() -> ExitCode {
                 protocol,
                 out,
                 machine,
-                series,
-                rtstruct,
+                series: select.series,
+                rtstruct: select.rtstruct,
                 relax,
                 normalize: !no_normalize,
                 quiet,
                 force,
-                assume_hfs,
+                assume_hfs: select.assume_hfs,
                 max_mu_per_beam: limits.max_mu_per_beam,
                 max_mu_per_fraction: limits.max_mu_per_fraction,
                 max_dose_per_fraction_gy: limits.max_dose_per_fraction_gy,
@@ -396,9 +369,7 @@ fn main() -> ExitCode {
             protocol,
             out,
             machine,
-            series,
-            rtstruct,
-            assume_hfs,
+            select,
             force,
             quiet,
         } => {
@@ -407,13 +378,13 @@ fn main() -> ExitCode {
                 protocol,
                 out: None,
                 machine,
-                series,
-                rtstruct,
+                series: select.series,
+                rtstruct: select.rtstruct,
                 relax: false,
                 normalize: false,
                 quiet,
                 force,
-                assume_hfs,
+                assume_hfs: select.assume_hfs,
                 ..Default::default()
             };
             match rtopt::cli::export_problem(&args, &out) {
@@ -453,9 +424,7 @@ fn main() -> ExitCode {
 /// Arguments of `rtopt dose`.
 struct DoseRun {
     folder: PathBuf,
-    series: Option<String>,
-    rtstruct: Option<PathBuf>,
-    assume_hfs: bool,
+    select: CaseSelection,
     beams: Vec<f64>,
     target: Option<String>,
     machine: Option<PathBuf>,
@@ -467,19 +436,14 @@ fn run_dose(run: &DoseRun, opts: &rtopt::dose::DoseOptions) -> rtopt::Result<()>
     if let Some(p) = &run.out {
         let mut inputs = vec![run.folder.clone()];
         inputs.extend(run.machine.iter().cloned());
-        inputs.extend(run.rtstruct.iter().cloned());
+        inputs.extend(run.select.rtstruct.iter().cloned());
         rtopt::outputs::check_output_file(
             p,
             &inputs,
             rtopt::outputs::Replace::from_force(run.force),
         )?;
     }
-    let case = load_case(
-        &run.folder,
-        run.series.clone(),
-        run.rtstruct.clone(),
-        run.assume_hfs,
-    )?;
+    let case = load_case(&run.folder, &run.select)?;
     let machine = match &run.machine {
         Some(p) => rtopt::machine::MachineModel::load(p)?,
         None => rtopt::machine::MachineModel::default_6x(),

@@ -165,29 +165,22 @@ fn plan_tg119_end_to_end() {
         .iter()
         .map(|n| std::fs::read(a.join(n)).expect("a"))
         .collect();
-    let again = rtopt(&[
+    let rerun: [&std::ffi::OsStr; 6] = [
         "plan".as_ref(),
         case.path().as_os_str(),
         "--protocol".as_ref(),
         protocol.as_os_str(),
         "--out".as_ref(),
         a.as_os_str(),
-    ]);
+    ];
+    let again = rtopt(&rerun);
     assert_eq!(
         again.status.code(),
         Some(2),
         "a previous plan needs --force"
     );
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
-    let o = rtopt(&[
-        "plan".as_ref(),
-        case.path().as_os_str(),
-        "--protocol".as_ref(),
-        protocol.as_os_str(),
-        "--out".as_ref(),
-        a.as_os_str(),
-        "--force".as_ref(),
-    ]);
+    let o = rtopt(&[&rerun[..], &["--force".as_ref()]].concat());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     for (name, x) in ["RTPLAN.dcm", "RTDOSE.dcm"].iter().zip(&first) {
         let y = std::fs::read(a.join(name)).expect("replaced A");

@@ -166,16 +166,9 @@ fn tg119(c: &mut Criterion) {
         &DoseOptions::default(),
     )
     .unwrap();
-    let structures: Vec<(String, String, Vec<u32>)> = ["OuterTarget", "Core", "BODY"]
+    let structures: Vec<rtopt::dose::StructureRows> = ["OuterTarget", "Core", "BODY"]
         .iter()
-        .map(|n| {
-            let s = case.structure(n).unwrap();
-            (
-                n.to_string(),
-                s.roi.interpreted_type.clone(),
-                calc.dose_grid.rows_in(&s.mask),
-            )
-        })
+        .map(|n| rtopt::dose::StructureRows::of(case.structure(n).unwrap(), &calc.dose_grid))
         .collect();
     let opts = OptimizeOptions::default();
     let mut g = c.benchmark_group("optimize");

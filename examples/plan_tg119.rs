@@ -6,9 +6,7 @@ fn main() -> rtopt::Result<()> {
     let case = rtopt::Case::load(Path::new("data/tg119"), &Default::default())?;
     let protocol =
         rtopt::optimize::protocol::Protocol::load(Path::new("data/protocols/tg119.toml"))?;
-    let plan = rtopt::plan::Planner::new(case, protocol)
-        .with_progress(rtopt::progress::ProgressMode::auto(false))
-        .run()?;
+    let plan = rtopt::plan::Planner::new(case, protocol).run()?;
     print!("{}", plan.report.goal_table());
     plan.write(
         Path::new("rtopt-tg119-example"),

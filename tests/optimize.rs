@@ -36,7 +36,12 @@ goals = [{{ type = "overdose", dose_gy = 30, weight = 100, exclude = ["OuterTarg
 }
 
 fn rows<'a>(case: &'a SyntheticCase, name: &str) -> &'a [u32] {
-    &case.structures.iter().find(|s| s.0 == name).unwrap().2
+    &case
+        .structures
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap()
+        .rows
 }
 
 fn doses(dose: &[f64], rows: &[u32]) -> Vec<f64> {
@@ -523,23 +528,16 @@ fn tg119_c_shape_meets_goals() {
         calc.matrix.nnz(),
         calc.build_seconds
     );
-    let structures: Vec<(String, String, Vec<u32>)> = ["OuterTarget", "Core", "BODY"]
+    let structures: Vec<rtopt::dose::StructureRows> = ["OuterTarget", "Core", "BODY"]
         .iter()
-        .map(|n| {
-            let s = case.structure(n).unwrap();
-            (
-                n.to_string(),
-                s.roi.interpreted_type.clone(),
-                calc.dose_grid.rows_in(&s.mask),
-            )
-        })
+        .map(|n| rtopt::dose::StructureRows::of(case.structure(n).unwrap(), &calc.dose_grid))
         .collect();
     let pb = PlanningProblem::new(&calc.matrix, &calc.dose_grid, &beams, &structures, &p).unwrap();
     let r = pb.solve(&OptimizeOptions::default()).unwrap();
     let d = |name: &str| {
         doses(
             &r.dose_gy,
-            &structures.iter().find(|s| s.0 == name).unwrap().2,
+            &structures.iter().find(|s| s.name == name).unwrap().rows,
         )
     };
     let (ptv, core) = (d("OuterTarget"), d("Core"));

@@ -66,7 +66,12 @@ fn goal_objective(r: &OptimizationResult) -> f64 {
 /// Hard constraints on the exact dose statistic (tolerance 1e-6 Gy).
 fn check_constraints(case: &SyntheticCase, p: &Protocol, r: &OptimizationResult) {
     for sg in &p.structures {
-        let rows = &case.structures.iter().find(|s| s.0 == sg.name).unwrap().2;
+        let rows = &case
+            .structures
+            .iter()
+            .find(|s| s.name == sg.name)
+            .unwrap()
+            .rows;
         for g in &sg.goals {
             if g.kind.is_objective() || !g.exclude.is_empty() {
                 continue;
@@ -332,16 +337,9 @@ fn tg119_ipm_matches_clarabel() {
         1e3 * t_aty,
         rayon::current_num_threads()
     );
-    let structures: Vec<(String, String, Vec<u32>)> = ["OuterTarget", "Core", "BODY"]
+    let structures: Vec<rtopt::dose::StructureRows> = ["OuterTarget", "Core", "BODY"]
         .iter()
-        .map(|n| {
-            let s = case.structure(n).unwrap();
-            (
-                n.to_string(),
-                s.roi.interpreted_type.clone(),
-                calc.dose_grid.rows_in(&s.mask),
-            )
-        })
+        .map(|n| rtopt::dose::StructureRows::of(case.structure(n).unwrap(), &calc.dose_grid))
         .collect();
     let pb = PlanningProblem::new(&a, &calc.dose_grid, &beams, &structures, &p).unwrap();
     let t = std::time::Instant::now();
@@ -363,7 +361,7 @@ fn tg119_ipm_matches_clarabel() {
     );
     assert!(ipm.status.starts_with("Solved"), "{}", ipm.status);
     let d = |name: &str| -> Vec<f64> {
-        let rows = &structures.iter().find(|s| s.0 == name).unwrap().2;
+        let rows = &structures.iter().find(|s| s.name == name).unwrap().rows;
         rows.iter().map(|&r| ipm.dose_gy[r as usize]).collect()
     };
     let (ptv, core) = (d("OuterTarget"), d("Core"));

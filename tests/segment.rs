@@ -12,7 +12,7 @@ use std::process::Command;
 use rtopt::ct::{CtMeta, CtVolume};
 use rtopt::export::rtstruct::{write_rtstruct, RoiOut};
 use rtopt::geometry::Mask;
-use rtopt::segment::{self, cli, eval, nifti};
+use rtopt::segment::{self, eval, nifti, task as cli};
 use rtopt::structures;
 use rtopt::{Case, LoadOptions};
 use sha2::{Digest, Sha256};
@@ -173,11 +173,10 @@ fn classical_lungs_match_totalsegmentator_lobes_on_ct_a() {
 fn classical_body_matches_labelled_anatomy_on_dicom_ct_b() {
     let tmp = ct_b();
     let dir = tmp.path().to_path_buf();
-    let rows = cli::segment_eval_rows(&cli::SegmentEvalArgs {
+    let rows = cli::segment_eval_rows(&cli::SegmentEvalRequest {
         folder: dir.clone(),
         reference: totalseg().join("example_seg_dicom.nii.gz"),
         labels: None,
-        json: false,
         model: None,
     })
     .expect("segment-eval on CT B");
@@ -391,11 +390,10 @@ fn bad_reference_labelmaps_are_refused_naming_the_file() {
     let tmp = ct_b();
     let ct_dir = tmp.path().to_path_buf();
     let eval_with = |reference: PathBuf| {
-        cli::segment_eval_rows(&cli::SegmentEvalArgs {
+        cli::segment_eval_rows(&cli::SegmentEvalRequest {
             folder: ct_dir.clone(),
             reference,
             labels: None,
-            json: false,
             model: None,
         })
         .expect_err("must be refused")
@@ -432,11 +430,10 @@ fn bad_reference_labelmaps_are_refused_naming_the_file() {
 
     let labels = dir.path().join("labels.json");
     std::fs::write(&labels, "{\"Body\": [\"x\"]}").expect("write");
-    let e = cli::segment_eval_rows(&cli::SegmentEvalArgs {
+    let e = cli::segment_eval_rows(&cli::SegmentEvalRequest {
         folder: ct_dir.clone(),
         reference: totalseg().join("example_seg_dicom.nii.gz"),
         labels: Some(labels),
-        json: false,
         model: None,
     })
     .expect_err("bad --labels")

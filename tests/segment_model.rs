@@ -11,8 +11,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use rtopt::segment::cli;
 use rtopt::segment::model::{self, Backend, BackendChoice, SegmentationModel};
+use rtopt::segment::task as cli;
 
 fn models() -> PathBuf {
     common::repo().join("data/models")
@@ -103,11 +103,10 @@ const KIDNEY_FALSE_POSITIVE_MAX_CM3: f64 = 20.0;
 fn shipped_model_dice_on_the_held_out_ct() {
     tract();
     let tmp = common::ct_b();
-    let rows = cli::segment_eval_rows(&cli::SegmentEvalArgs {
+    let rows = cli::segment_eval_rows(&cli::SegmentEvalRequest {
         folder: tmp.path().to_path_buf(),
         reference: common::repo().join("data/totalseg/example_seg_dicom.nii.gz"),
         labels: None,
-        json: false,
         model: Some(shipped()),
     })
     .expect("segment-eval with the model on CT B");
@@ -249,7 +248,7 @@ fn segment_with_model_never_changes_the_input_structure_set() {
     // Outputs go outside the case folder (rtopt refuses an output inside an input).
     let outdir = tempfile::tempdir().expect("tmp");
     let out = outdir.path().join("auto.dcm");
-    let done = cli::segment(&cli::SegmentArgs {
+    let done = cli::segment(&cli::SegmentRequest {
         folder: dir.path().to_path_buf(),
         out: Some(out.clone()),
         rtstruct: None,
@@ -267,7 +266,7 @@ fn segment_with_model_never_changes_the_input_structure_set() {
     common::assert_dciodvfy_clean(&out);
     // Deterministic: a second run gives the same bytes.
     let again = outdir.path().join("again.dcm");
-    cli::segment(&cli::SegmentArgs {
+    cli::segment(&cli::SegmentRequest {
         folder: dir.path().to_path_buf(),
         out: Some(again.clone()),
         rtstruct: None,

@@ -11,6 +11,7 @@ use super::influence::InfluenceMatrix;
 use super::kernel::{lateral_factors, Kernel, MAX_COMPONENTS};
 use super::raytrace::{DensityVolume, DepthTable};
 use crate::beams::{Beam, BeamFrame};
+use crate::control::CancelToken;
 use crate::ct::CtVolume;
 use crate::error::{Error, Result};
 use crate::geometry::Mask;
@@ -308,6 +309,19 @@ pub fn influence_matrix(
     machine: &MachineModel,
     opts: &DoseOptions,
 ) -> Result<DoseCalculation> {
+    influence_matrix_cancellable(ct, body, beams, machine, opts, &CancelToken::new())
+}
+
+/// [`influence_matrix`] that checks `cancel` before each beam and ends with
+/// [`Error::Cancelled`] once it is set.
+pub fn influence_matrix_cancellable(
+    ct: &CtVolume,
+    body: &Mask,
+    beams: &[Beam],
+    machine: &MachineModel,
+    opts: &DoseOptions,
+    cancel: &CancelToken,
+) -> Result<DoseCalculation> {
     let t_start = Instant::now();
     check_patient_position(ct)?;
     let n_cols = check_beams(beams)?;
@@ -359,6 +373,7 @@ pub fn influence_matrix(
 
     let mut per_beam: Vec<Vec<ChunkOut>> = Vec::with_capacity(beams.len());
     for beam in beams {
+        cancel.check("dose influence matrix")?;
         let ctx = BeamCtx::new(beam);
         // Peak dose of one beamlet: its central-axis maximum in water at SSD = SAD.
         let bx = beam.grid.size_x_mm;

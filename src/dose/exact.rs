@@ -15,6 +15,7 @@
 use rayon::prelude::*;
 
 use crate::beams::Beam;
+use crate::control::CancelToken;
 use crate::ct::CtVolume;
 use crate::dose::engine::density_volume;
 use crate::dose::grid::DoseGrid;
@@ -140,6 +141,26 @@ pub fn dose_from_weights(
     machine: &MachineModel,
     weights_mu: &[f64],
 ) -> Result<Vec<f64>> {
+    dose_from_weights_cancellable(
+        ct,
+        dose_grid,
+        beams,
+        machine,
+        weights_mu,
+        &CancelToken::new(),
+    )
+}
+
+/// [`dose_from_weights`] that checks `cancel` before each beam and ends with
+/// [`Error::Cancelled`] once it is set.
+pub fn dose_from_weights_cancellable(
+    ct: &CtVolume,
+    dose_grid: &DoseGrid,
+    beams: &[Beam],
+    machine: &MachineModel,
+    weights_mu: &[f64],
+    cancel: &CancelToken,
+) -> Result<Vec<f64>> {
     let n_cols: usize = beams.iter().map(|b| b.beamlets.len()).sum();
     if weights_mu.len() != n_cols {
         return Err(Error::Invalid(format!(
@@ -165,6 +186,7 @@ pub fn dose_from_weights(
         .fold(f64::INFINITY, f64::min);
     let mut total = vec![0.0f64; points.len()];
     for beam in beams {
+        cancel.check("forward dose")?;
         let g = &beam.grid;
         let w = &weights_mu[beam.first_column..beam.first_column + beam.beamlets.len()];
         if w.iter().all(|&x| x == 0.0) {

@@ -1,6 +1,37 @@
 //! The dose grid: a regular grid separate from the CT grid, restricted to the body.
 
 use crate::geometry::{Grid3, Mask};
+use crate::structures::Structure;
+
+/// A structure's voxels as rows of a dose grid, which are the rows of the influence matrix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StructureRows {
+    /// ROIName (3006,0026).
+    pub name: String,
+    /// RTROIInterpretedType (3006,00A4), e.g. `PTV`, `ORGAN`, `EXTERNAL`.
+    pub roi_type: String,
+    /// Rows of the dose grid inside the structure ([`DoseGrid::rows_in`]), ascending.
+    pub rows: Vec<u32>,
+}
+
+impl StructureRows {
+    pub fn new(name: &str, roi_type: &str, rows: Vec<u32>) -> Self {
+        StructureRows {
+            name: name.to_string(),
+            roi_type: roi_type.to_string(),
+            rows,
+        }
+    }
+
+    /// The rows of `structure` on `grid`.
+    pub fn of(structure: &Structure, grid: &DoseGrid) -> Self {
+        StructureRows {
+            name: structure.roi.name.clone(),
+            roi_type: structure.roi.interpreted_type.clone(),
+            rows: grid.rows_in(&structure.mask),
+        }
+    }
+}
 
 /// Dose-calculation grid and the voxels on which dose is computed (the rows of `A`).
 #[derive(Debug, Clone)]

@@ -1,5 +1,6 @@
 //! Dose calculation (matRad's `dij` step): pencil-beam photon dose and the influence matrix.
 
+pub mod correction;
 pub mod engine;
 pub mod exact;
 pub mod grid;
@@ -8,7 +9,10 @@ pub mod kernel;
 pub mod raytrace;
 pub mod report;
 
-pub use engine::{dose_at_points, influence_matrix, DoseCalculation, DoseOptions};
-pub use exact::dose_from_weights;
-pub use grid::DoseGrid;
+pub use correction::scatter_correction;
+pub use engine::{
+    dose_at_points, influence_matrix, influence_matrix_cancellable, DoseCalculation, DoseOptions,
+};
+pub use exact::{dose_from_weights, dose_from_weights_cancellable};
+pub use grid::{DoseGrid, StructureRows};
 pub use influence::InfluenceMatrix;

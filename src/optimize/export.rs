@@ -99,17 +99,17 @@ max_t t - 1/(pN) sum max(t-d,0) >= D with p = 1 - volume_pct/100; x <= max_beaml
 
 /// Write the problem (and, when given, rtopt's solution of it) into the folder `out_dir`
 /// (an existing folder only as `replace` allows, see [`crate::outputs`]).
-/// `structures` are `(name, RTROIInterpretedType, rows)` as given to [`PlanningProblem::new`].
+/// `structures` are the rows as given to [`PlanningProblem::new`].
 pub fn write_problem(
     out_dir: &Path,
     replace: crate::outputs::Replace,
     case: &str,
     problem: &PlanningProblem,
-    structures: &[(String, String, Vec<u32>)],
+    structures: &[crate::dose::StructureRows],
     voxel_volume_cm3: f64,
     solution: Option<(&OptimizationResult, &OptimizeOptions)>,
 ) -> Result<()> {
-    let a = problem.a;
+    let a = problem.matrix();
     // CSR arrays of the matrix.
     let mut indptr = Vec::with_capacity(a.n_rows() + 1);
     let mut indices = Vec::with_capacity(a.nnz());
@@ -135,7 +135,8 @@ pub fn write_problem(
 
     let mut arrays = Vec::new();
     let mut s_entries = Vec::new();
-    for (k, (name, ty, rows)) in structures.iter().enumerate() {
+    for (k, st) in structures.iter().enumerate() {
+        let (name, ty, rows) = (&st.name, &st.roi_type, &st.rows);
         let key = format!("structure_{k}_rows");
         let mut rows = rows.clone();
         rows.sort_unstable();

@@ -34,7 +34,7 @@ use clarabel::solver::{
 use serde::Serialize;
 
 use crate::beams::Beam;
-use crate::dose::{DoseGrid, InfluenceMatrix};
+use crate::dose::{DoseGrid, InfluenceMatrix, StructureRows};
 use crate::dvh;
 use crate::error::{Error, Result};
 pub use hessian::DenseSym;
@@ -64,6 +64,16 @@ pub enum Backend {
     Ipm,
     /// Clarabel on the conic formulation with constraint generation (reference).
     Clarabel,
+}
+
+impl Backend {
+    /// Name of the backend as shown in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Ipm => "rtopt interior point (faer dense Cholesky)",
+            Backend::Clarabel => "Clarabel (faer)",
+        }
+    }
 }
 
 /// Solver options.
@@ -300,7 +310,8 @@ struct Formulation {
 /// [`PlanningProblem::set_goal_limit`]) keeps the cached Hessian blocks and the voxel rows
 /// found by constraint generation, so variants re-solve without recomputing them.
 pub struct PlanningProblem<'a> {
-    a: &'a InfluenceMatrix,
+    /// Borrowed ([`PlanningProblem::new`]) or owned ([`PlanningProblem::new_owned`]).
+    a: std::borrow::Cow<'a, InfluenceMatrix>,
     fractions: f64,
     rx_gy: f64,
     target_rows: Vec<u32>,
@@ -315,15 +326,80 @@ pub struct PlanningProblem<'a> {
 }
 
 impl<'a> PlanningProblem<'a> {
-    /// Bind a protocol to an influence matrix. `structures` lists `(name, RTROIInterpretedType,
-    /// rows of A)` (rows from [`DoseGrid::rows_in`]). Errors: a structure the protocol names
+    /// Bind a protocol to an influence matrix. `structures` lists each structure's rows of A
+    /// ([`StructureRows::of`]). Errors: a structure the protocol names
     /// is missing ([`Error::StructureNotFound`]), a goal has no voxel, or the beams do not
     /// match the matrix columns.
     pub fn new(
         matrix: &'a InfluenceMatrix,
         dose_grid: &DoseGrid,
         beams: &[Beam],
-        structures: &[(String, String, Vec<u32>)],
+        structures: &[StructureRows],
+        protocol: &Protocol,
+    ) -> Result<PlanningProblem<'a>> {
+        Self::build(
+            std::borrow::Cow::Borrowed(matrix),
+            dose_grid,
+            beams,
+            structures,
+            protocol,
+        )
+    }
+
+    /// [`PlanningProblem::new`] owning its matrix, so that a prepared plan can keep the
+    /// problem (and its cached beamlet-space data) between variants.
+    pub fn new_owned(
+        matrix: InfluenceMatrix,
+        dose_grid: &DoseGrid,
+        beams: &[Beam],
+        structures: &[StructureRows],
+        protocol: &Protocol,
+    ) -> Result<PlanningProblem<'static>> {
+        PlanningProblem::build(
+            std::borrow::Cow::Owned(matrix),
+            dose_grid,
+            beams,
+            structures,
+            protocol,
+        )
+    }
+
+    /// The influence matrix the problem optimises on (Gy per MU, one fraction).
+    pub fn matrix(&self) -> &InfluenceMatrix {
+        &self.a
+    }
+
+    /// Replace every goal's weight and dose by those of `protocol`, which must hold the same
+    /// structures and goal types in the same order as the protocol the problem was built from
+    /// (a variant). Cached data (Hessian blocks, candidate rows) depend on neither and are kept.
+    pub fn set_goals_from(&mut self, protocol: &Protocol) -> Result<()> {
+        let kinds: Vec<&GoalKind> = protocol
+            .structures
+            .iter()
+            .flat_map(|s| s.goals.iter().map(|g| &g.kind))
+            .collect();
+        let same = kinds.len() == self.goals.len()
+            && kinds
+                .iter()
+                .zip(&self.goals)
+                .all(|(k, g)| std::mem::discriminant(*k) == std::mem::discriminant(&g.kind));
+        if !same {
+            return Err(Error::Invalid(
+                "a variant must keep the structures and goal types of the prepared protocol; change weights and doses only".into(),
+            ));
+        }
+        for (k, g) in kinds.into_iter().zip(self.goals.iter_mut()) {
+            g.kind = k.clone();
+        }
+        self.fluence = protocol.fluence.clone();
+        Ok(())
+    }
+
+    fn build(
+        matrix: std::borrow::Cow<'a, InfluenceMatrix>,
+        dose_grid: &DoseGrid,
+        beams: &[Beam],
+        structures: &[StructureRows],
         protocol: &Protocol,
     ) -> Result<PlanningProblem<'a>> {
         if dose_grid.len() != matrix.n_rows() {
@@ -347,15 +423,15 @@ impl<'a> PlanningProblem<'a> {
         let present = || {
             structures
                 .iter()
-                .map(|s| s.0.as_str())
+                .map(|s| s.name.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
         };
         let find = |name: &str| -> Result<&Vec<u32>> {
             structures
                 .iter()
-                .find(|s| s.0 == name)
-                .map(|s| &s.2)
+                .find(|s| s.name == name)
+                .map(|s| &s.rows)
                 .ok_or_else(|| Error::StructureNotFound {
                     name: name.to_string(),
                     present: present(),
@@ -365,10 +441,10 @@ impl<'a> PlanningProblem<'a> {
             find(&name)?;
         }
         for s in structures {
-            if let Some(&r) = s.2.iter().find(|&&r| r as usize >= matrix.n_rows()) {
+            if let Some(&r) = s.rows.iter().find(|&&r| r as usize >= matrix.n_rows()) {
                 return Err(Error::Invalid(format!(
                     "structure '{}' lists row {r}, beyond the {} rows of the influence matrix",
-                    s.0,
+                    s.name,
                     matrix.n_rows()
                 )));
             }
@@ -424,7 +500,7 @@ impl<'a> PlanningProblem<'a> {
             target_rows,
             structures: structures
                 .iter()
-                .map(|s| (s.0.clone(), sorted(&s.2)))
+                .map(|s| (s.name.clone(), sorted(&s.rows)))
                 .collect(),
             goals,
             fluence: protocol.fluence.clone(),
@@ -527,7 +603,7 @@ impl<'a> PlanningProblem<'a> {
         g.hess
             .get_or_init(|| {
                 let m = hessian::row_mask(self.a.n_rows(), &g.rows);
-                Arc::new(hessian::gram(self.a, &m))
+                Arc::new(hessian::gram(&self.a, &m))
             })
             .clone()
     }
@@ -535,7 +611,7 @@ impl<'a> PlanningProblem<'a> {
     fn colsum<'g>(&self, g: &'g GoalSpec) -> &'g [f64] {
         g.colsum.get_or_init(|| {
             let m = hessian::row_mask(self.a.n_rows(), &g.rows);
-            hessian::column_sums(self.a, &m)
+            hessian::column_sums(&self.a, &m)
         })
     }
 
@@ -631,7 +707,7 @@ impl<'a> PlanningProblem<'a> {
         let mut dense: Vec<(f64, Arc<DenseSym>)> = Vec::new();
         let mut obj_const = 0.0;
         let mut slack_var = vec![None; self.goals.len()];
-        let a = self.a;
+        let a: &InfluenceMatrix = &self.a;
         // sum_k scale * A[v, k] x_k
         let vrow = |v: u32, scale: f64| {
             let (c, vals) = a.row(v as usize);

@@ -7,8 +7,9 @@
 //! and the relative duality gap. Returning [`Control::Stop`] ends the solve after that
 //! iteration with [`crate::Error::Cancelled`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+pub use crate::control::{CancelToken, Control};
 
 /// One iteration of a solver, as reported to observers.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -25,33 +26,9 @@ pub struct SolverIteration {
     pub gap_rel: f64,
 }
 
-/// Whether the solver goes on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
-    Continue,
-    Stop,
-}
-
 /// Receives solver iterations. Called on the solver's thread; keep it cheap.
 pub trait SolverObserver: Send + Sync {
     fn iteration(&self, it: &SolverIteration) -> Control;
-}
-
-/// A cancellation flag shared between the caller and a running solve.
-#[derive(Debug, Clone, Default)]
-pub struct CancelToken(Arc<AtomicBool>);
-
-impl CancelToken {
-    pub fn new() -> Self {
-        Self::default()
-    }
-    /// Ask the running solve to stop at its next iteration.
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
 }
 
 impl SolverObserver for CancelToken {

@@ -11,7 +11,7 @@
 use rayon::prelude::*;
 
 use crate::beams::{Beam, BeamletGrid};
-use crate::dose::{DoseGrid, InfluenceMatrix};
+use crate::dose::{DoseGrid, InfluenceMatrix, StructureRows};
 use crate::geometry::Grid3;
 
 /// A synthetic planning case.
@@ -19,9 +19,8 @@ pub struct SyntheticCase {
     pub matrix: InfluenceMatrix,
     pub dose_grid: DoseGrid,
     pub beams: Vec<Beam>,
-    /// `(name, RTROIInterpretedType, rows)`: "OuterTarget" (PTV), "Core" (ORGAN),
-    /// "BODY" (EXTERNAL).
-    pub structures: Vec<(String, String, Vec<u32>)>,
+    /// "OuterTarget" (PTV), "Core" (ORGAN), "BODY" (EXTERNAL).
+    pub structures: Vec<StructureRows>,
 }
 
 fn profile(u_mm: f64, width_mm: f64, sigma_mm: f64) -> f64 {
@@ -146,9 +145,9 @@ pub fn c_shape(n_side: usize, n_slices: usize, n_beams: usize, beamlet_mm: f64) 
         dose_grid: DoseGrid { grid, voxels },
         beams,
         structures: vec![
-            ("OuterTarget".into(), "PTV".into(), ptv),
-            ("Core".into(), "ORGAN".into(), core),
-            ("BODY".into(), "EXTERNAL".into(), body),
+            StructureRows::new("OuterTarget", "PTV", ptv),
+            StructureRows::new("Core", "ORGAN", core),
+            StructureRows::new("BODY", "EXTERNAL", body),
         ],
     }
 }

@@ -1,7 +1,7 @@
 //! `rtopt compare`: side-by-side metrics, goal tables and overlaid DVHs of plan variants,
 //! read from their `report.json` files.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 
@@ -183,6 +183,7 @@ fn truncate(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
 }
 
+#[cfg(feature = "html-report")]
 /// HTML comparison page: the text table and overlaid DVHs (first variant solid, second
 /// dashed).
 pub fn compare_html(vs: &[Variant]) -> Result<String> {
@@ -213,6 +214,7 @@ pub fn compare_html(vs: &[Variant]) -> Result<String> {
 }
 
 /// Write `compare.html` into `dir` atomically.
-pub fn write_html(vs: &[Variant], path: &Path) -> Result<()> {
+#[cfg(feature = "html-report")]
+pub fn write_html(vs: &[Variant], path: &std::path::Path) -> Result<()> {
     crate::atomic::write_file(path, compare_html(vs)?.as_bytes())
 }

@@ -2,6 +2,7 @@
 //! with DVH plot, goal table and dose-wash slices).
 
 pub mod compare;
+#[cfg(feature = "html-report")]
 pub mod html;
 pub mod metrics;
 

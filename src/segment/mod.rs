@@ -3,16 +3,16 @@
 //! ([`model`], run through `ort` on tract or ONNX Runtime). Masks are contoured
 //! ([`crate::contours`]) and merged with an imported structure set without ever changing an
 //! existing ROI ([`merge_for_export`]). Agreement metrics in [`eval`], NIfTI label maps in
-//! [`nifti`], the command-line drivers in [`cli`]. Methods, contract and measured accuracy:
+//! [`nifti`], the segmentation tasks of the command line in [`task`]. Methods, contract and measured accuracy:
 //! `docs/segmentation.md`.
 
 pub mod body;
-pub mod cli;
 pub mod eval;
 pub mod lungs;
 pub mod model;
 pub mod morph;
 pub mod nifti;
+pub mod task;
 
 use crate::contours;
 use crate::ct::CtVolume;

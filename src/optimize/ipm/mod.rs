@@ -154,13 +154,13 @@ fn settings(opts: &OptimizeOptions) -> Settings {
 
 /// Iterate, add missing candidate voxels after each convergence, and continue.
 fn run_model<'a>(
-    p: &PlanningProblem<'a>,
+    p: &'a PlanningProblem<'_>,
     model: Model,
     opts: &OptimizeOptions,
     allow_fixing: bool,
 ) -> Result<(Ipm<'a>, Outcome, usize)> {
     let x0 = start_mu(p);
-    let mut ipm = Ipm::new(p.a, model, x0, settings(opts));
+    let mut ipm = Ipm::new(&p.a, model, x0, settings(opts));
     let mut rounds = 1;
     let partial = ipm.model.fams.iter().any(|f| f.partial);
     let mut checkpoint = partial;

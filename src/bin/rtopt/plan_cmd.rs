@@ -1,14 +1,17 @@
-//! Library side of the command-line verbs that need more than one call (so `main.rs` only
-//! parses arguments).
+//! `rtopt plan` and `rtopt export-problem`: the arguments' defaults (protocol in the case
+//! folder, output folder name), the output check before any computation, and the calls into
+//! the library's planner.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::error::{Error, Result};
-use crate::optimize::protocol::Protocol;
-use crate::optimize::OptimizeOptions;
-use crate::outputs::Replace;
-use crate::plan::Planner;
-use crate::progress::ProgressMode;
+use rtopt::error::{Error, Result};
+use rtopt::optimize::protocol::Protocol;
+use rtopt::optimize::OptimizeOptions;
+use rtopt::outputs::Replace;
+use rtopt::plan::Planner;
+
+use crate::progress::{ProgressMode, TerminalProgress};
 
 /// Arguments of `rtopt plan`.
 #[derive(Debug, Clone, Default)]
@@ -27,7 +30,7 @@ pub struct PlanArgs {
     pub force: bool,
     /// Take a CT without PatientPosition (0018,5100) as head first supine.
     pub assume_hfs: bool,
-    /// Plan acceptance overrides (`None`: the defaults of [`crate::plan::PlanAcceptance`]).
+    /// Plan acceptance overrides (`None`: the defaults of [`rtopt::plan::PlanAcceptance`]).
     pub max_mu_per_beam: Option<f64>,
     pub max_mu_per_fraction: Option<f64>,
     pub max_dose_per_fraction_gy: Option<f64>,
@@ -53,8 +56,8 @@ impl PlanArgs {
         Ok(v)
     }
 
-    fn acceptance(&self) -> crate::plan::PlanAcceptance {
-        let mut a = crate::plan::PlanAcceptance::default();
+    fn acceptance(&self) -> rtopt::plan::PlanAcceptance {
+        let mut a = rtopt::plan::PlanAcceptance::default();
         if self.max_mu_per_beam.is_some() {
             a.max_mu_per_beam = self.max_mu_per_beam;
         }
@@ -109,10 +112,10 @@ pub fn default_out_dir(case: &Path) -> PathBuf {
 fn planner(args: &PlanArgs) -> Result<Planner> {
     let protocol_path = args.protocol_path()?;
     let protocol = Protocol::load(&protocol_path)?;
-    let case = crate::Case::load(
+    let case = rtopt::Case::load(
         &args.case,
-        &crate::LoadOptions {
-            ct: crate::ct::CtImportOptions {
+        &rtopt::LoadOptions {
+            ct: rtopt::ct::CtImportOptions {
                 series_uid: args.series.clone(),
                 assume_hfs: args.assume_hfs,
                 ..Default::default()
@@ -121,8 +124,8 @@ fn planner(args: &PlanArgs) -> Result<Planner> {
         },
     )?;
     let machine = match &args.machine {
-        Some(m) => crate::machine::MachineModel::load(m)?,
-        None => crate::machine::MachineModel::default_6x(),
+        Some(m) => rtopt::machine::MachineModel::load(m)?,
+        None => rtopt::machine::MachineModel::default_6x(),
     };
     let name = protocol_path
         .file_stem()
@@ -133,15 +136,17 @@ fn planner(args: &PlanArgs) -> Result<Planner> {
         .with_machine(machine)
         .with_optimize_options(OptimizeOptions {
             relax: args.relax,
-            ..crate::plan::optimisation_defaults()
+            ..rtopt::plan::optimisation_defaults()
         })
         .with_deliverable_normalization(args.normalize)
         .with_acceptance(args.acceptance())
-        .with_progress(ProgressMode::auto(args.quiet)))
+        .with_observer(Arc::new(TerminalProgress::new(ProgressMode::auto(
+            args.quiet,
+        )))))
 }
 
 /// Run `rtopt plan`. The output folder is checked before anything is computed
-/// ([`crate::outputs::check_output_dir`]), then every other check that can fail
+/// ([`rtopt::outputs::check_output_dir`]), then every other check that can fail
 /// ([`Planner::check_before_computation`]).
 pub fn plan(args: &PlanArgs) -> Result<PlanOutcome> {
     let out_dir = args
@@ -149,7 +154,7 @@ pub fn plan(args: &PlanArgs) -> Result<PlanOutcome> {
         .clone()
         .unwrap_or_else(|| default_out_dir(&args.case));
     let replace = Replace::from_force(args.force);
-    crate::outputs::check_output_dir(&out_dir, &args.inputs()?, replace)?;
+    rtopt::outputs::check_output_dir(&out_dir, &args.inputs()?, replace)?;
     let planned = planner(args)?.run()?;
     planned.write(&out_dir, replace)?;
     Ok(PlanOutcome {
@@ -165,7 +170,7 @@ pub fn plan(args: &PlanArgs) -> Result<PlanOutcome> {
 /// the objective value and Clarabel's status.
 pub fn export_problem(args: &PlanArgs, out_dir: &Path) -> Result<(f64, String)> {
     let replace = Replace::from_force(args.force);
-    crate::outputs::check_output_dir(out_dir, &args.inputs()?, replace)?;
+    rtopt::outputs::check_output_dir(out_dir, &args.inputs()?, replace)?;
     let res = planner(args)?.export_problem(out_dir, replace)?;
     Ok((res.objective, res.status))
 }

@@ -1,5 +1,5 @@
-//! `rtopt segment` and `rtopt segment-eval`: argument types and drivers (`main.rs` only
-//! dispatches).
+//! Auto-segmentation tasks behind `rtopt segment` and `rtopt segment-eval`: a request in,
+//! an outcome out (the binary only maps its arguments onto the request).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,26 +18,21 @@ pub const DEFAULT_OUT: &str = "rtstruct-auto.dcm";
 /// StructureSetLabel of the written structure set.
 pub const LABEL: &str = "RTOPT_AUTO";
 
-/// Arguments of `rtopt segment`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct SegmentArgs {
+/// What to segment and where to write it (`rtopt segment`).
+#[derive(Debug, Clone, Default)]
+pub struct SegmentRequest {
     /// Folder with the CT series (and optionally an RT Structure Set to merge with).
     pub folder: PathBuf,
     /// Output RT Structure Set [default: rtstruct-auto.dcm in the current folder].
-    #[arg(long)]
     pub out: Option<PathBuf>,
     /// RT Structure Set to merge with (default: the one in the folder, if any).
-    #[arg(long)]
     pub rtstruct: Option<PathBuf>,
     /// ONNX segmentation model (the `.onnx` or its sidecar `.json`, contract in
     /// docs/segmentation.md), run after the classical body and lungs.
-    #[arg(long)]
     pub model: Option<PathBuf>,
     /// SeriesInstanceUID when the folder holds several CT series.
-    #[arg(long)]
     pub series: Option<String>,
     /// Replace an existing output file (never an input).
-    #[arg(long)]
     pub force: bool,
 }
 
@@ -57,7 +52,7 @@ pub struct SegmentOutcome {
 /// `rtopt segment`: classical structures merged with the imported set into a new RTSTRUCT.
 /// The output is checked before anything runs ([`crate::outputs::check_output_file`]): never
 /// an input, never inside the CT folder, and an existing file only with `--force`.
-pub fn segment(a: &SegmentArgs) -> Result<SegmentOutcome> {
+pub fn segment(a: &SegmentRequest) -> Result<SegmentOutcome> {
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_OUT));
     let mut inputs = vec![a.folder.clone()];
     inputs.extend(a.rtstruct.iter().cloned());
@@ -131,23 +126,17 @@ fn run_segmentation(
     }
 }
 
-/// Arguments of `rtopt segment-eval`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct SegmentEvalArgs {
+/// What to evaluate against which reference (`rtopt segment-eval`).
+#[derive(Debug, Clone, Default)]
+pub struct SegmentEvalRequest {
     /// Folder with the CT series.
     pub folder: PathBuf,
     /// Reference: an RT Structure Set (.dcm) or a NIfTI label map (.nii / .nii.gz).
-    #[arg(long)]
     pub reference: PathBuf,
     /// For a label-map reference: JSON `{"StructureName": [label ids]}` [default: the
     /// TotalSegmentator `total` map of docs/segmentation.md].
-    #[arg(long)]
     pub labels: Option<PathBuf>,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
     /// ONNX segmentation model whose classes are evaluated as well.
-    #[arg(long)]
     pub model: Option<PathBuf>,
 }
 
@@ -255,7 +244,7 @@ pub struct EvalRow {
 
 /// `rtopt segment-eval`: classical segmentation of the CT compared with the reference, one
 /// row per structure present in both.
-pub fn segment_eval_rows(a: &SegmentEvalArgs) -> Result<Vec<EvalRow>> {
+pub fn segment_eval_rows(a: &SegmentEvalRequest) -> Result<Vec<EvalRow>> {
     let name = a
         .reference
         .file_name()

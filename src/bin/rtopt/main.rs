@@ -14,6 +14,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod plan_cmd;
+mod progress;
+mod segment_cmd;
+
 /// Exit codes, as shown by `rtopt --help`.
 const EXIT_CODES: &str = "Exit codes:
   0  success (plan: planned, every hard goal met on the deliverable dose)
@@ -106,9 +110,9 @@ enum Command {
     },
     /// Classical auto-segmentation (body, lungs) written with the imported ROIs into a new
     /// RT Structure Set; the input RTSTRUCT is never modified.
-    Segment(rtopt::segment::cli::SegmentArgs),
+    Segment(segment_cmd::SegmentArgs),
     /// Dice and 95 % Hausdorff distance of the classical segmentation against a reference.
-    SegmentEval(rtopt::segment::cli::SegmentEvalArgs),
+    SegmentEval(segment_cmd::SegmentEvalArgs),
     /// Compare plan variants (output folders of `rtopt plan`): metrics, goals, DVHs.
     Compare {
         /// Two or more output folders.
@@ -226,7 +230,7 @@ fn load_case(folder: &Path, select: &CaseSelection) -> rtopt::Result<rtopt::Case
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Segment(a) => match rtopt::segment::cli::segment(&a) {
+        Command::Segment(a) => match rtopt::segment::task::segment(&a.request()) {
             Ok(o) => {
                 let mut text: String = o.report.iter().map(|l| format!("{l}\n")).collect();
                 text.push_str(&format!(
@@ -240,7 +244,7 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(e),
         },
-        Command::SegmentEval(a) => match rtopt::segment::cli::segment_eval_rows(&a) {
+        Command::SegmentEval(a) => match rtopt::segment::task::segment_eval_rows(&a.request()) {
             Ok(rows) if a.json => match serde_json::to_string_pretty(&rows) {
                 Ok(j) => {
                     emit(&format!("{j}\n"));
@@ -249,7 +253,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(rtopt::Error::Invalid(e.to_string())),
             },
             Ok(rows) => {
-                emit(&rtopt::segment::cli::format_rows(&rows));
+                emit(&rtopt::segment::task::format_rows(&rows));
                 ExitCode::SUCCESS
             }
             Err(e) => fail(e),
@@ -318,7 +322,7 @@ fn main() -> ExitCode {
             no_normalize,
             quiet,
         } => {
-            let args = rtopt::cli::PlanArgs {
+            let args = plan_cmd::PlanArgs {
                 case,
                 protocol,
                 out,
@@ -344,7 +348,7 @@ fn main() -> ExitCode {
                 },
                 min_gamma_pass_percent: limits.min_gamma_pass,
             };
-            match rtopt::cli::plan(&args) {
+            match plan_cmd::plan(&args) {
                 Ok(outcome) => {
                     emit(&format!(
                         "{}outputs written to {}\n",
@@ -373,7 +377,7 @@ fn main() -> ExitCode {
             force,
             quiet,
         } => {
-            let args = rtopt::cli::PlanArgs {
+            let args = plan_cmd::PlanArgs {
                 case,
                 protocol,
                 out: None,
@@ -387,7 +391,7 @@ fn main() -> ExitCode {
                 assume_hfs: select.assume_hfs,
                 ..Default::default()
             };
-            match rtopt::cli::export_problem(&args, &out) {
+            match plan_cmd::export_problem(&args, &out) {
                 Ok((objective, status)) => {
                     emit(&format!(
                         "rtopt objective {objective:.9} ({status})\nproblem written to {}\n",

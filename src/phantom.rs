@@ -1,0 +1,142 @@
+//! A digital water phantom with TG-119's C-shape geometry, built in memory: for the crate's
+//! doctests, for an embedder's smoke test of the whole pipeline in a second, and for
+//! commissioning-style checks that need a known geometry. Not a patient and not TG-119's
+//! published CT (that one ships as DICOM in `data/tg119`).
+//!
+//! Geometry (LPS, mm, the origin at the centre): a water cylinder of radius 60 mm along the
+//! patient axis z, 60 mm long (BODY, EXTERNAL, 0 HU); a core cylinder r <= 10 mm (Core,
+//! ORGAN); the target annulus 15 mm <= r <= 37 mm without the 30 mm wide gap towards
+//! anterior (-y), so that it wraps the core like TG-119's C-shape (OuterTarget, PTV); both
+//! 40 mm long. Voxels are cubes of `voxel_mm`.
+
+use crate::case::Case;
+use crate::ct::{CtMeta, CtVolume};
+use crate::geometry::{Grid3, Mask};
+use crate::structures::{Roi, Structure};
+
+/// Body radius, mm.
+pub const BODY_RADIUS_MM: f64 = 60.0;
+/// Body length along z, mm.
+pub const BODY_LENGTH_MM: f64 = 60.0;
+/// Core radius, mm.
+pub const CORE_RADIUS_MM: f64 = 10.0;
+/// Target annulus, inner and outer radius, mm.
+pub const TARGET_RADII_MM: [f64; 2] = [15.0, 37.0];
+/// Length of the core and the target along z, mm.
+pub const TARGET_LENGTH_MM: f64 = 40.0;
+
+/// The C-shape phantom on cubic voxels of `voxel_mm` (3 mm gives 44 x 44 x 22 voxels).
+/// `voxel_mm` is clamped to [1, 10] mm.
+pub fn c_shape(voxel_mm: f64) -> Case {
+    let v = voxel_mm.clamp(1.0, 10.0);
+    let half = BODY_RADIUS_MM + 2.0 * v;
+    let n_xy = (2.0 * half / v).ceil() as usize;
+    let n_z = (BODY_LENGTH_MM / v).ceil() as usize + 2;
+    let grid = Grid3 {
+        dims: [n_xy, n_xy, n_z],
+        origin_mm: [
+            -0.5 * (n_xy - 1) as f64 * v,
+            -0.5 * (n_xy - 1) as f64 * v,
+            -0.5 * (n_z - 1) as f64 * v,
+        ],
+        spacing_mm: [v; 3],
+    };
+    let mut hu = Vec::with_capacity(grid.len());
+    let mut body = Mask::empty(grid);
+    let mut core = Mask::empty(grid);
+    let mut target = Mask::empty(grid);
+    for k in 0..n_z {
+        for j in 0..n_xy {
+            for i in 0..n_xy {
+                let [x, y, z] = grid.centre_mm(i, j, k);
+                let r = x.hypot(y);
+                let idx = grid.index(i, j, k);
+                let in_body = r <= BODY_RADIUS_MM && z.abs() <= 0.5 * BODY_LENGTH_MM;
+                hu.push(if in_body { 0.0 } else { -1000.0 });
+                body.inside[idx] = in_body;
+                let in_length = z.abs() <= 0.5 * TARGET_LENGTH_MM;
+                core.inside[idx] = in_length && r <= CORE_RADIUS_MM;
+                let gap = y < 0.0 && x.abs() < 15.0;
+                target.inside[idx] =
+                    in_length && (TARGET_RADII_MM[0]..=TARGET_RADII_MM[1]).contains(&r) && !gap;
+            }
+        }
+    }
+    let roi = |number: i64, name: &str, kind: &str, color: [u8; 3]| Roi {
+        number,
+        name: name.to_string(),
+        interpreted_type: kind.to_string(),
+        color,
+        contours: Vec::new(),
+    };
+    let ct = CtVolume {
+        grid,
+        hu,
+        meta: CtMeta {
+            patient_position: "HFS".into(),
+            series_description: "rtopt C-shape water phantom".into(),
+            ..CtMeta::default()
+        },
+    };
+    Case::from_parts(
+        ct,
+        vec![
+            Structure {
+                roi: roi(1, "BODY", "EXTERNAL", [0, 160, 0]),
+                mask: body,
+            },
+            Structure {
+                roi: roi(2, "OuterTarget", "PTV", [255, 0, 0]),
+                mask: target,
+            },
+            Structure {
+                roi: roi(3, "Core", "ORGAN", [0, 0, 255]),
+                mask: core,
+            },
+        ],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volumes_match_the_analytic_geometry() {
+        let case = c_shape(2.0);
+        let vol = |name: &str| case.structure(name).unwrap().mask.volume_cm3();
+        let pi = std::f64::consts::PI;
+        // Analytic volumes, cm^3: the core pi r^2 L; the body pi R^2 L.
+        let core = pi * 1.0f64.powi(2) * 4.0;
+        let body = pi * 6.0f64.powi(2) * 6.0;
+        // The annulus minus the gap |x| < 15 mm, y < 0 (between r = 15 and 37 mm).
+        let annulus = pi * (3.7f64.powi(2) - 1.5f64.powi(2)) * 4.0;
+        let gap = {
+            // Area of {|x| < 1.5 cm, y < 0, 1.5 <= r <= 3.7}, numerically (0.01 cm steps).
+            let mut a = 0.0;
+            let h = 0.001;
+            let mut x = -1.5 + 0.5 * h;
+            while x < 1.5 {
+                let lo = (1.5f64.powi(2) - x * x).max(0.0).sqrt();
+                let hi = (3.7f64.powi(2) - x * x).sqrt();
+                a += (hi - lo) * h;
+                x += h;
+            }
+            a * 4.0
+        };
+        for (name, want, tol) in [
+            ("Core", core, 0.08),
+            ("BODY", body, 0.03),
+            ("OuterTarget", annulus - gap, 0.05),
+        ] {
+            let got = vol(name);
+            assert!(
+                (got - want).abs() <= tol * want,
+                "{name}: {got:.2} cm3 vs analytic {want:.2} cm3"
+            );
+        }
+        assert!(case
+            .check_names(&["OuterTarget".into(), "Core".into()])
+            .is_ok());
+    }
+}

@@ -1,0 +1,738 @@
+//! The staged planner: case -> beams -> influence matrix ([`Planner::prepare`]) -> fluence
+//! optimisation of any number of variants ([`PreparedPlan::optimise`]) -> leaf sequencing
+//! ([`PreparedPlan::sequence`]) -> deliverable dose, acceptance and report
+//! ([`PreparedPlan::finish`]) -> RTPLAN, RTDOSE and report files ([`PlannedCase::write`]).
+//!
+//! Each stage is usable alone and reuses everything prepared: a dosimetrist's variant (other
+//! weights or limits) re-solves on the same matrix without recomputing it. Progress goes to
+//! [`PlanObserver`]s, a [`CancelToken`] is checked between stages and inside the long loops,
+//! and the thread count and memory budget are settings of the planner, not globals.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use rtopt::plan::{Planner, Variant};
+//! let case = rtopt::Case::load(Path::new("data/tg119"), &Default::default())?;
+//! let protocol = rtopt::optimize::protocol::Protocol::load(Path::new("data/protocols/tg119.toml"))?;
+//! let mut prepared = Planner::new(case, protocol).prepare()?;
+//! let sparing = Variant::new("core sparing").weight("Core", "mean", 40.0);
+//! let optimised = prepared.optimise(&sparing)?;
+//! let sequenced = prepared.sequence(&optimised)?;
+//! let plan = prepared.finish(&optimised, sequenced)?;
+//! print!("{}", plan.report.goal_table());
+//! plan.write(Path::new("out/tg119"), rtopt::outputs::Replace::Never)?;
+//! # Ok::<(), rtopt::Error>(())
+//! ```
+
+mod acceptance;
+mod normalize;
+mod observer;
+mod planned;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::beams::{self, Beam, BeamSetup};
+use crate::case::Case;
+use crate::control::CancelToken;
+use crate::dose::{self, DoseGrid, DoseOptions, StructureRows};
+use crate::error::{Error, Result};
+use crate::gamma::{self, GammaOptions};
+use crate::machine::MachineModel;
+use crate::optimize::protocol::Protocol;
+use crate::optimize::{OptimizationResult, OptimizeOptions, PlanningProblem};
+use crate::outputs::Replace;
+use crate::sequencing::{self, DeliveryMachine, SequencedPlan, SequencingOptions};
+
+pub use acceptance::{
+    PlanAcceptance, PlanFigures, DEFAULT_MAX_DOSE_PER_FRACTION_GY, DEFAULT_MIN_GAMMA_PASS_PERCENT,
+};
+pub use normalize::Normalisation;
+pub use observer::{EventLog, PlanEvent, PlanObserver, PlanStage, StageTime};
+pub use planned::{InfluenceSummary, PlannedCase, DVH_BIN_GY};
+
+pub use crate::dose::scatter_correction;
+use observer::StageRunner;
+
+/// Influence-matrix options for optimisation: a 15 mm lateral cutoff and a 1 % threshold keep
+/// the matrix sparse (about 7 M non-zeros on TG119 instead of 17 M) so the per-voxel rows of
+/// the optimisation stay cheap; the dose they drop is partly restored by
+/// [`scatter_correction`] and the final dose is computed without truncation.
+pub fn optimisation_dose_options() -> DoseOptions {
+    DoseOptions {
+        lateral_cutoff_mm: 15.0,
+        relative_threshold: 0.01,
+        ..DoseOptions::default()
+    }
+}
+
+/// Solver defaults of the pipeline: every per-voxel goal starts from its constraint-generation
+/// candidates (exact at convergence, see `docs/optimization.md`) and a relative tolerance of
+/// 1e-6, ample for doses reported to 0.01 Gy.
+pub fn optimisation_defaults() -> OptimizeOptions {
+    OptimizeOptions {
+        full_rows_limit: 0,
+        tolerance: 1e-6,
+        ..OptimizeOptions::default()
+    }
+}
+
+/// Settings shared by every stage after `prepare`.
+#[derive(Clone)]
+struct Settings {
+    protocol: Protocol,
+    protocol_name: String,
+    machine: MachineModel,
+    optimize: OptimizeOptions,
+    sequencing: SequencingOptions,
+    gamma: GammaOptions,
+    normalisation: Normalisation,
+    acceptance: PlanAcceptance,
+    input_files: Vec<PathBuf>,
+}
+
+/// A configured planning run. Build with [`Planner::new`], adjust with the `with_*` methods,
+/// then [`Planner::prepare`] (staged) or [`Planner::run`] (the whole pipeline once).
+pub struct Planner {
+    case: Case,
+    settings: Settings,
+    beam_setup: Option<BeamSetup>,
+    dose: DoseOptions,
+    runner: StageRunner,
+    threads: Option<usize>,
+    memory_budget_bytes: u64,
+}
+
+impl Planner {
+    /// A run of `protocol` on `case` with the default 6 MV machine and options.
+    pub fn new(case: Case, protocol: Protocol) -> Self {
+        let mut input_files: Vec<PathBuf> = case.ct.meta.files.clone();
+        if let Some(ss) = &case.structure_set {
+            input_files.push(ss.path.clone());
+        }
+        Planner {
+            case,
+            settings: Settings {
+                protocol,
+                protocol_name: "protocol".into(),
+                machine: MachineModel::default_6x(),
+                optimize: optimisation_defaults(),
+                sequencing: SequencingOptions::default(),
+                gamma: GammaOptions::default(),
+                normalisation: Normalisation::default(),
+                acceptance: PlanAcceptance::default(),
+                input_files,
+            },
+            beam_setup: None,
+            dose: optimisation_dose_options(),
+            runner: StageRunner::default(),
+            threads: None,
+            memory_budget_bytes: crate::budget::default_memory_budget_bytes(),
+        }
+    }
+
+    /// Name shown in the report (e.g. the protocol file's stem) and the file it came from.
+    pub fn with_protocol_source(mut self, name: &str, file: Option<&Path>) -> Self {
+        self.settings.protocol_name = name.to_string();
+        if let Some(f) = file {
+            self.settings.input_files.push(f.to_path_buf());
+        }
+        self
+    }
+
+    pub fn with_machine(mut self, machine: MachineModel) -> Self {
+        self.settings.machine = machine;
+        self
+    }
+
+    /// Override the beam arrangement (default: the protocol's `[beams]`, else 9 equispaced).
+    pub fn with_beam_setup(mut self, setup: BeamSetup) -> Self {
+        self.beam_setup = Some(setup);
+        self
+    }
+
+    /// Options of the optimisation influence matrix (default [`optimisation_dose_options`]).
+    pub fn with_dose_options(mut self, opts: DoseOptions) -> Self {
+        self.dose = opts;
+        self
+    }
+
+    pub fn with_optimize_options(mut self, opts: OptimizeOptions) -> Self {
+        self.settings.optimize = opts;
+        self
+    }
+
+    pub fn with_sequencing_options(mut self, opts: SequencingOptions) -> Self {
+        self.settings.sequencing = opts;
+        self
+    }
+
+    /// How the deliverable plan's MU are normalised (default: target D95 = prescription).
+    pub fn with_normalisation(mut self, normalisation: Normalisation) -> Self {
+        self.settings.normalisation = normalisation;
+        self
+    }
+
+    /// `true`: the default normalisation (D95 = prescription); `false`: none.
+    pub fn with_deliverable_normalization(self, on: bool) -> Self {
+        self.with_normalisation(if on {
+            Normalisation::default()
+        } else {
+            Normalisation::None
+        })
+    }
+
+    /// Add an observer of stages and solver iterations.
+    pub fn with_observer(mut self, observer: Arc<dyn PlanObserver>) -> Self {
+        self.runner.observers.push(observer);
+        self
+    }
+
+    /// A token the caller may cancel from another thread: checked between stages, before
+    /// each beam of the dose calculations and at every solver iteration.
+    pub fn with_cancel_token(mut self, cancel: CancelToken) -> Self {
+        self.runner.cancel = cancel;
+        self
+    }
+
+    /// Run every stage on a thread pool of its own with `threads` threads (default: rayon's
+    /// global pool, one thread per core).
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = Some(threads);
+        self
+    }
+
+    /// Limits beyond which a finished plan is refused as implausible.
+    pub fn with_acceptance(mut self, acceptance: PlanAcceptance) -> Self {
+        self.settings.acceptance = acceptance;
+        self
+    }
+
+    /// Memory budget, bytes, for the influence matrix and the optimiser's dense matrices
+    /// (default: [`crate::budget::default_memory_budget_bytes`]).
+    pub fn with_memory_budget(mut self, bytes: u64) -> Self {
+        self.memory_budget_bytes = bytes;
+        self
+    }
+
+    /// Every check that can fail before minutes of computation: the acceptance limits, the
+    /// normalisation, the prescription per fraction, the thread count, and each structure the
+    /// protocol names bound to exactly one ROI of the case.
+    pub fn check_before_computation(&self) -> Result<()> {
+        let s = &self.settings;
+        s.acceptance.validate()?;
+        s.normalisation.validate()?;
+        if self.threads == Some(0) {
+            return Err(Error::Invalid("the thread count must be at least 1".into()));
+        }
+        let rx = &s.protocol.prescription;
+        let per_fraction = rx.total_dose_gy / rx.fractions.max(1) as f64;
+        if per_fraction > s.acceptance.max_dose_per_fraction_gy {
+            return Err(Error::Implausible {
+                reasons: vec![format!(
+                    "the prescription is {per_fraction:.2} Gy per fraction ({} Gy in {}), above the limit of {} Gy per fraction (--max-dose-per-fraction-gy)",
+                    rx.total_dose_gy, rx.fractions, s.acceptance.max_dose_per_fraction_gy
+                )],
+            });
+        }
+        self.case.check_names(&s.protocol.referenced_structures())?;
+        Ok(())
+    }
+
+    /// Stage 1: checks, beams, the optimisation influence matrix and its scatter correction,
+    /// and the optimisation problem with its cached beamlet-space data.
+    pub fn prepare(self) -> Result<PreparedPlan> {
+        self.check_before_computation()?;
+        let pool = match self.threads {
+            None => None,
+            Some(n) => Some(Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .build()
+                    .map_err(|e| Error::Invalid(format!("thread pool of {n} threads: {e}")))?,
+            )),
+        };
+        let mut settings = self.settings.clone();
+        if let Some(n) = self.threads {
+            settings.optimize.threads = n as u32;
+        }
+        let work = || prepare_in_pool(&self, settings);
+        match &pool {
+            Some(p) => p.install(work),
+            None => work(),
+        }
+        .map(|mut prepared| {
+            prepared.pool = pool;
+            prepared
+        })
+    }
+
+    /// The whole pipeline once, for the protocol as given.
+    pub fn run(self) -> Result<PlannedCase> {
+        let mut prepared = self.prepare()?;
+        let optimised = prepared.optimise(&Variant::default())?;
+        let sequenced = prepared.sequence(&optimised)?;
+        prepared.finish(&optimised, sequenced)
+    }
+
+    /// Export the optimisation problem this run would solve, with rtopt's solution of it
+    /// (before normalisation), into the folder `out_dir` (`rtopt export-problem`; format in
+    /// `docs/peer-benchmark.md`). Returns the solution.
+    pub fn export_problem(
+        mut self,
+        out_dir: &Path,
+        replace: Replace,
+    ) -> Result<OptimizationResult> {
+        crate::outputs::check_replaceable_dir(out_dir, replace)?;
+        self.settings.optimize.normalize = None;
+        let mut prepared = self.prepare()?;
+        let optimised = prepared.optimise(&Variant::default())?;
+        let mut times = Vec::new();
+        let p = &prepared;
+        p.in_pool(|| {
+            p.runner.run(PlanStage::Export, &mut times, || {
+                crate::optimize::export::write_problem(
+                    out_dir,
+                    replace,
+                    &p.settings.protocol_name,
+                    &p.problem,
+                    &p.structures,
+                    p.dose_grid.grid.voxel_volume_cm3(),
+                    Some((&optimised.result, &p.settings.optimize)),
+                )?;
+                Ok(((), out_dir.display().to_string()))
+            })
+        })?;
+        Ok(optimised.result)
+    }
+}
+
+fn prepare_in_pool(planner: &Planner, settings: Settings) -> Result<PreparedPlan> {
+    let p = &settings.protocol;
+    let case = &planner.case;
+    let runner = &planner.runner;
+    let mut times = Vec::new();
+    let target = case.structure(&p.prescription.target)?;
+
+    let setup = match (&planner.beam_setup, &p.beams) {
+        (Some(s), _) => s.clone(),
+        (None, Some(b)) => BeamSetup {
+            gantry_deg: b.gantry_deg.clone(),
+            couch_deg: b.couch_deg,
+            collimator_deg: b.collimator_deg,
+            ..BeamSetup::default()
+        },
+        (None, None) => BeamSetup::default(),
+    };
+    let beams = runner.run(PlanStage::Beams, &mut times, || {
+        let beams = beams::setup_beams(&target.mask, &setup, &settings.machine)?;
+        let n: usize = beams.iter().map(|b| b.beamlets.len()).sum();
+        let summary = format!("{} beams, {n} beamlets", beams.len());
+        Ok((beams, summary))
+    })?;
+    let n_beamlets: usize = beams.iter().map(|b| b.beamlets.len()).sum();
+
+    let dose_opts = &planner.dose;
+    let calc = runner.run(PlanStage::InfluenceMatrix, &mut times, || {
+        let body = case.try_body_mask()?;
+        // Refuse up front a matrix that cannot fit (upper-bound estimate: every voxel within
+        // the lateral cutoff along a beamlet's path through the body, no threshold).
+        let sp = dose_opts.grid_spacing_mm;
+        let n_vox_est = (body.count() as f64 * case.ct.grid.voxel_volume_cm3() * 1000.0
+            / (sp[0] * sp[1] * sp[2]))
+            .ceil();
+        let side = setup.beamlet_size_mm + 2.0 * dose_opts.lateral_cutoff_mm;
+        let per_beamlet = side * side / (sp[0] * sp[1]) * n_vox_est.cbrt();
+        crate::budget::check_influence_budget(
+            n_vox_est as usize,
+            n_beamlets,
+            per_beamlet,
+            planner.memory_budget_bytes,
+        )?;
+        // The optimiser's dense beamlet-space matrices grow as beamlets squared: refuse them
+        // now, before the influence matrix is built.
+        let n_dense = p
+            .structures
+            .iter()
+            .flat_map(|s| s.goals.iter())
+            .filter(|g| matches!(g.kind, crate::optimize::GoalKind::Deviation { .. }))
+            .count();
+        crate::budget::check_dense_optimiser_budget(
+            n_beamlets,
+            n_dense,
+            planner.memory_budget_bytes,
+        )?;
+        let calc = dose::influence_matrix_cancellable(
+            &case.ct,
+            &body,
+            &beams,
+            &settings.machine,
+            dose_opts,
+            &runner.cancel,
+        )?;
+        let summary = format!(
+            "{} voxels x {} beamlets, nnz {:.1} M, truncated mass {:.2} %",
+            calc.matrix.n_rows(),
+            calc.matrix.n_cols(),
+            calc.matrix.nnz() as f64 / 1e6,
+            100.0 * calc.truncated_mass_fraction
+        );
+        Ok((calc, summary))
+    })?;
+    let influence = InfluenceSummary {
+        rows: calc.matrix.n_rows(),
+        columns: calc.matrix.n_cols(),
+        nnz: calc.matrix.nnz(),
+        truncated_mass_fraction: calc.truncated_mass_fraction,
+        build_seconds: calc.build_seconds,
+    };
+    let dose_grid = calc.dose_grid;
+    let mut matrix = calc.matrix;
+
+    // Scatter correction: rescale each row so the truncated matrix reproduces the
+    // untruncated dose of open fields conforming to the target (see `scatter_correction`).
+    // The truncated matrix is scaled in place: only one copy is ever held.
+    runner.run(PlanStage::ScatterCorrection, &mut times, || {
+        let reference = vec![1.0; matrix.n_cols()];
+        let exact_ref = dose::dose_from_weights_cancellable(
+            &case.ct,
+            &dose_grid,
+            &beams,
+            &settings.machine,
+            &reference,
+            &runner.cancel,
+        )?;
+        let factors = scatter_correction(&matrix.dose(&reference), &exact_ref);
+        let scaled = factors.iter().filter(|&&f| f > 1.0).count();
+        matrix.scale_rows(&factors);
+        Ok(((), format!("{scaled} rows rescaled")))
+    })?;
+
+    let structures: Vec<StructureRows> = case
+        .structures
+        .iter()
+        .map(|s| StructureRows::of(s, &dose_grid))
+        .collect();
+    let problem = PlanningProblem::new_owned(matrix, &dose_grid, &beams, &structures, p)?;
+    Ok(PreparedPlan {
+        case: case.clone(),
+        settings,
+        runner: runner.clone(),
+        pool: None,
+        beams,
+        dose_grid,
+        influence,
+        structures,
+        problem,
+        times,
+    })
+}
+
+/// One change of a [`Variant`]: a goal (found by structure and a text its description
+/// contains, e.g. `("Core", "mean")`) gets a new weight or a new dose.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GoalChange {
+    /// New weight of an objective (dimensionless, >= 0).
+    Weight {
+        structure: String,
+        goal: String,
+        weight: f64,
+    },
+    /// New reference or limit dose of a goal, Gy total over the course.
+    DoseGy {
+        structure: String,
+        goal: String,
+        dose_gy: f64,
+    },
+}
+
+/// A plan variant: the prepared protocol with some goals' weights or doses changed. The
+/// default variant is the protocol as prepared.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Variant {
+    /// Shown in the report's notes ("" for the prepared protocol).
+    pub name: String,
+    pub changes: Vec<GoalChange>,
+}
+
+impl Variant {
+    pub fn new(name: &str) -> Self {
+        Variant {
+            name: name.to_string(),
+            changes: Vec::new(),
+        }
+    }
+    /// Set the weight of the first goal of `structure` whose description contains `goal`.
+    pub fn weight(mut self, structure: &str, goal: &str, weight: f64) -> Self {
+        self.changes.push(GoalChange::Weight {
+            structure: structure.into(),
+            goal: goal.into(),
+            weight,
+        });
+        self
+    }
+    /// Set the dose (Gy, total) of the first goal of `structure` whose description contains
+    /// `goal`.
+    pub fn dose_gy(mut self, structure: &str, goal: &str, dose_gy: f64) -> Self {
+        self.changes.push(GoalChange::DoseGy {
+            structure: structure.into(),
+            goal: goal.into(),
+            dose_gy,
+        });
+        self
+    }
+
+    /// The protocol of this variant: `base` with the changes applied. Errors name the goal
+    /// that matches no goal of the structure, or a value that is not a finite number >= 0.
+    pub fn apply(&self, base: &Protocol) -> Result<Protocol> {
+        let mut p = base.clone();
+        for c in &self.changes {
+            let (structure, text) = match c {
+                GoalChange::Weight {
+                    structure, goal, ..
+                }
+                | GoalChange::DoseGy {
+                    structure, goal, ..
+                } => (structure, goal),
+            };
+            let listing = || {
+                base.structures
+                    .iter()
+                    .filter(|s| &s.name == structure)
+                    .flat_map(|s| s.goals.iter().map(|g| g.kind.describe()))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
+            let goal = p
+                .structures
+                .iter_mut()
+                .filter(|s| &s.name == structure)
+                .flat_map(|s| s.goals.iter_mut())
+                .find(|g| g.kind.describe().contains(text.as_str()))
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "variant '{}': no goal of '{structure}' matches '{text}'; its goals: {}",
+                        self.name,
+                        listing()
+                    ))
+                })?;
+            let desc = goal.kind.describe();
+            match c {
+                GoalChange::Weight { weight, .. } => {
+                    if !(weight.is_finite() && *weight >= 0.0) {
+                        return Err(Error::Invalid(format!(
+                            "variant '{}': weight {weight} of '{structure} {desc}' must be a finite number >= 0",
+                            self.name
+                        )));
+                    }
+                    *goal.kind.weight_mut().ok_or_else(|| {
+                        Error::Invalid(format!(
+                            "variant '{}': '{structure} {desc}' is a constraint and has no weight",
+                            self.name
+                        ))
+                    })? = *weight;
+                }
+                GoalChange::DoseGy { dose_gy, .. } => {
+                    if !(dose_gy.is_finite() && *dose_gy >= 0.0) {
+                        return Err(Error::Invalid(format!(
+                            "variant '{}': dose {dose_gy} Gy of '{structure} {desc}' must be a finite number >= 0",
+                            self.name
+                        )));
+                    }
+                    *goal.kind.dose_gy_mut().ok_or_else(|| {
+                        Error::Invalid(format!(
+                            "variant '{}': '{structure} {desc}' has no dose",
+                            self.name
+                        ))
+                    })? = *dose_gy;
+                }
+            }
+        }
+        p.validate(Path::new(&format!("variant '{}'", self.name)))?;
+        Ok(p)
+    }
+}
+
+/// Everything prepared once per case: beams, the optimisation matrix (inside the problem),
+/// the dose grid and the structures' voxel rows. Solve any number of variants on it.
+pub struct PreparedPlan {
+    case: Case,
+    settings: Settings,
+    runner: StageRunner,
+    pool: Option<Arc<rayon::ThreadPool>>,
+    beams: Vec<Beam>,
+    dose_grid: DoseGrid,
+    influence: InfluenceSummary,
+    structures: Vec<StructureRows>,
+    problem: PlanningProblem<'static>,
+    times: Vec<StageTime>,
+}
+
+/// The result of [`PreparedPlan::optimise`]: the variant, its protocol and the solution.
+#[derive(Debug, Clone)]
+pub struct OptimisedPlan {
+    pub variant: Variant,
+    /// The prepared protocol with the variant's changes applied.
+    pub protocol: Protocol,
+    /// Beamlet weights (MU per fraction), the optimiser's dose, goals and solver figures.
+    pub result: OptimizationResult,
+    /// Wall-clock time of the optimisation stage, s.
+    pub seconds: f64,
+}
+
+/// The result of [`PreparedPlan::sequence`]: MLC segments before normalisation and the
+/// beamlet weights they deliver.
+#[derive(Debug, Clone)]
+pub struct SequencedStage {
+    pub sequenced: SequencedPlan,
+    /// Beamlet weights the segments deliver (MU per fraction).
+    pub deliverable_weights_mu: Vec<f64>,
+    pub seconds: f64,
+}
+
+impl PreparedPlan {
+    /// The beams (IEC 61217 angles, beamlet grids).
+    pub fn beams(&self) -> &[Beam] {
+        &self.beams
+    }
+    /// The dose grid of the influence matrix and of RTDOSE.
+    pub fn dose_grid(&self) -> &DoseGrid {
+        &self.dose_grid
+    }
+    /// Size and truncation of the optimisation influence matrix.
+    pub fn influence(&self) -> &InfluenceSummary {
+        &self.influence
+    }
+    /// The scatter-corrected optimisation matrix (Gy per MU, one fraction).
+    pub fn matrix(&self) -> &dose::InfluenceMatrix {
+        self.problem.matrix()
+    }
+    /// The optimisation problem (goal ids, evaluation, export).
+    pub fn problem(&self) -> &PlanningProblem<'static> {
+        &self.problem
+    }
+    /// The case.
+    pub fn case(&self) -> &Case {
+        &self.case
+    }
+    /// Wall-clock times of the prepare stages.
+    pub fn prepare_times(&self) -> &[StageTime] {
+        &self.times
+    }
+
+    fn in_pool<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        match &self.pool {
+            Some(p) => p.install(f),
+            None => f(),
+        }
+    }
+
+    /// Stage 2: optimise the fluence of `variant` on the prepared matrix (no dose
+    /// recalculation). Repeatable; cached beamlet-space data are reused.
+    pub fn optimise(&mut self, variant: &Variant) -> Result<OptimisedPlan> {
+        let protocol = variant.apply(&self.settings.protocol)?;
+        self.problem.set_goals_from(&protocol)?;
+        let mut opts = self.settings.optimize.clone();
+        opts.observers.push(self.runner.solver_observer());
+        let mut times = Vec::new();
+        let this = &*self;
+        let result = this.in_pool(|| {
+            this.runner.run(PlanStage::Optimisation, &mut times, || {
+                let r = this.problem.solve(&opts)?;
+                let summary = format!(
+                    "{} after {} iterations ({} rounds), objective {:.6}",
+                    r.status, r.iterations, r.rounds, r.objective
+                );
+                Ok((r, summary))
+            })
+        })?;
+        Ok(OptimisedPlan {
+            variant: variant.clone(),
+            protocol,
+            result,
+            seconds: times.iter().map(|t| t.seconds).sum(),
+        })
+    }
+
+    /// Stage 3: leaf sequencing of an optimised fluence.
+    pub fn sequence(&self, optimised: &OptimisedPlan) -> Result<SequencedStage> {
+        let mut times = Vec::new();
+        let (sequenced, deliverable_weights_mu) = self.in_pool(|| {
+            self.runner.run(PlanStage::Sequencing, &mut times, || {
+                let machine = DeliveryMachine::from(&self.settings.machine);
+                let sequenced = sequencing::sequence_plan(
+                    &self.beams,
+                    &optimised.result.weights_mu,
+                    &machine,
+                    &self.settings.sequencing,
+                )?;
+                let x = sequencing::deliverable_weights(
+                    &self.beams,
+                    &sequenced.beams,
+                    self.problem.n_beamlets(),
+                )?;
+                let n: usize = sequenced.beams.iter().map(|b| b.segments.len()).sum();
+                let summary = format!(
+                    "{n} segments, {:.0} MU per fraction before normalisation",
+                    sequenced.total_mu()
+                );
+                Ok(((sequenced, x), summary))
+            })
+        })?;
+        Ok(SequencedStage {
+            sequenced,
+            deliverable_weights_mu,
+            seconds: times.iter().map(|t| t.seconds).sum(),
+        })
+    }
+
+    /// Stage 4: the untruncated deliverable dose, the MU normalisation, the gamma agreement
+    /// with the optimised dose, the acceptance check ([`Error::Implausible`] when refused) and
+    /// the report. The result is ready to [`PlannedCase::write`].
+    pub fn finish(
+        &mut self,
+        optimised: &OptimisedPlan,
+        sequenced: SequencedStage,
+    ) -> Result<PlannedCase> {
+        self.problem.set_goals_from(&optimised.protocol)?;
+        let mut times = self.times.clone();
+        times.push(StageTime {
+            stage: PlanStage::Optimisation,
+            seconds: optimised.seconds,
+        });
+        times.push(StageTime {
+            stage: PlanStage::Sequencing,
+            seconds: sequenced.seconds,
+        });
+        let this = &*self;
+        this.in_pool(|| planned::finish(this, optimised, sequenced, times))
+    }
+}
+
+/// How the cached problem relates to an owned dose grid and rows, for [`planned::finish`].
+impl PreparedPlan {
+    fn fractions(&self) -> f64 {
+        self.settings.protocol.prescription.fractions as f64
+    }
+
+    fn forward_dose_gy(&self, weights_mu: &[f64]) -> Result<Vec<f64>> {
+        let f = self.fractions();
+        Ok(dose::dose_from_weights_cancellable(
+            &self.case.ct,
+            &self.dose_grid,
+            &self.beams,
+            &self.settings.machine,
+            weights_mu,
+            &self.runner.cancel,
+        )?
+        .into_iter()
+        .map(|d| d * f)
+        .collect())
+    }
+
+    fn gamma_options(&self) -> &GammaOptions {
+        &self.settings.gamma
+    }
+}
+
+/// Re-exported so callers of the gamma stage need not import [`crate::gamma`].
+pub use gamma::GammaResult;

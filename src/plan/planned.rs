@@ -1,0 +1,429 @@
+//! A finished plan ([`PlannedCase`]): the deliverable dose, its normalisation and gamma
+//! agreement, the acceptance check, the report, and the atomic writing of RTPLAN, RTDOSE,
+//! `report.json` and `report.html`.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::{Normalisation, OptimisedPlan, PlanStage, PreparedPlan, SequencedStage, StageTime};
+use crate::beams::Beam;
+use crate::case::Case;
+use crate::dose::DoseGrid;
+use crate::error::{Error, Result};
+use crate::export::rtdose::{self, DoseExport};
+use crate::export::rtplan::{self, PlanExport, TargetPrescription};
+use crate::gamma::{self, GammaResult};
+use crate::machine::MachineModel;
+use crate::optimize::protocol::Protocol;
+use crate::optimize::OptimizationResult;
+use crate::outputs::Replace;
+use crate::report::{
+    self, BeamRow, DvhCurve, GoalRow, PlanQuality, ProtocolMetric, Report, StageTiming,
+    StructureMetrics,
+};
+use crate::sequencing::{DeliveryMachine, SequencedPlan};
+
+/// DVH sampling step of the report, Gy.
+pub const DVH_BIN_GY: f64 = 0.1;
+
+/// Size and truncation of the optimisation influence matrix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InfluenceSummary {
+    pub rows: usize,
+    pub columns: usize,
+    pub nnz: usize,
+    /// Fraction of the beamlets' dose mass dropped by the cutoff and threshold.
+    pub truncated_mass_fraction: f64,
+    /// Wall-clock time to build it, s.
+    pub build_seconds: f64,
+}
+
+/// A finished plan: everything the outputs are written from.
+pub struct PlannedCase {
+    pub case: Case,
+    /// The protocol of the variant that was planned.
+    pub protocol: Protocol,
+    /// The variant's name ("" for the protocol as given).
+    pub variant: String,
+    pub machine: MachineModel,
+    pub delivery_machine: DeliveryMachine,
+    pub beams: Vec<Beam>,
+    /// Dose grid of RTDOSE (and of the influence matrix).
+    pub dose_grid: DoseGrid,
+    pub influence: InfluenceSummary,
+    pub optimized: OptimizationResult,
+    /// Segments after the deliverable normalisation.
+    pub sequenced: SequencedPlan,
+    /// Total deliverable dose per dose-grid row, Gy (what RTDOSE holds).
+    pub deliverable_gy: Vec<f64>,
+    /// The same on the full dose grid.
+    pub deliverable_full_gy: Vec<f32>,
+    /// MU factor of the deliverable normalisation (1 without).
+    pub mu_scale: f64,
+    pub normalisation: Normalisation,
+    pub gamma: GammaResult,
+    /// Name of the optimiser backend.
+    pub solver_name: String,
+    pub report: Report,
+}
+
+/// Stage 4 of [`PreparedPlan::finish`], run inside the planner's thread pool.
+pub(super) fn finish(
+    prep: &PreparedPlan,
+    optimised: &OptimisedPlan,
+    seq: SequencedStage,
+    mut times: Vec<StageTime>,
+) -> Result<PlannedCase> {
+    let s = &prep.settings;
+    let p = &optimised.protocol;
+    let runner = &prep.runner;
+    let target = prep.case.structure(&p.prescription.target)?;
+    let target_rows = prep.dose_grid.rows_in(&target.mask);
+    let mut sequenced = seq.sequenced;
+
+    let (deliverable_gy, mu_scale) = runner.run(PlanStage::DeliverableDose, &mut times, || {
+        let mut d = prep.forward_dose_gy(&seq.deliverable_weights_mu)?;
+        let td: Vec<f64> = target_rows.iter().map(|&r| d[r as usize]).collect();
+        let f = s.normalisation.factor(&td, p.prescription.total_dose_gy);
+        if f != 1.0 {
+            for v in d.iter_mut() {
+                *v *= f;
+            }
+            for b in sequenced.beams.iter_mut() {
+                for seg in b.segments.iter_mut() {
+                    seg.mu *= f;
+                }
+                b.meterset_mu *= f;
+            }
+        }
+        let summary = format!(
+            "{:.0} MU per fraction (normalisation x{f:.4})",
+            sequenced.total_mu()
+        );
+        Ok(((d, f), summary))
+    })?;
+
+    let grid = &prep.dose_grid.grid;
+    let del_full = prep.dose_grid.to_full(&deliverable_gy);
+    let gamma_result = runner.run(PlanStage::Gamma, &mut times, || {
+        let optimised_exact = prep.forward_dose_gy(&optimised.result.weights_mu)?;
+        let opt_full = prep.dose_grid.to_full(&optimised_exact);
+        let g = gamma::gamma_3d(grid, &opt_full, grid, &del_full, prep.gamma_options())?;
+        let summary = format!("3 %/2 mm pass rate {:.2} %", g.pass_rate_percent);
+        Ok((g, summary))
+    })?;
+
+    let figures = super::PlanFigures {
+        beam_mu: prep
+            .beams
+            .iter()
+            .zip(&sequenced.beams)
+            .map(|(b, sb)| (format!("beam {} ({})", b.number, b.name), sb.meterset_mu))
+            .collect(),
+        mu_scale,
+        gamma_pass_percent: gamma_result.pass_rate_percent,
+    };
+    let reasons = s.acceptance.check_plan(&s.machine, &figures);
+    if !reasons.is_empty() {
+        return Err(Error::Implausible { reasons });
+    }
+
+    let mut report_times = Vec::new();
+    let planned = runner.run(PlanStage::Report, &mut report_times, || {
+        let goal_rows = prep.problem.evaluate_goals(&deliverable_gy)?;
+        let mut planned = PlannedCase {
+            case: prep.case.clone(),
+            protocol: p.clone(),
+            variant: optimised.variant.name.clone(),
+            machine: s.machine.clone(),
+            delivery_machine: DeliveryMachine::from(&s.machine),
+            beams: prep.beams.clone(),
+            dose_grid: prep.dose_grid.clone(),
+            influence: prep.influence.clone(),
+            optimized: optimised.result.clone(),
+            sequenced,
+            deliverable_gy,
+            deliverable_full_gy: del_full,
+            mu_scale,
+            normalisation: s.normalisation,
+            gamma: gamma_result,
+            solver_name: s.optimize.backend.name().to_string(),
+            report: Report {
+                rtopt_version: env!("CARGO_PKG_VERSION").to_string(),
+                case: String::new(),
+                protocol: s.protocol_name.clone(),
+                prescription_gy: p.prescription.total_dose_gy,
+                fractions: p.prescription.fractions,
+                target: p.prescription.target.clone(),
+                input_hashes: hash_files(&s.input_files)?,
+                structures: Vec::new(),
+                protocol_metrics: Vec::new(),
+                quality: report::plan_quality(&[], &[], 0.0, 0.0),
+                goals: Vec::new(),
+                beams: Vec::new(),
+                optimizer: serde_json::Value::Null,
+                delivery: serde_json::Value::Null,
+                notes: Vec::new(),
+                timings: Vec::new(),
+                dvh: Vec::new(),
+            },
+        };
+        planned.build_report(goal_rows)?;
+        Ok((planned, String::new()))
+    })?;
+    let mut planned = planned;
+    times.extend(report_times);
+    planned.report.timings = times
+        .iter()
+        .map(|t| StageTiming {
+            stage: t.stage.name().to_string(),
+            seconds: t.seconds,
+        })
+        .collect();
+    Ok(planned)
+}
+
+fn hash_files(files: &[PathBuf]) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::with_capacity(files.len());
+    for f in files {
+        let bytes = std::fs::read(f).map_err(|e| Error::io(f, e))?;
+        let h = Sha256::digest(&bytes);
+        let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        out.push((name, hex));
+    }
+    Ok(out)
+}
+
+impl PlannedCase {
+    fn build_report(&mut self, goals: Vec<crate::optimize::GoalResult>) -> Result<()> {
+        let voxel_cm3 = self.dose_grid.grid.voxel_volume_cm3();
+        let p = &self.protocol;
+        let rx = p.prescription.total_dose_gy;
+        let mut structures = Vec::new();
+        let mut dvh = Vec::new();
+        let mut metrics = Vec::new();
+        let mut target_doses = Vec::new();
+        for s in &self.case.structures {
+            let rows = self.dose_grid.rows_in(&s.mask);
+            let d: Vec<f64> = rows
+                .iter()
+                .map(|&r| self.deliverable_gy[r as usize])
+                .collect();
+            structures.push(StructureMetrics::compute(
+                &s.roi.name,
+                &s.roi.interpreted_type,
+                &d,
+                voxel_cm3,
+            ));
+            dvh.push(DvhCurve::compute(&s.roi.name, s.roi.color, &d, DVH_BIN_GY));
+            if s.roi.name == p.prescription.target {
+                target_doses = d.clone();
+            }
+            for sg in p.structures.iter().filter(|g| g.name == s.roi.name) {
+                for g in &sg.goals {
+                    if let crate::optimize::protocol::GoalKind::DvhMax { volume_pct: v, .. }
+                    | crate::optimize::protocol::GoalKind::DvhMin { volume_pct: v, .. } = g.kind
+                    {
+                        metrics.push(ProtocolMetric {
+                            structure: s.roi.name.clone(),
+                            metric: format!("D{v}"),
+                            value: crate::dvh::dose_at_volume(&d, v),
+                            unit: "Gy".into(),
+                        });
+                    }
+                }
+            }
+        }
+        let quality: PlanQuality =
+            report::plan_quality(&self.deliverable_gy, &target_doses, rx, voxel_cm3);
+        // Goals are evaluated in protocol order (structure by structure, goal by goal).
+        let metrics_of: Vec<String> = p
+            .structures
+            .iter()
+            .flat_map(|s| s.goals.iter().map(|g| g.kind.metric()))
+            .collect();
+        let goal_rows: Vec<GoalRow> = goals
+            .iter()
+            .zip(metrics_of)
+            .map(|(g, metric)| GoalRow {
+                structure: g.structure.clone(),
+                goal: g.description.clone(),
+                kind: match g.role {
+                    crate::optimize::GoalRole::Objective => "objective",
+                    crate::optimize::GoalRole::Constraint => "constraint",
+                    crate::optimize::GoalRole::Report => "report",
+                }
+                .to_string(),
+                metric,
+                achieved: g.achieved_gy,
+                unit: "Gy".into(),
+                objective_value: g.objective_value,
+                met: g.met,
+            })
+            .collect();
+        let beams: Vec<BeamRow> = self
+            .beams
+            .iter()
+            .zip(&self.sequenced.beams)
+            .map(|(b, s)| BeamRow {
+                number: b.number,
+                name: b.name.clone(),
+                gantry_deg: b.gantry_deg,
+                couch_deg: b.couch_deg,
+                collimator_deg: b.collimator_deg,
+                mu: s.meterset_mu,
+                segments: s.segments.len(),
+            })
+            .collect();
+        let o = &self.optimized;
+        self.report.case = self
+            .case
+            .dir
+            .as_ref()
+            .and_then(|d| d.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "case".into());
+        self.report.structures = structures;
+        self.report.protocol_metrics = metrics;
+        self.report.quality = quality;
+        self.report.goals = goal_rows;
+        self.report.beams = beams;
+        self.report.dvh = dvh;
+        self.report.optimizer = serde_json::json!({
+            "solver": self.solver_name.clone(),
+            "status": o.status,
+            "iterations": o.iterations,
+            "rounds": o.rounds,
+            "solve_seconds": o.solve_seconds,
+            "objective": o.objective,
+            "variables": o.n_variables,
+            "constraint_rows": o.n_constraint_rows,
+            "influence_matrix": {
+                "rows": self.influence.rows,
+                "columns": self.influence.columns,
+                "nnz": self.influence.nnz,
+                "truncated_mass_fraction": self.influence.truncated_mass_fraction,
+            },
+        });
+        self.report.delivery = serde_json::json!({
+            "sequencing": self.sequenced.reports,
+            "total_mu_per_fraction": self.sequenced.total_mu(),
+            "mu_normalisation_factor": self.mu_scale,
+            "gamma": {
+                "criteria": "3 %/2 mm global, 10 % threshold, deliverable vs optimised dose",
+                "pass_rate_percent": self.gamma.pass_rate_percent,
+                "evaluated_points": self.gamma.evaluated,
+                "mean_gamma": self.gamma.mean_gamma,
+            },
+        });
+        self.report.notes = vec![
+            "Dose-volume constraints are enforced through their CVaR (Rockafellar-Uryasev) counterparts, which are conservative: the achieved DVH point is at least as good as the limit.".into(),
+            "Goals, DVHs and indices are evaluated on the deliverable (sequenced) dose, after MU normalisation of the target D95 to the prescription.".into(),
+            format!("Deliverable normalisation: {}.", self.normalisation.describe()),
+            "Not for clinical use.".into(),
+        ];
+        if !self.variant.is_empty() {
+            self.report
+                .notes
+                .insert(0, format!("Variant: {}.", self.variant));
+        }
+        self.report.notes.extend(
+            self.case
+                .warnings()
+                .iter()
+                .map(|w| format!("Import warning: {w}")),
+        );
+        Ok(())
+    }
+
+    /// Write `RTPLAN.dcm`, `RTDOSE.dcm`, `report.json` and `report.html` into `out_dir`.
+    /// Everything is first written into a temporary sibling folder which is then renamed into
+    /// place ([`crate::atomic::write_dir`]), so a reader never sees a partial plan folder, and
+    /// work folders left by a killed earlier export are removed.
+    ///
+    /// An existing `out_dir` is replaced only as `replace` allows ([`crate::outputs`]): never a
+    /// folder rtopt did not write, never a file.
+    pub fn write(&self, out_dir: &Path, replace: Replace) -> Result<()> {
+        crate::atomic::write_dir(out_dir, replace, |tmp| self.write_files(tmp))
+    }
+
+    fn write_files(&self, dir: &Path) -> Result<()> {
+        let ct = &self.case.ct.meta;
+        let ss_uid = self
+            .case
+            .structure_set
+            .as_ref()
+            .map(|s| s.sop_instance_uid.clone())
+            .unwrap_or_default();
+        let target = self.case.structure(&self.protocol.prescription.target)?;
+        let plan = PlanExport {
+            label: truncate(&format!("rtopt {}", self.report.case), 16),
+            ct,
+            structure_set_uid: ss_uid,
+            target: TargetPrescription {
+                roi_number: target.roi.number,
+                roi_name: target.roi.name.clone(),
+                prescription_gy: self.protocol.prescription.total_dose_gy,
+            },
+            fractions: self.protocol.prescription.fractions,
+            machine: &self.delivery_machine,
+            beams: &self.beams,
+            sequenced: &self.sequenced.beams,
+            beam_dose_gy: None,
+            plan_date: ct.study_date.clone(),
+            plan_time: ct.study_time.clone(),
+        };
+        let plan_uid = rtplan::write_rtplan(&dir.join("RTPLAN.dcm"), &plan)?;
+        rtdose::write_rtdose(
+            &dir.join("RTDOSE.dcm"),
+            &DoseExport {
+                ct,
+                grid: &self.dose_grid.grid,
+                dose_gy: &self.deliverable_full_gy,
+                plan_sop_uid: &plan_uid,
+            },
+        )?;
+        let json = serde_json::to_string_pretty(&self.report)
+            .map_err(|e| Error::Invalid(format!("report.json: {e}")))?;
+        crate::atomic::write_file(&dir.join("report.json"), json.as_bytes())?;
+        #[cfg(feature = "html-report")]
+        self.write_html(dir)?;
+        Ok(())
+    }
+}
+
+impl PlannedCase {
+    #[cfg(feature = "html-report")]
+    fn write_html(&self, dir: &Path) -> Result<()> {
+        let outlines: Vec<(&str, [u8; 3], &crate::geometry::Mask)> = self
+            .case
+            .structures
+            .iter()
+            .map(|s| (s.roi.name.as_str(), s.roi.color, &s.mask))
+            .collect();
+        let iso = self
+            .beams
+            .first()
+            .map(|b| b.isocenter_mm)
+            .unwrap_or([0.0; 3]);
+        let html = report::html::render(&report::html::HtmlInputs {
+            report: &self.report,
+            ct: &self.case.ct,
+            dose_gy: &self.deliverable_full_gy,
+            dose_grid: &self.dose_grid.grid,
+            outlines,
+            isocenter_mm: iso,
+        })?;
+        crate::atomic::write_file(&dir.join("report.html"), html.as_bytes())?;
+        Ok(())
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}

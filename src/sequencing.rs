@@ -113,7 +113,7 @@ pub struct SequencedBeam {
 }
 
 /// What sequencing did to one beam.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct BeamSequencingReport {
     pub beam_index: usize,
     /// MU carried by one fluence level.

@@ -128,13 +128,30 @@ impl Default for OptimizeOptions {
 }
 
 /// Whether a goal is an objective term or a constraint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GoalRole {
     Objective,
     Constraint,
     /// A constraint-type goal in `report` mode: evaluated only.
     Report,
+}
+
+impl GoalRole {
+    /// `objective`, `constraint` or `report`, as in report.json.
+    pub fn name(self) -> &'static str {
+        match self {
+            GoalRole::Objective => "objective",
+            GoalRole::Constraint => "constraint",
+            GoalRole::Report => "report",
+        }
+    }
+}
+
+impl std::fmt::Display for GoalRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
 }
 
 /// The outcome of one goal on the final (possibly normalised) total dose.

@@ -708,7 +708,7 @@ impl PreparedPlan {
     }
 }
 
-/// How the cached problem relates to an owned dose grid and rows, for [`planned::finish`].
+/// Helpers of [`planned::finish`].
 impl PreparedPlan {
     fn fractions(&self) -> f64 {
         self.settings.protocol.prescription.fractions as f64

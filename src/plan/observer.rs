@@ -57,7 +57,7 @@ impl PlanStage {
 
 impl std::fmt::Display for PlanStage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+        f.pad(self.name())
     }
 }
 

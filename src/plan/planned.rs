@@ -162,8 +162,8 @@ pub(super) fn finish(
                 quality: report::plan_quality(&[], &[], 0.0, 0.0),
                 goals: Vec::new(),
                 beams: Vec::new(),
-                optimizer: serde_json::Value::Null,
-                delivery: serde_json::Value::Null,
+                optimizer: Default::default(),
+                delivery: Default::default(),
                 notes: Vec::new(),
                 timings: Vec::new(),
                 dvh: Vec::new(),
@@ -253,12 +253,7 @@ impl PlannedCase {
             .map(|(g, metric)| GoalRow {
                 structure: g.structure.clone(),
                 goal: g.description.clone(),
-                kind: match g.role {
-                    crate::optimize::GoalRole::Objective => "objective",
-                    crate::optimize::GoalRole::Constraint => "constraint",
-                    crate::optimize::GoalRole::Report => "report",
-                }
-                .to_string(),
+                kind: g.role,
                 metric,
                 achieved: g.achieved_gy,
                 unit: "Gy".into(),
@@ -294,33 +289,33 @@ impl PlannedCase {
         self.report.goals = goal_rows;
         self.report.beams = beams;
         self.report.dvh = dvh;
-        self.report.optimizer = serde_json::json!({
-            "solver": self.solver_name.clone(),
-            "status": o.status,
-            "iterations": o.iterations,
-            "rounds": o.rounds,
-            "solve_seconds": o.solve_seconds,
-            "objective": o.objective,
-            "variables": o.n_variables,
-            "constraint_rows": o.n_constraint_rows,
-            "influence_matrix": {
-                "rows": self.influence.rows,
-                "columns": self.influence.columns,
-                "nnz": self.influence.nnz,
-                "truncated_mass_fraction": self.influence.truncated_mass_fraction,
+        self.report.optimizer = report::OptimizerSummary {
+            solver: self.solver_name.clone(),
+            status: o.status.clone(),
+            iterations: o.iterations,
+            rounds: o.rounds,
+            solve_seconds: o.solve_seconds,
+            objective: o.objective,
+            variables: o.n_variables,
+            constraint_rows: o.n_constraint_rows,
+            influence_matrix: report::InfluenceMatrixSummary {
+                rows: self.influence.rows,
+                columns: self.influence.columns,
+                nnz: self.influence.nnz,
+                truncated_mass_fraction: self.influence.truncated_mass_fraction,
             },
-        });
-        self.report.delivery = serde_json::json!({
-            "sequencing": self.sequenced.reports,
-            "total_mu_per_fraction": self.sequenced.total_mu(),
-            "mu_normalisation_factor": self.mu_scale,
-            "gamma": {
-                "criteria": "3 %/2 mm global, 10 % threshold, deliverable vs optimised dose",
-                "pass_rate_percent": self.gamma.pass_rate_percent,
-                "evaluated_points": self.gamma.evaluated,
-                "mean_gamma": self.gamma.mean_gamma,
+        };
+        self.report.delivery = report::DeliverySummary {
+            sequencing: self.sequenced.reports.clone(),
+            total_mu_per_fraction: self.sequenced.total_mu(),
+            mu_normalisation_factor: self.mu_scale,
+            gamma: report::GammaSummary {
+                criteria: "3 %/2 mm global, 10 % threshold, deliverable vs optimised dose".into(),
+                pass_rate_percent: self.gamma.pass_rate_percent,
+                evaluated_points: self.gamma.evaluated,
+                mean_gamma: self.gamma.mean_gamma,
             },
-        });
+        };
         self.report.notes = vec![
             "Dose-volume constraints are enforced through their CVaR (Rockafellar-Uryasev) counterparts, which are conservative: the achieved DVH point is at least as good as the limit.".into(),
             "Goals, DVHs and indices are evaluated on the deliverable (sequenced) dose, after MU normalisation of the target D95 to the prescription.".into(),

@@ -254,7 +254,7 @@ tr.met td.s{background:#c8f0c8}tr.notmet td.s{background:#f6c0c0}.wash{display:f
             "<tr class=\"{class}\"><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{:.2} {}</td><td class=\"s\">{}</td></tr>\n",
             esc(&g.structure),
             esc(&g.goal),
-            esc(&g.kind),
+            esc(g.kind.name()),
             esc(&g.metric),
             g.achieved,
             esc(&g.unit),

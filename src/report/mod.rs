@@ -8,6 +8,9 @@ pub mod metrics;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::optimize::GoalRole;
+use crate::sequencing::BeamSequencingReport;
+
 pub use metrics::{plan_quality, PlanQuality, StructureMetrics};
 
 /// One point of a cumulative DVH, as stored in the report.
@@ -50,7 +53,7 @@ pub struct GoalRow {
     /// The goal in the protocol's words, e.g. `D95 >= 50 Gy`.
     pub goal: String,
     /// `constraint` (hard) or `objective` (soft) or `report` (evaluation only).
-    pub kind: String,
+    pub kind: GoalRole,
     /// The dose statistic the goal is judged on: `max`, `min`, `mean`, `gEUD` or `D<v>`.
     #[serde(default)]
     pub metric: String,
@@ -64,6 +67,54 @@ pub struct GoalRow {
     /// Constraints and report goals: whether the limit holds (within 0.5 %). Objectives: none.
     #[serde(default)]
     pub met: Option<bool>,
+}
+
+/// The optimiser's figures in the report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OptimizerSummary {
+    /// Backend that solved (e.g. the interior point, or Clarabel).
+    pub solver: String,
+    pub status: String,
+    pub iterations: u32,
+    /// Constraint-generation rounds.
+    pub rounds: usize,
+    pub solve_seconds: f64,
+    /// Objective value, protocol units.
+    pub objective: f64,
+    pub variables: usize,
+    pub constraint_rows: usize,
+    pub influence_matrix: InfluenceMatrixSummary,
+}
+
+/// Size and truncation of the optimisation influence matrix.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InfluenceMatrixSummary {
+    pub rows: usize,
+    pub columns: usize,
+    pub nnz: usize,
+    /// Fraction of the beamlets' dose mass dropped by the lateral cutoff and threshold.
+    pub truncated_mass_fraction: f64,
+}
+
+/// Sequencing and the deliverable plan in the report.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DeliverySummary {
+    pub sequencing: Vec<BeamSequencingReport>,
+    /// Total meterset after normalisation, MU per fraction.
+    pub total_mu_per_fraction: f64,
+    /// MU factor of the deliverable normalisation.
+    pub mu_normalisation_factor: f64,
+    pub gamma: GammaSummary,
+}
+
+/// Gamma agreement of the deliverable with the optimised dose.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GammaSummary {
+    /// Criteria in words, e.g. `3 %/2 mm global, 10 % threshold, deliverable vs optimised dose`.
+    pub criteria: String,
+    pub pass_rate_percent: f64,
+    pub evaluated_points: usize,
+    pub mean_gamma: f64,
 }
 
 /// One treatment beam.
@@ -113,9 +164,11 @@ pub struct Report {
     pub goals: Vec<GoalRow>,
     pub beams: Vec<BeamRow>,
     /// Solver summary.
-    pub optimizer: serde_json::Value,
-    /// Deliverable vs optimised dose (gamma pass rate etc.).
-    pub delivery: serde_json::Value,
+    #[serde(default)]
+    pub optimizer: OptimizerSummary,
+    /// Sequencing, MU and the deliverable's agreement with the optimised dose.
+    #[serde(default)]
+    pub delivery: DeliverySummary,
     /// Notes the planner must read (e.g. CVaR constraints are conservative).
     pub notes: Vec<String>,
     pub timings: Vec<StageTiming>,
@@ -127,7 +180,7 @@ impl Report {
     pub fn constraints_met(&self) -> bool {
         self.goals
             .iter()
-            .filter(|g| g.kind == "constraint")
+            .filter(|g| g.kind == GoalRole::Constraint)
             .all(|g| g.met != Some(false))
     }
 
@@ -153,7 +206,7 @@ impl Report {
                 [
                     g.structure.clone(),
                     g.goal.clone(),
-                    g.kind.clone(),
+                    g.kind.to_string(),
                     g.metric.clone(),
                     format!("{:.2} {}", g.achieved, g.unit),
                     status,

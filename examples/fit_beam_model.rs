@@ -320,7 +320,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut v = serde_json::to_value(&m)?;
         v["beam_model"] = serde_json::to_value(&m.beam_model)?;
         let text = serde_json::to_string_pretty(&v)? + "\n";
-        rtopt::atomic::write_file(&path, text.as_bytes())?;
+        rtopt::io::atomic::write_file(&path, text.as_bytes())?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())

@@ -19,9 +19,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::ct::{self, CtImportOptions, CtVolume, FolderScan};
+use crate::ct::CtVolume;
 use crate::error::{Error, Result};
 use crate::geometry::Mask;
+use crate::io::dicom::ct::{self, CtImportOptions, FolderScan};
+use crate::io::dicom::rtstruct;
 use crate::structures::{self, Roi, Structure, StructureSet};
 
 /// CT, structure set and rasterised structures of one patient.
@@ -73,7 +75,7 @@ impl Case {
         let mut warnings = scan.warnings.clone();
         let (structure_set, structures) = match rs_path {
             Some(p) => {
-                let ss = structures::read_rtstruct(&p)?;
+                let ss = rtstruct::read_rtstruct(&p)?;
                 structures::check_frame_of_reference(&ss, &ct.meta.frame_of_reference_uid)?;
                 let st = structures::rasterize_all(&ss, &ct.grid)?;
                 warnings.extend(structures::contour_warnings(&ss));

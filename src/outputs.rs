@@ -15,7 +15,7 @@
 //!
 //! The checks are cheap (path arithmetic and hashing a previous output's few files) and run
 //! before any computation ([`check_output_dir`], [`check_output_file`]); the atomic writers of
-//! [`crate::atomic`] repeat the folder check just before the final rename.
+//! [`crate::io::atomic`] repeat the folder check just before the final rename.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -105,7 +105,7 @@ pub fn write_manifest(dir: &Path) -> Result<()> {
     };
     let text = serde_json::to_string_pretty(&m)
         .map_err(|e| Error::Invalid(format!("{MANIFEST_NAME}: {e}")))?;
-    crate::atomic::write_file(&dir.join(MANIFEST_NAME), format!("{text}\n").as_bytes())
+    crate::io::atomic::write_file(&dir.join(MANIFEST_NAME), format!("{text}\n").as_bytes())
 }
 
 /// Entries of a folder as (name, path), sorted by name.

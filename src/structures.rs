@@ -1,4 +1,6 @@
-//! RT Structure Set import and rasterisation of contours onto the CT grid.
+//! RT Structure Set domain types ([`StructureSet`], [`Roi`], [`Contour`]), their binding checks
+//! and the rasterisation of contours onto the CT grid. Reading and writing the DICOM object is
+//! [`crate::io::dicom::rtstruct`].
 //!
 //! Convention (the same as dicompyler-core): a voxel belongs to a structure when its centre
 //! lies inside the slice's closed planar contours under the even-odd rule, so holes and
@@ -19,12 +21,11 @@
 )]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::dicom_io::{self, tags, Attr};
 use crate::error::{Error, Result};
 use crate::geometry::{Grid3, Mask};
 
@@ -98,153 +99,6 @@ impl StructureSet {
             .find(|r| r.name == name)
             .or_else(|| self.rois.iter().find(|r| r.name.eq_ignore_ascii_case(name)))
     }
-}
-
-/// Read an RT Structure Set file (with or without DICOM file meta header).
-pub fn read_rtstruct(path: &Path) -> Result<StructureSet> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    read_rtstruct_bytes(path, &bytes)
-}
-
-/// [`read_rtstruct`] on file bytes already in memory; `path` is used in messages only.
-/// Never panics on any input (fuzzed: `fuzz/fuzz_targets/rtstruct.rs`).
-pub fn read_rtstruct_bytes(path: &Path, bytes: &[u8]) -> Result<StructureSet> {
-    let f = match dicom_io::probe_bytes(path, bytes)? {
-        dicom_io::Probe::Dicom(f) => *f,
-        dicom_io::Probe::NotDicom(reason) => {
-            return Err(Error::BadDicom {
-                path: path.to_path_buf(),
-                reason,
-            })
-        }
-    };
-    let a = Attr::new(path, &f.obj);
-    let sop_class = dicom_io::opt_str(&f.obj, tags::SOP_CLASS_UID).unwrap_or_default();
-    let modality = dicom_io::opt_str(&f.obj, tags::MODALITY).unwrap_or_default();
-    if sop_class != dicom_io::RT_STRUCTURE_SET_STORAGE && modality != "RTSTRUCT" {
-        return Err(a.invalid(
-            tags::SOP_CLASS_UID,
-            "SOPClassUID",
-            format!("'{sop_class}' (Modality '{modality}') is not an RT Structure Set"),
-        ));
-    }
-    let mut frame_of_reference_uid = a
-        .items(tags::REFERENCED_FRAME_OF_REFERENCE_SEQUENCE)
-        .iter()
-        .find_map(|it| dicom_io::opt_str(it, tags::FRAME_OF_REFERENCE_UID));
-
-    let mut rois: BTreeMap<i64, Roi> = BTreeMap::new();
-    let mut roi_frames: BTreeMap<i64, String> = BTreeMap::new();
-    for it in a.items(tags::STRUCTURE_SET_ROI_SEQUENCE) {
-        let ia = Attr::new(path, it);
-        let number = ia.int(tags::ROI_NUMBER, "ROINumber")?;
-        let name = dicom_io::opt_str(it, tags::ROI_NAME).unwrap_or_else(|| format!("ROI {number}"));
-        if let Some(first) = rois.get(&number) {
-            // Two items with one number would make contours bind to the wrong ROI.
-            return Err(ia.invalid(
-                tags::ROI_NUMBER,
-                "ROINumber",
-                format!(
-                    "{number} is used by both '{}' and '{name}' in StructureSetROISequence (3006,0020)",
-                    first.name
-                ),
-            ));
-        }
-        let roi_frame = dicom_io::opt_str(it, tags::REFERENCED_FRAME_OF_REFERENCE_UID);
-        if frame_of_reference_uid.is_none() {
-            frame_of_reference_uid = roi_frame.clone();
-        }
-        if let Some(uid) = roi_frame {
-            roi_frames.insert(number, uid);
-        }
-        rois.insert(
-            number,
-            Roi {
-                number,
-                name,
-                interpreted_type: String::new(),
-                color: [255, 0, 0],
-                contours: Vec::new(),
-            },
-        );
-    }
-    for it in a.items(tags::RTROI_OBSERVATIONS_SEQUENCE) {
-        let ia = Attr::new(path, it);
-        let Ok(num) = ia.int(tags::REFERENCED_ROI_NUMBER, "ReferencedROINumber") else {
-            continue;
-        };
-        if let Some(roi) = rois.get_mut(&num) {
-            roi.interpreted_type =
-                dicom_io::opt_str(it, tags::RTROI_INTERPRETED_TYPE).unwrap_or_default();
-        }
-    }
-    for it in a.items(tags::ROI_CONTOUR_SEQUENCE) {
-        let ia = Attr::new(path, it);
-        let num = ia.int(tags::REFERENCED_ROI_NUMBER, "ReferencedROINumber")?;
-        let Some(roi) = rois.get_mut(&num) else {
-            return Err(ia.invalid(
-                tags::REFERENCED_ROI_NUMBER,
-                "ReferencedROINumber",
-                format!("{num} is not in StructureSetROISequence"),
-            ));
-        };
-        if let Some(c) = dicom_io::opt_f64s(it, tags::ROI_DISPLAY_COLOR) {
-            if let [r, g, b] = c[..] {
-                // `as u8` saturates (and maps NaN to 0): any value gives a colour.
-                roi.color = [r as u8, g as u8, b as u8];
-            }
-        }
-        for (ci, c) in Attr::new(path, it)
-            .items(tags::CONTOUR_SEQUENCE)
-            .iter()
-            .enumerate()
-        {
-            let geometric_type = dicom_io::opt_str(c, tags::CONTOUR_GEOMETRIC_TYPE)
-                .unwrap_or_else(|| "CLOSED_PLANAR".into());
-            let data = dicom_io::opt_f64s(c, tags::CONTOUR_DATA).unwrap_or_default();
-            if data.len() % 3 != 0 || data.iter().any(|v| !v.is_finite()) {
-                return Err(Error::BadContour {
-                    path: path.to_path_buf(),
-                    roi: roi.name.clone(),
-                    contour: ci,
-                    reason: format!(
-                        "ContourData (3006,0050) has {} values, not a whole number of finite (x, y, z) triplets",
-                        data.len()
-                    ),
-                });
-            }
-            let points_mm: Vec<[f64; 3]> = data
-                .chunks_exact(3)
-                .filter_map(|p| match *p {
-                    [x, y, z] => Some([x, y, z]),
-                    _ => None,
-                })
-                .collect();
-            if geometric_type == "CLOSED_PLANAR" && points_mm.len() < 3 {
-                return Err(Error::BadContour {
-                    path: path.to_path_buf(),
-                    roi: roi.name.clone(),
-                    contour: ci,
-                    reason: format!(
-                        "has {} point(s); a CLOSED_PLANAR contour needs at least 3",
-                        points_mm.len()
-                    ),
-                });
-            }
-            roi.contours.push(Contour {
-                geometric_type,
-                points_mm,
-            });
-        }
-    }
-    Ok(StructureSet {
-        path: path.to_path_buf(),
-        sop_instance_uid: dicom_io::opt_str(&f.obj, tags::SOP_INSTANCE_UID).unwrap_or_default(),
-        label: dicom_io::opt_str(&f.obj, tags::STRUCTURE_SET_LABEL).unwrap_or_default(),
-        frame_of_reference_uid,
-        roi_frames,
-        rois: rois.into_values().collect(),
-    })
 }
 
 /// Check that a structure set lies in the CT's frame of reference: the set-level frame
@@ -601,3 +455,8 @@ pub fn rasterize_all(ss: &StructureSet, grid: &Grid3) -> Result<Vec<Structure>> 
         })
         .collect()
 }
+
+// Temporary re-exports of the old paths, for code written before the I/O layer (issue 15);
+// to be removed once every caller uses `crate::io::dicom::rtstruct`.
+#[doc(hidden)]
+pub use crate::io::dicom::rtstruct::{read_rtstruct, read_rtstruct_bytes};

@@ -1,8 +1,10 @@
-//! DICOM export (RT Plan, RT Dose, RT Structure Set) and deterministic UIDs.
+//! Old path of the DICOM writers and readers, now [`crate::io::dicom`] (issue 15).
+//!
+//! Temporary re-exports for code written before the I/O layer; to be removed once every
+//! caller uses `crate::io::dicom`.
 
-pub mod builder;
+#[doc(hidden)]
+pub use crate::io::dicom::*;
+
+#[doc(hidden)]
 pub mod plan_import;
-pub mod rtdose;
-pub mod rtplan;
-pub mod rtstruct;
-pub mod uid;

@@ -214,5 +214,5 @@ pub fn compare_html(vs: &[Variant]) -> Result<String> {
 
 /// Write `compare.html` into `dir` atomically.
 pub fn write_html(vs: &[Variant], path: &Path) -> Result<()> {
-    crate::atomic::write_file(path, compare_html(vs)?.as_bytes())
+    crate::io::atomic::write_file(path, compare_html(vs)?.as_bytes())
 }

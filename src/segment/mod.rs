@@ -12,12 +12,13 @@ pub mod eval;
 pub mod lungs;
 pub mod model;
 pub mod morph;
+#[doc(hidden)]
 pub mod nifti;
 
 use crate::contours;
 use crate::ct::CtVolume;
-use crate::export::rtstruct::RoiOut;
 use crate::geometry::Mask;
+use crate::io::dicom::rtstruct::RoiOut;
 use crate::structures::{Roi, Structure, StructureSet};
 
 /// Name of the automatic body outline.

@@ -15,11 +15,11 @@ use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::builder::{equipment, patient_study_frame, to_part10, Ds};
+use super::read::{self, tags, Attr, RT_DOSE_STORAGE, RT_PLAN_STORAGE};
+use super::uid::derive_uid;
 use crate::ct::CtMeta;
-use crate::dicom_io::{self, tags, Attr, RT_DOSE_STORAGE, RT_PLAN_STORAGE};
 use crate::error::{Error, Result};
-use crate::export::builder::{equipment, patient_study_frame, to_part10, Ds};
-use crate::export::uid::derive_uid;
 use crate::geometry::Grid3;
 
 /// Everything the RT Dose is written from.
@@ -155,7 +155,7 @@ pub fn rtdose_bytes(d: &DoseExport) -> Result<(Vec<u8>, String)> {
 /// Write the RT Dose atomically; returns its SOPInstanceUID.
 pub fn write_rtdose(path: &Path, d: &DoseExport) -> Result<String> {
     let (bytes, uid) = rtdose_bytes(d)?;
-    crate::atomic::write_file(path, &bytes)?;
+    crate::io::atomic::write_file(path, &bytes)?;
     Ok(uid)
 }
 
@@ -166,7 +166,7 @@ fn u16_tag(a: &Attr, tag: Tag, name: &'static str) -> Result<u16> {
 
 /// Read an RT Dose file into a grid of doses.
 pub fn read_rtdose(path: &Path) -> Result<RtDose> {
-    let f = dicom_io::read(path)?;
+    let f = read::read(path)?;
     let obj: &dicom_object::InMemDicomObject = &f.obj;
     let a = Attr::new(path, obj);
     let sop_class = a.string(tags::SOP_CLASS_UID, "SOPClassUID")?;
@@ -312,7 +312,7 @@ pub fn read_rtdose(path: &Path) -> Result<RtDose> {
     let referenced_plan_uid = a
         .items(tags::REFERENCED_RT_PLAN_SEQUENCE)
         .first()
-        .and_then(|it| dicom_io::opt_str(it, tags::REFERENCED_SOP_INSTANCE_UID));
+        .and_then(|it| read::opt_str(it, tags::REFERENCED_SOP_INSTANCE_UID));
     Ok(RtDose {
         grid: Grid3 {
             dims: [cols, rows, frames],
@@ -323,7 +323,7 @@ pub fn read_rtdose(path: &Path) -> Result<RtDose> {
         units: a.string(tags::DOSE_UNITS, "DoseUnits")?,
         summation_type: a.string(tags::DOSE_SUMMATION_TYPE, "DoseSummationType")?,
         dose_grid_scaling: scaling,
-        frame_of_reference_uid: dicom_io::opt_str(obj, tags::FRAME_OF_REFERENCE_UID)
+        frame_of_reference_uid: read::opt_str(obj, tags::FRAME_OF_REFERENCE_UID)
             .unwrap_or_default(),
         sop_instance_uid: a.string(tags::SOP_INSTANCE_UID, "SOPInstanceUID")?,
         referenced_plan_uid,

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use dicom_core::{DataElement, PrimitiveValue, VR};
+use rtopt::error::DicomError;
 use rtopt::io::dicom::read::{self as dicom, tags};
 use rtopt::{Case, Error, LoadOptions};
 
@@ -145,10 +146,10 @@ fn bad_pixel_data_removed() {
     assert!(
         matches!(
             e,
-            Error::Tag {
+            Error::Dicom(DicomError::Tag {
                 name: "PixelData",
                 ..
-            }
+            })
         ),
         "{msg}"
     );
@@ -174,10 +175,10 @@ fn bad_wrong_modality() {
     assert!(
         matches!(
             e,
-            Error::Tag {
+            Error::Dicom(DicomError::Tag {
                 name: "Modality",
                 ..
-            }
+            })
         ),
         "{msg}"
     );
@@ -199,7 +200,10 @@ fn bad_two_series_mixed_and_series_choice() {
         });
     }
     let (e, msg) = err_of(t.path());
-    assert!(matches!(e, Error::MultipleSeries { count: 2, .. }), "{msg}");
+    assert!(
+        matches!(e, Error::Dicom(DicomError::MultipleSeries { count: 2, .. })),
+        "{msg}"
+    );
     assert!(
         msg.contains(other) && msg.contains("64 slices") && msg.contains("65 slices"),
         "{msg}"
@@ -228,10 +232,10 @@ fn bad_missing_slice() {
     assert!(
         matches!(
             e,
-            Error::SliceSpacing {
+            Error::Dicom(DicomError::SliceSpacing {
                 kind: "missing slice (gap)",
                 ..
-            }
+            })
         ),
         "{msg}"
     );
@@ -251,10 +255,10 @@ fn bad_duplicated_slice() {
     assert!(
         matches!(
             e,
-            Error::SliceSpacing {
+            Error::Dicom(DicomError::SliceSpacing {
                 kind: "duplicate slice position",
                 ..
-            }
+            })
         ),
         "{msg}"
     );
@@ -278,7 +282,10 @@ fn bad_tilted_orientation() {
         });
     }
     let (e, msg) = err_of(t.path());
-    assert!(matches!(e, Error::UnsupportedOrientation { .. }), "{msg}");
+    assert!(
+        matches!(e, Error::Dicom(DicomError::UnsupportedOrientation { .. })),
+        "{msg}"
+    );
     assert!(msg.contains("(0020,0037)"), "{msg}");
 }
 
@@ -378,7 +385,7 @@ fn bad_contour_off_the_grid() {
 fn bad_empty_folder_and_stray_files() {
     let t = tempfile::tempdir().expect("tmp");
     let (e, msg) = err_of(t.path());
-    assert!(matches!(e, Error::NoCt { .. }), "{msg}");
+    assert!(matches!(e, Error::Dicom(DicomError::NoCt { .. })), "{msg}");
     inspect_fails_with(t.path(), "no CT Image Storage files");
     // Stray files beside a good series are set aside, not errors.
     let t = common::copy_tg119();

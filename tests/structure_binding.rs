@@ -16,6 +16,7 @@ use std::process::Command;
 use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_object::InMemDicomObject;
+use rtopt::error::DicomError;
 use rtopt::io::dicom::read::{self as dicom, tags};
 use rtopt::structures::{contour_defect, ContourDefect};
 use rtopt::{Case, Error, LoadOptions};
@@ -660,10 +661,10 @@ fn missing_patient_position_is_refused_unless_assumed() {
         assert!(
             matches!(
                 e,
-                Error::Tag {
+                Error::Dicom(DicomError::Tag {
                     name: "PatientPosition",
                     ..
-                }
+                })
             ),
             "{msg}"
         );

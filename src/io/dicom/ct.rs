@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use super::error::DicomError;
 use super::read::{self, tags, Attr, DicomFile, Probe};
 use crate::ct::{CtMeta, CtVolume};
 use crate::error::{Error, Result};
@@ -74,10 +75,11 @@ pub fn parse_slice_bytes(path: &Path, bytes: &[u8]) -> Result<CtVolume> {
     let f = match read::probe_bytes(path, bytes)? {
         Probe::Dicom(f) => *f,
         Probe::NotDicom(reason) => {
-            return Err(Error::BadDicom {
+            return Err(DicomError::BadDicom {
                 path: path.to_path_buf(),
                 reason,
-            })
+            }
+            .into())
         }
     };
     let sop_class = read::opt_str(&f.obj, tags::SOP_CLASS_UID)
@@ -85,12 +87,13 @@ pub fn parse_slice_bytes(path: &Path, bytes: &[u8]) -> Result<CtVolume> {
     let sop_class = sop_class.trim_end_matches('\0');
     let modality = read::opt_str(&f.obj, tags::MODALITY).unwrap_or_default();
     if sop_class != read::CT_IMAGE_STORAGE || modality != "CT" {
-        return Err(Error::Tag {
+        return Err(DicomError::Tag {
             path: path.to_path_buf(),
             tag: "(0008,0016)".into(),
             name: "SOPClassUID",
             reason: format!("'{sop_class}' (Modality '{modality}') is not a CT image"),
-        });
+        }
+        .into());
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     let opts = CtImportOptions {
@@ -137,14 +140,15 @@ pub fn load_ct_folder(dir: &Path, opts: &CtImportOptions) -> Result<(CtVolume, F
                 let modality = read::opt_str(&f.obj, tags::MODALITY).unwrap_or_default();
                 if sop_class == read::CT_IMAGE_STORAGE {
                     if modality != "CT" {
-                        return Err(Error::Tag {
+                        return Err(DicomError::Tag {
                             path: path.clone(),
                             tag: "(0008,0060)".into(),
                             name: "Modality",
                             reason: format!(
                                 "is '{modality}' but the SOP class is CT Image Storage; expected CT"
                             ),
-                        });
+                        }
+                        .into());
                     }
                     slices.push(*f);
                 } else if sop_class == read::RT_STRUCTURE_SET_STORAGE {
@@ -163,10 +167,11 @@ pub fn load_ct_folder(dir: &Path, opts: &CtImportOptions) -> Result<(CtVolume, F
             scan.other_dicom.len(),
             scan.not_dicom.len()
         );
-        return Err(Error::NoCt {
+        return Err(DicomError::NoCt {
             dir: dir.to_path_buf(),
             found,
-        });
+        }
+        .into());
     }
     let (ct, warnings) = assemble(dir, slices, opts)?;
     scan.warnings = warnings;
@@ -208,29 +213,32 @@ fn assemble(
         Some(uid) => match groups.remove(uid) {
             Some(s) => s,
             None => {
-                return Err(Error::SeriesNotFound {
+                return Err(DicomError::SeriesNotFound {
                     dir: dir.to_path_buf(),
                     uid: uid.clone(),
                     listing: series_listing(&groups),
-                })
+                }
+                .into())
             }
         },
         None if groups.len() > 1 => {
-            return Err(Error::MultipleSeries {
+            return Err(DicomError::MultipleSeries {
                 dir: dir.to_path_buf(),
                 count: groups.len(),
                 listing: series_listing(&groups),
-            })
+            }
+            .into())
         }
         None => groups.into_values().next().unwrap_or_default(),
     };
 
     // Geometry of the first slice (in file order) is the reference.
     let Some(first) = slices.first().map(|s| &s.file) else {
-        return Err(Error::NoCt {
+        return Err(DicomError::NoCt {
             dir: dir.to_path_buf(),
             found: "no slice in the chosen series".into(),
-        });
+        }
+        .into());
     };
     let first_path = first.path.clone();
     let a0 = Attr::new(&first.path, &first.obj);
@@ -258,10 +266,11 @@ fn assemble(
     }
     let standard = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0];
     if iop.iter().zip(standard).any(|(a, b)| (a - b).abs() > 1e-4) {
-        return Err(Error::UnsupportedOrientation {
+        return Err(DicomError::UnsupportedOrientation {
             path: first.path.clone(),
             value: format!("{iop:?}"),
-        });
+        }
+        .into());
     }
     let normal = [0.0, 0.0, 1.0];
     for s in slices.iter_mut() {
@@ -272,7 +281,7 @@ fn assemble(
             6,
         )?;
         if iop_s.iter().zip(&iop).any(|(x, y)| (x - y).abs() > 1e-4) {
-            return Err(Error::InconsistentSlice {
+            return Err(DicomError::InconsistentSlice {
                 path: s.file.path.clone(),
                 tag: "(0020,0037)",
                 name: "ImageOrientationPatient",
@@ -280,7 +289,8 @@ fn assemble(
                     "{iop_s:?}, but the first slice {} has {iop:?}",
                     first_path.display()
                 ),
-            });
+            }
+            .into());
         }
         for (tag, name, tag_s, expect) in [
             (tags::ROWS, "Rows", "(0028,0010)", rows),
@@ -288,7 +298,7 @@ fn assemble(
         ] {
             let v = a.int(tag, name)?;
             if v != expect {
-                return Err(Error::InconsistentSlice {
+                return Err(DicomError::InconsistentSlice {
                     path: s.file.path.clone(),
                     tag: tag_s,
                     name,
@@ -298,12 +308,13 @@ fn assemble(
                         first_path.display(),
                         expect
                     ),
-                });
+                }
+                .into());
             }
         }
         let ps_s = a.f64s(tags::PIXEL_SPACING, "PixelSpacing", 2)?;
         if ps_s.iter().zip(&ps).any(|(x, y)| (x - y).abs() > 1e-4) {
-            return Err(Error::InconsistentSlice {
+            return Err(DicomError::InconsistentSlice {
                 path: s.file.path.clone(),
                 tag: "(0028,0030)",
                 name: "PixelSpacing",
@@ -311,7 +322,8 @@ fn assemble(
                     "{ps_s:?}, but the first slice {} has {ps:?}",
                     first_path.display()
                 ),
-            });
+            }
+            .into());
         }
         let ipp: [f64; 3] = a.f64_array(tags::IMAGE_POSITION_PATIENT, "ImagePositionPatient")?;
         s.normal_pos_mm = ipp[0] * normal[0] + ipp[1] * normal[1] + ipp[2] * normal[2];
@@ -337,13 +349,14 @@ fn assemble(
                 } else {
                     "irregular spacing"
                 };
-                return Err(Error::SliceSpacing {
+                return Err(DicomError::SliceSpacing {
                     first: s0.file.path.clone(),
                     second: s1.file.path.clone(),
                     gap_mm: *gap,
                     expected_mm: median,
                     kind,
-                });
+                }
+                .into());
             }
         }
         let lo = slices.first().map_or(0.0, |s| s.normal_pos_mm);
@@ -353,12 +366,13 @@ fn assemble(
         slice_thickness
     };
     if dz.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
-        return Err(Error::Tag {
+        return Err(DicomError::Tag {
             path: first_path,
             tag: "(0018,0050)".into(),
             name: "SliceThickness",
             reason: "slice spacing must be positive".into(),
-        });
+        }
+        .into());
     }
 
     let nz = slices.len();
@@ -381,10 +395,11 @@ fn assemble(
     }
     // Sorting keeps the length, so the series still has a first slice.
     let Some(s0) = slices.first() else {
-        return Err(Error::NoCt {
+        return Err(DicomError::NoCt {
             dir: dir.to_path_buf(),
             found: "no slice in the chosen series".into(),
-        });
+        }
+        .into());
     };
     let first_ipp: [f64; 3] = Attr::new(&s0.file.path, &s0.file.obj)
         .f64_array(tags::IMAGE_POSITION_PATIENT, "ImagePositionPatient")?;
@@ -400,7 +415,7 @@ fn assemble(
             "HFS".to_string()
         }
         None => {
-            return Err(Error::Tag {
+            return Err(DicomError::Tag {
                 path: s0.file.path.clone(),
                 tag: "(0018,5100)".into(),
                 name: "PatientPosition",
@@ -408,7 +423,8 @@ fn assemble(
                          If the patient was scanned head first supine, pass --assume-hfs \
                          (CtImportOptions::assume_hfs)"
                     .into(),
-            })
+            }
+            .into())
         }
     };
     // PixelSpacing is (row spacing = y, column spacing = x).
@@ -503,7 +519,7 @@ fn decode_slice_hu(f: &DicomFile, nx: usize, ny: usize) -> Result<Vec<f32>> {
         let d = f
             .obj
             .decode_pixel_data()
-            .map_err(|e| Error::UnsupportedTransferSyntax {
+            .map_err(|e| DicomError::UnsupportedTransferSyntax {
                 path: f.path.clone(),
                 uid: f.transfer_syntax.clone(),
                 name,

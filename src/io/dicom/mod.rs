@@ -6,13 +6,17 @@
 //! - [`rtstruct`]: RT Structure Set <-> [`crate::structures::StructureSet`];
 //! - [`rtplan`]: RT Plan writer (step-and-shoot IMRT) and reader;
 //! - [`rtdose`]: RT Dose writer and reader;
+//! - [`error`]: [`DicomError`], chained into [`crate::Error::Dicom`];
 //! - [`builder`]: deterministic data-set building shared by the writers; [`uid`]: content-
 //!   derived UIDs.
 
 pub mod builder;
 pub mod ct;
+pub mod error;
 pub mod read;
 pub mod rtdose;
 pub mod rtplan;
 pub mod rtstruct;
 pub mod uid;
+
+pub use error::DicomError;

@@ -16,6 +16,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::builder::{equipment, patient_study_frame, to_part10, Ds};
+use super::error::DicomError;
 use super::read::{self, tags, Attr, RT_DOSE_STORAGE, RT_PLAN_STORAGE};
 use super::uid::derive_uid;
 use crate::ct::CtMeta;
@@ -180,12 +181,13 @@ pub fn read_rtdose(path: &Path) -> Result<RtDose> {
     match f.transfer_syntax.as_str() {
         "1.2.840.10008.1.2" | "1.2.840.10008.1.2.1" => {}
         ts => {
-            return Err(Error::UnsupportedTransferSyntax {
+            return Err(DicomError::UnsupportedTransferSyntax {
                 path: path.to_path_buf(),
                 uid: ts.to_string(),
                 name: "not implicit/explicit VR little endian".into(),
                 reason: "RT Dose pixel data is read raw".into(),
-            })
+            }
+            .into())
         }
     }
     let rows = u16_tag(&a, tags::ROWS, "Rows")? as usize;
@@ -214,10 +216,11 @@ pub fn read_rtdose(path: &Path) -> Result<RtDose> {
     )?;
     let ident = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0];
     if iop.iter().zip(ident).any(|(x, y)| (x - y).abs() > 1e-4) {
-        return Err(Error::UnsupportedOrientation {
+        return Err(DicomError::UnsupportedOrientation {
             path: path.to_path_buf(),
             value: format!("{iop:?}"),
-        });
+        }
+        .into());
     }
     let scaling = a.f64_or(tags::DOSE_GRID_SCALING, "DoseGridScaling", 1.0)?;
     let mut offsets = if frames > 1 {

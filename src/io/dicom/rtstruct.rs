@@ -26,6 +26,7 @@ use std::path::Path;
 use dicom_core::VR;
 
 use super::builder::{ds, equipment, patient_study_frame, to_part10, Ds};
+use super::error::DicomError;
 use super::read::{self, tags, Attr, CT_IMAGE_STORAGE, RT_STRUCTURE_SET_STORAGE};
 use super::uid::derive_uid;
 use crate::ct::CtVolume;
@@ -44,10 +45,11 @@ pub fn read_rtstruct_bytes(path: &Path, bytes: &[u8]) -> Result<StructureSet> {
     let f = match read::probe_bytes(path, bytes)? {
         read::Probe::Dicom(f) => *f,
         read::Probe::NotDicom(reason) => {
-            return Err(Error::BadDicom {
+            return Err(DicomError::BadDicom {
                 path: path.to_path_buf(),
                 reason,
-            })
+            }
+            .into())
         }
     };
     let a = Attr::new(path, &f.obj);

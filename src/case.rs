@@ -277,7 +277,7 @@ impl Case {
     pub fn try_body_mask(&self) -> Result<Mask> {
         Ok(match self.body()? {
             Some(s) => s.mask.clone(),
-            None => crate::segment::body::body_outline(&self.ct),
+            None => crate::ct::body_outline(&self.ct),
         })
     }
 
@@ -287,7 +287,7 @@ impl Case {
     pub fn body_mask(&self) -> Mask {
         match self.body() {
             Ok(Some(s)) => s.mask.clone(),
-            Ok(None) => crate::segment::body::body_outline(&self.ct),
+            Ok(None) => crate::ct::body_outline(&self.ct),
             Err(_) => {
                 let mut m = Mask::empty(self.ct.grid);
                 for s in self.body_candidates() {

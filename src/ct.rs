@@ -1,12 +1,14 @@
 //! A CT volume in Hounsfield units on an axis-aligned LPS grid, with the identity and study
-//! attributes of its series ([`CtMeta`]). Domain types only: reading a DICOM CT series is
+//! attributes of its series ([`CtMeta`]), and the classical body outline computed from it
+//! ([`body_outline`]: threshold, largest component per slice, holes filled; used when a case
+//! has no EXTERNAL structure). Domain types only: reading a DICOM CT series is
 //! [`crate::io::dicom::ct`].
 
 use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::geometry::Grid3;
+use crate::geometry::{morph, Grid3, Mask};
 
 /// Identity and study attributes of the CT series, copied into exported objects.
 ///
@@ -59,6 +61,28 @@ impl CtVolume {
                 (lo.min(v), hi.max(v))
             })
     }
+}
+
+/// HU threshold separating patient from air.
+pub const BODY_THRESHOLD_HU: f32 = -350.0;
+
+/// Body outline of `ct`: per axial slice, voxels above [`BODY_THRESHOLD_HU`], the largest
+/// 4-connected component kept, and enclosed holes (lungs, bowel gas) filled; then only the
+/// largest 6-connected 3D component is kept, so that on slices beyond the patient (a scan
+/// longer than the phantom or patient) the couch, which is then the largest component of the
+/// slice, is not taken for the body.
+pub fn body_outline(ct: &CtVolume) -> Mask {
+    let [nx, ny, nz] = ct.grid.dims;
+    let plane = nx * ny;
+    let mut mask = Mask::empty(ct.grid);
+    for k in 0..nz {
+        let hu = &ct.hu[k * plane..(k + 1) * plane];
+        let fg: Vec<bool> = hu.iter().map(|&v| v > BODY_THRESHOLD_HU).collect();
+        let lab = morph::largest_component(&fg, nx, ny);
+        let filled = morph::fill_holes(&lab, nx, ny);
+        mask.inside[k * plane..(k + 1) * plane].copy_from_slice(&filled);
+    }
+    morph::keep_largest(&mask, 1)
 }
 
 // Temporary re-exports of the old paths, for code written before the I/O layer (issue 15);

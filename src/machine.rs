@@ -96,6 +96,10 @@ mod tests {
     }
 }
 
+/// Largest number of pencil-beam kernel components a machine file may give (and the dose
+/// engine evaluates: [`crate::dose::kernel::MAX_COMPONENTS`]).
+pub const MAX_KERNEL_COMPONENTS: usize = 4;
+
 /// A treatment machine: geometry, collimation and (added by the dose engine) its beam model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MachineModel {
@@ -238,11 +242,11 @@ impl MachineModel {
         }
         pos(self.beam_model.mu_per_mm, "beam_model.mu_per_mm")?;
         if self.beam_model.components.is_empty()
-            || self.beam_model.components.len() > crate::dose::kernel::MAX_COMPONENTS
+            || self.beam_model.components.len() > MAX_KERNEL_COMPONENTS
         {
             return Err(format!(
                 "field `beam_model.components` must hold 1 to {} terms",
-                crate::dose::kernel::MAX_COMPONENTS
+                MAX_KERNEL_COMPONENTS
             ));
         }
         for (i, c) in self.beam_model.components.iter().enumerate() {

@@ -18,8 +18,9 @@
 
 use crate::machine::MachineModel;
 
-/// Largest number of kernel components supported by the engine.
-pub const MAX_COMPONENTS: usize = 4;
+/// Largest number of kernel components supported by the engine (the machine file's limit,
+/// defined with the machine model so that `machine` does not depend on `dose`).
+pub const MAX_COMPONENTS: usize = crate::machine::MAX_KERNEL_COMPONENTS;
 
 /// A pencil-beam kernel ready for evaluation (calibrated).
 #[derive(Debug, Clone)]

@@ -11,7 +11,6 @@ pub mod cli;
 pub mod eval;
 pub mod lungs;
 pub mod model;
-pub mod morph;
 #[doc(hidden)]
 pub mod nifti;
 

@@ -16,6 +16,7 @@
 pub mod atomic;
 pub mod beams;
 pub mod budget;
+pub mod calibration;
 pub mod case;
 pub mod cli;
 pub mod contours;

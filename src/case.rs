@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::geometry::Mask;
 use crate::io::dicom::ct::{self, CtImportOptions, FolderScan};
 use crate::io::dicom::rtstruct;
-use crate::structures::{self, Roi, Structure, StructureSet};
+use crate::structures::{self, Roi, RoiType, Structure, StructureSet};
 
 /// CT, structure set and rasterised structures of one patient.
 #[derive(Debug, Clone)]
@@ -233,7 +233,7 @@ impl Case {
         let external: Vec<&Structure> = self
             .structures
             .iter()
-            .filter(|s| s.roi.interpreted_type.eq_ignore_ascii_case("EXTERNAL"))
+            .filter(|s| s.roi.roi_type() == RoiType::External)
             .filter(nonempty)
             .collect();
         if !external.is_empty() {
@@ -255,10 +255,7 @@ impl Case {
             [] => Ok(None),
             [one] => Ok(Some(one)),
             many => {
-                let reason = if many
-                    .iter()
-                    .all(|s| s.roi.interpreted_type.eq_ignore_ascii_case("EXTERNAL"))
-                {
+                let reason = if many.iter().all(|s| s.roi.roi_type() == RoiType::External) {
                     "are all of type EXTERNAL"
                 } else {
                     "have no EXTERNAL type and are all named like a body outline (BODY, External, Skin)"

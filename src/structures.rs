@@ -44,7 +44,8 @@ pub struct Roi {
     pub number: i64,
     /// ROIName (3006,0026).
     pub name: String,
-    /// RTROIInterpretedType (3006,00A4), e.g. `PTV`, `ORGAN`, `EXTERNAL`; empty if absent.
+    /// RTROIInterpretedType (3006,00A4) as read, e.g. `PTV`, `ORGAN`, `EXTERNAL`; empty if
+    /// absent. Written back unchanged; compare through [`Roi::roi_type`].
     pub interpreted_type: String,
     /// ROIDisplayColor (3006,002A), RGB.
     pub color: [u8; 3],
@@ -52,6 +53,11 @@ pub struct Roi {
 }
 
 impl Roi {
+    /// The interpreted type as a [`RoiType`].
+    pub fn roi_type(&self) -> RoiType {
+        RoiType::parse(&self.interpreted_type)
+    }
+
     /// True when the ROI has at least one closed planar contour (a volume).
     pub fn is_volume(&self) -> bool {
         self.contours
@@ -73,6 +79,136 @@ impl Roi {
             &self.interpreted_type
         };
         format!("ROI {} '{}' ({t})", self.number, self.name)
+    }
+}
+
+/// RTROIInterpretedType (3006,00A4): the defined terms of DICOM PS3.3 C.8.8.8, an unknown
+/// value kept as written ([`RoiType::Other`]) and an absent or empty one
+/// ([`RoiType::Unspecified`]), so nothing is lost on a round trip.
+///
+/// Parsed ignoring ASCII case (a Code String is upper case; a lower-case `external` from a
+/// non-conforming writer is still the body outline), written back in the defined upper case.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RoiType {
+    /// External patient contour (the body outline).
+    External,
+    /// Planning target volume (ICRU 50).
+    Ptv,
+    /// Clinical target volume (ICRU 50).
+    Ctv,
+    /// Gross tumour volume (ICRU 50).
+    Gtv,
+    /// Treated volume (ICRU 50).
+    TreatedVolume,
+    /// Irradiated volume (ICRU 50).
+    IrradVolume,
+    /// Patient bolus used for external beam therapy.
+    Bolus,
+    /// Region in which dose is to be minimised.
+    Avoidance,
+    /// Patient organ.
+    Organ,
+    /// Patient marker or marker on a localiser.
+    Marker,
+    /// Registration ROI.
+    Registration,
+    /// Treatment isocentre used for external beam therapy.
+    Isocenter,
+    /// Volume into which a contrast agent has been injected.
+    ContrastAgent,
+    /// Patient anatomical cavity.
+    Cavity,
+    /// Brachytherapy channel.
+    BrachyChannel,
+    /// Brachytherapy accessory device.
+    BrachyAccessory,
+    /// Brachytherapy source applicator.
+    BrachySrcApp,
+    /// Brachytherapy channel shield.
+    BrachyChnlShld,
+    /// External patient support device.
+    Support,
+    /// External patient fixation or immobilisation device.
+    Fixation,
+    /// ROI to be used as a dose reference.
+    DoseRegion,
+    /// ROI to be used in control of dose optimisation and calculation.
+    Control,
+    /// ROI representing a dose measurement device.
+    DoseMeasurement,
+    /// Absent or empty (3006,00A4).
+    Unspecified,
+    /// Any other value, as written.
+    Other(String),
+}
+
+/// Defined terms and their variants, in the order of PS3.3 C.8.8.8.
+const ROI_TYPES: [(&str, RoiType); 23] = [
+    ("EXTERNAL", RoiType::External),
+    ("PTV", RoiType::Ptv),
+    ("CTV", RoiType::Ctv),
+    ("GTV", RoiType::Gtv),
+    ("TREATED_VOLUME", RoiType::TreatedVolume),
+    ("IRRAD_VOLUME", RoiType::IrradVolume),
+    ("BOLUS", RoiType::Bolus),
+    ("AVOIDANCE", RoiType::Avoidance),
+    ("ORGAN", RoiType::Organ),
+    ("MARKER", RoiType::Marker),
+    ("REGISTRATION", RoiType::Registration),
+    ("ISOCENTER", RoiType::Isocenter),
+    ("CONTRAST_AGENT", RoiType::ContrastAgent),
+    ("CAVITY", RoiType::Cavity),
+    ("BRACHY_CHANNEL", RoiType::BrachyChannel),
+    ("BRACHY_ACCESSORY", RoiType::BrachyAccessory),
+    ("BRACHY_SRC_APP", RoiType::BrachySrcApp),
+    ("BRACHY_CHNL_SHLD", RoiType::BrachyChnlShld),
+    ("SUPPORT", RoiType::Support),
+    ("FIXATION", RoiType::Fixation),
+    ("DOSE_REGION", RoiType::DoseRegion),
+    ("CONTROL", RoiType::Control),
+    ("DOSE_MEASUREMENT", RoiType::DoseMeasurement),
+];
+
+impl RoiType {
+    /// The type of an RTROIInterpretedType value (see [`RoiType`] for case and empty values).
+    pub fn parse(value: &str) -> RoiType {
+        if value.is_empty() {
+            return RoiType::Unspecified;
+        }
+        ROI_TYPES
+            .iter()
+            .find(|(term, _)| term.eq_ignore_ascii_case(value))
+            .map_or_else(|| RoiType::Other(value.to_string()), |(_, t)| t.clone())
+    }
+
+    /// The value as written to (3006,00A4): the defined term, the other value as read, or
+    /// empty.
+    pub fn as_str(&self) -> &str {
+        match self {
+            RoiType::Unspecified => "",
+            RoiType::Other(s) => s,
+            t => ROI_TYPES
+                .iter()
+                .find(|(_, v)| v == t)
+                .map_or("", |(term, _)| term),
+        }
+    }
+
+    /// A target volume (PTV, CTV or GTV).
+    pub fn is_target(&self) -> bool {
+        matches!(self, RoiType::Ptv | RoiType::Ctv | RoiType::Gtv)
+    }
+}
+
+impl std::fmt::Display for RoiType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&str> for RoiType {
+    fn from(value: &str) -> Self {
+        RoiType::parse(value)
     }
 }
 
@@ -460,3 +596,23 @@ pub fn rasterize_all(ss: &StructureSet, grid: &Grid3) -> Result<Vec<Structure>> 
 // to be removed once every caller uses `crate::io::dicom::rtstruct`.
 #[doc(hidden)]
 pub use crate::io::dicom::rtstruct::{read_rtstruct, read_rtstruct_bytes};
+
+#[cfg(test)]
+mod tests {
+    use super::RoiType;
+
+    #[test]
+    fn roi_types_round_trip_and_keep_unknown_values() {
+        for v in ["EXTERNAL", "PTV", "ORGAN", "DOSE_MEASUREMENT", "CONTROL"] {
+            assert_eq!(RoiType::parse(v).as_str(), v);
+            assert!(!matches!(RoiType::parse(v), RoiType::Other(_)), "{v}");
+        }
+        assert_eq!(RoiType::parse("external"), RoiType::External);
+        assert_eq!(RoiType::parse(""), RoiType::Unspecified);
+        assert_eq!(RoiType::parse("").as_str(), "");
+        let other = RoiType::parse("SPINAL_PRV");
+        assert_eq!(other, RoiType::Other("SPINAL_PRV".into()));
+        assert_eq!(other.to_string(), "SPINAL_PRV");
+        assert!(RoiType::Ptv.is_target() && !RoiType::Organ.is_target());
+    }
+}

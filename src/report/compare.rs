@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::structures::RoiType;
 
 use super::Report;
 
@@ -162,7 +163,7 @@ pub fn verdict(vs: &[Variant]) -> String {
             .join(", ")
     );
     for st in &vs[0].report.structures {
-        if st.name == *target || st.interpreted_type.eq_ignore_ascii_case("EXTERNAL") {
+        if st.name == *target || RoiType::parse(&st.interpreted_type) == RoiType::External {
             continue;
         }
         let best_oar = eligible

@@ -73,15 +73,16 @@ mod tests {
     }
 
     #[test]
-    fn default_machine_parses_and_hlut_interpolates() {
+    fn default_machine_parses_and_uses_the_default_ct_calibration() {
         let m = super::MachineModel::default_6x();
         assert_eq!(m.mlc.n_pairs(), 60);
-        // matRad/CORT curve: (-1024, 0.00324) -> (200, 1.2): HU 0 gives 1.0044.
-        let w = m.relative_electron_density(0.0) as f64;
-        assert!((w - (0.00324 + 1024.0 / 1224.0 * (1.2 - 0.00324))).abs() < 1e-5);
-        assert!((m.relative_electron_density(300.0) - 1.2).abs() < 1e-6);
-        assert!((m.relative_electron_density(-5000.0) - 0.00324).abs() < 1e-7);
-        assert!((m.relative_electron_density(9000.0) - 2.5306).abs() < 1e-6);
+        // The HU table is no longer in the machine file: the built-in CT calibration is used
+        // (its interpolation is tested in crate::calibration).
+        assert_eq!(
+            m.ct_calibration,
+            crate::calibration::CtCalibration::default()
+        );
+        assert_eq!(m.ct_calibration_file, None);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use super::Mask;
 
 /// Label the 6-connected components of `m`; returns (labels, sizes) with label 0 = outside and
-/// `sizes[l]` the voxel count of component `l` (sizes[0] = 0). Labels follow scan order.
+/// `sizes[l]` the voxel count of component `l` (`sizes[0] = 0`). Labels follow scan order.
 pub fn components_3d(m: &Mask) -> (Vec<u32>, Vec<usize>) {
     let [nx, ny, nz] = m.grid.dims;
     let mut label = vec![0u32; m.inside.len()];

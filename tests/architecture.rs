@@ -608,6 +608,22 @@ fn no_import_cycles_between_modules() {
         g.values().any(|t| t.contains("io::dicom::rtplan")),
         "nothing seen to use io::dicom::rtplan"
     );
+    // Arrows that must not climb back up (issue 15): the case does not call segmentation,
+    // the machine does not use the dose engine, the I/O layer knows no planner or CLI.
+    let climbs: Vec<String> = g
+        .iter()
+        .flat_map(|(from, to)| to.iter().map(move |t| (from, t)))
+        .filter(|(from, to)| {
+            (from.as_str() == "case" && to.starts_with("segment"))
+                || (from.as_str() == "machine" && to.starts_with("dose"))
+                || (from.starts_with("io")
+                    && ["plan", "cli", "progress", "segment", "optimize"]
+                        .iter()
+                        .any(|up| to.as_str() == *up || to.starts_with(&format!("{up}::"))))
+        })
+        .map(|(from, to)| format!("{from} -> {to}"))
+        .collect();
+    assert!(climbs.is_empty(), "arrows climbing back up: {climbs:?}");
     if let Some(cycle) = find_cycle(&g) {
         panic!(
             "import cycle between modules of src/:\n  {}\n(break it: move the shared type down a layer, or pass it in)",

@@ -6,10 +6,10 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use rtopt::beams::{Beam, BeamletGrid};
 use rtopt::ct::CtMeta;
-use rtopt::export::rtdose::{rtdose_bytes, DoseExport};
-use rtopt::export::rtplan::{rtplan_bytes, PlanExport, TargetPrescription};
 use rtopt::gamma::{gamma_3d, GammaOptions};
 use rtopt::geometry::Grid3;
+use rtopt::io::dicom::rtdose::{rtdose_bytes, DoseExport};
+use rtopt::io::dicom::rtplan::{rtplan_bytes, PlanExport, TargetPrescription};
 use rtopt::machine::{default_leaf_boundaries_mm, Jaws, Mlc};
 use rtopt::sequencing::{deliverable_weights, sequence_plan, DeliveryMachine, SequencingOptions};
 

@@ -94,7 +94,7 @@ fn model_from(p: &[f64]) -> PencilBeamModel {
         });
     }
     PencilBeamModel {
-        mu_per_mm: p[0].exp(),
+        attenuation_per_mm: p[0].exp(),
         components: comps,
     }
 }
@@ -281,7 +281,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Start from the current file when it already holds three components.
     if base.beam_model.components.len() == 3 {
         let bm = &base.beam_model;
-        p[0] = bm.mu_per_mm.ln();
+        p[0] = bm.attenuation_per_mm.ln();
         for (i, c) in bm.components.iter().enumerate() {
             p[1 + 3 * i] = c.beta_per_mm.ln();
             p[2 + 3 * i] = c.sigma_iso_mm.ln();
@@ -320,7 +320,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut v = serde_json::to_value(&m)?;
         v["beam_model"] = serde_json::to_value(&m.beam_model)?;
         let text = serde_json::to_string_pretty(&v)? + "\n";
-        rtopt::atomic::write_file(&path, text.as_bytes())?;
+        rtopt::io::atomic::write_file(&path, text.as_bytes())?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())

@@ -19,10 +19,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::ct::{self, CtImportOptions, CtVolume, FolderScan};
+use crate::ct::CtVolume;
 use crate::error::{Error, Result};
 use crate::geometry::Mask;
-use crate::structures::{self, Roi, Structure, StructureSet};
+use crate::io::dicom::ct::{self, CtImportOptions, FolderScan};
+use crate::io::dicom::rtstruct;
+use crate::structures::{self, Roi, RoiType, Structure, StructureSet};
 
 /// CT, structure set and rasterised structures of one patient.
 #[derive(Debug, Clone)]
@@ -73,7 +75,7 @@ impl Case {
         let mut warnings = scan.warnings.clone();
         let (structure_set, structures) = match rs_path {
             Some(p) => {
-                let ss = structures::read_rtstruct(&p)?;
+                let ss = rtstruct::read_rtstruct(&p)?;
                 structures::check_frame_of_reference(&ss, &ct.meta.frame_of_reference_uid)?;
                 let st = structures::rasterize_all(&ss, &ct.grid)?;
                 warnings.extend(structures::contour_warnings(&ss));
@@ -231,7 +233,7 @@ impl Case {
         let external: Vec<&Structure> = self
             .structures
             .iter()
-            .filter(|s| s.roi.interpreted_type.eq_ignore_ascii_case("EXTERNAL"))
+            .filter(|s| s.roi.roi_type() == RoiType::External)
             .filter(nonempty)
             .collect();
         if !external.is_empty() {
@@ -253,10 +255,7 @@ impl Case {
             [] => Ok(None),
             [one] => Ok(Some(one)),
             many => {
-                let reason = if many
-                    .iter()
-                    .all(|s| s.roi.interpreted_type.eq_ignore_ascii_case("EXTERNAL"))
-                {
+                let reason = if many.iter().all(|s| s.roi.roi_type() == RoiType::External) {
                     "are all of type EXTERNAL"
                 } else {
                     "have no EXTERNAL type and are all named like a body outline (BODY, External, Skin)"
@@ -275,7 +274,7 @@ impl Case {
     pub fn try_body_mask(&self) -> Result<Mask> {
         Ok(match self.body()? {
             Some(s) => s.mask.clone(),
-            None => crate::segment::body::body_outline(&self.ct),
+            None => crate::ct::body_outline(&self.ct),
         })
     }
 
@@ -285,7 +284,7 @@ impl Case {
     pub fn body_mask(&self) -> Mask {
         match self.body() {
             Ok(Some(s)) => s.mask.clone(),
-            Ok(None) => crate::segment::body::body_outline(&self.ct),
+            Ok(None) => crate::ct::body_outline(&self.ct),
             Err(_) => {
                 let mut m = Mask::empty(self.ct.grid);
                 for s in self.body_candidates() {

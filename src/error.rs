@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+pub use crate::io::dicom::error::DicomError;
+
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -17,65 +19,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// The file has a DICOM preamble or meta header but could not be parsed (truncated or corrupt).
-    #[error("{path}: not a readable DICOM file: {reason}")]
-    BadDicom { path: PathBuf, reason: String },
-    /// A required attribute is missing or has an unusable value.
-    #[error("{path}: tag {tag} {name}: {reason}")]
-    Tag {
-        path: PathBuf,
-        tag: String,
-        name: &'static str,
-        reason: String,
-    },
-    /// The folder holds no CT image.
-    #[error("{dir}: no CT Image Storage files found ({found})")]
-    NoCt { dir: PathBuf, found: String },
-    /// Several CT series in one folder and no choice made.
-    #[error(
-        "{dir}: {count} CT series found; choose one with --series <SeriesInstanceUID>:\n{listing}"
-    )]
-    MultipleSeries {
-        dir: PathBuf,
-        count: usize,
-        listing: String,
-    },
-    /// The requested series is not in the folder.
-    #[error("{dir}: no CT series with SeriesInstanceUID {uid}; present:\n{listing}")]
-    SeriesNotFound {
-        dir: PathBuf,
-        uid: String,
-        listing: String,
-    },
-    /// A slice disagrees with the first slice of the series on geometry.
-    /// `detail` reads e.g. `512, but the first slice CT.0001.dcm has 256`.
-    #[error("{path}: tag {tag} {name} is {detail}")]
-    InconsistentSlice {
-        path: PathBuf,
-        tag: &'static str,
-        name: &'static str,
-        detail: String,
-    },
-    /// Non-uniform slice positions: a missing or a duplicated slice.
-    #[error("slice spacing: {first} and {second} are {gap_mm:.3} mm apart along the slice normal, expected {expected_mm:.3} mm ({kind})")]
-    SliceSpacing {
-        first: PathBuf,
-        second: PathBuf,
-        gap_mm: f64,
-        expected_mm: f64,
-        kind: &'static str,
-    },
-    /// An image orientation that rtopt does not support.
-    #[error("{path}: tag (0020,0037) ImageOrientationPatient {value}: only axial slices with row direction +x and column direction +y (LPS) are supported; oblique or tilted series must be resampled first")]
-    UnsupportedOrientation { path: PathBuf, value: String },
-    /// Pixel data that this build cannot decode.
-    #[error("{path}: transfer syntax {uid} ({name}) cannot be decoded by this build: {reason}")]
-    UnsupportedTransferSyntax {
-        path: PathBuf,
-        uid: String,
-        name: String,
-        reason: String,
-    },
+    /// A DICOM-specific failure (unreadable file, missing or bad tag, CT series that cannot be
+    /// assembled, pixel data this build cannot decode), with its message unchanged.
+    #[error(transparent)]
+    Dicom(#[from] DicomError),
     /// The RT Structure Set refers to another frame of reference than the CT.
     #[error("{path}: RTSTRUCT frame of reference {rtstruct_uid} does not match the CT's {ct_uid} (tag (3006,0024) ReferencedFrameOfReferenceUID)")]
     FrameOfReferenceMismatch {
@@ -192,6 +139,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Io { .. } => ErrorKind::Io,
+            Error::Dicom(_) => ErrorKind::Input,
             Error::Infeasible { .. } => ErrorKind::Infeasible,
             Error::Implausible { .. } => ErrorKind::Refused,
             Error::Solver(_) => ErrorKind::Internal,
@@ -205,5 +153,27 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DicomError, Error, ErrorKind};
+
+    #[test]
+    fn dicom_errors_are_input_errors_with_their_own_message() {
+        let e: Error = DicomError::Tag {
+            path: "CT.1.dcm".into(),
+            tag: "(0028,0010)".into(),
+            name: "Rows",
+            reason: "missing".into(),
+        }
+        .into();
+        assert_eq!(e.kind(), ErrorKind::Input);
+        assert_eq!(e.to_string(), "CT.1.dcm: tag (0028,0010) Rows: missing");
+        assert!(matches!(
+            e,
+            Error::Dicom(DicomError::Tag { name: "Rows", .. })
+        ));
     }
 }

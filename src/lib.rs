@@ -2,9 +2,10 @@
 //!
 //! Treatment-planning optimisation for external-beam photon IMRT, in the matRad workflow:
 //! CT and structures ([`case`]), beams ([`beams`]), dose-influence matrix ([`dose`]),
-//! fluence optimisation ([`optimize`]), leaf sequencing ([`sequencing`]), DICOM export
-//! ([`export`]) and the plan report ([`report`]), tied together by the staged planner
-//! ([`plan`]). The module map and the seams are in `docs/architecture.md`.
+//! fluence optimisation ([`optimize`]), leaf sequencing ([`sequencing`]), file formats
+//! ([`io`]: DICOM per object type, NIfTI, NumPy, atomic writing) and the plan report
+//! ([`report`]), tied together by the staged planner ([`plan`]). The module map and the seams
+//! are in `docs/architecture.md`.
 //!
 //! Coordinates are DICOM patient coordinates (LPS, mm); angles follow IEC 61217; doses in a
 //! protocol and a report are total doses over the course in Gy, beamlet weights are MU per
@@ -66,22 +67,22 @@
 // cold error path, so boxing it everywhere would buy nothing.
 #![allow(clippy::result_large_err)]
 
-pub mod atomic;
+#[doc(hidden)]
 pub mod beams;
 pub mod budget;
+pub mod calibration;
 pub mod case;
 pub mod contours;
 pub mod control;
 pub mod ct;
-pub mod dicom_io;
+#[doc(hidden)]
 pub mod dose;
 pub mod dvh;
 pub mod error;
-pub mod export;
 pub mod gamma;
 pub mod geometry;
+pub mod io;
 pub mod machine;
-pub mod npz;
 pub mod optimize;
 pub mod outputs;
 pub mod phantom;

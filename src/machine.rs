@@ -1,12 +1,19 @@
 //! Treatment-machine description (read from `data/machines/*.json`): geometry, MLC, jaws,
-//! beam model and calibration.
+//! beam model and absolute dose calibration.
+//!
+//! The CT calibration (HU -> relative electron density) is not part of the machine: it is a
+//! [`CtCalibration`] of its own file (`data/calibration/ct-default.toml` by default), which a
+//! machine file may name with `ct_calibration_file`. Machine files written before issue 15
+//! that still carry the table as `hu_to_rel_ed` are accepted: the table is used as their CT
+//! calibration (its [`CtCalibration::name`] says so), so their doses do not change.
 // Index loops mirror the formulas; negated comparisons deliberately reject NaN.
 #![allow(clippy::needless_range_loop, clippy::neg_cmp_op_on_partial_ord)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::calibration::CtCalibration;
 use crate::error::{Error, Result};
 
 /// Multi-leaf collimator.
@@ -66,26 +73,43 @@ mod tests {
     }
 
     #[test]
-    fn default_machine_parses_and_hlut_interpolates() {
+    fn default_machine_parses_and_uses_the_default_ct_calibration() {
         let m = super::MachineModel::default_6x();
         assert_eq!(m.mlc.n_pairs(), 60);
-        // matRad/CORT curve: (-1024, 0.00324) -> (200, 1.2): HU 0 gives 1.0044.
-        let w = m.relative_electron_density(0.0) as f64;
-        assert!((w - (0.00324 + 1024.0 / 1224.0 * (1.2 - 0.00324))).abs() < 1e-5);
-        assert!((m.relative_electron_density(300.0) - 1.2).abs() < 1e-6);
-        assert!((m.relative_electron_density(-5000.0) - 0.00324).abs() < 1e-7);
-        assert!((m.relative_electron_density(9000.0) - 2.5306).abs() < 1e-6);
+        // The HU table is no longer in the machine file: the built-in CT calibration is used
+        // (its interpolation is tested in crate::calibration).
+        assert_eq!(
+            m.ct_calibration,
+            crate::calibration::CtCalibration::default()
+        );
+        assert_eq!(m.ct_calibration_file, None);
+    }
+
+    #[test]
+    fn old_machine_file_with_its_hu_table_keeps_it_as_ct_calibration() {
+        let mut v: serde_json::Value = serde_json::from_str(super::DEFAULT_6X_JSON).expect("json");
+        assert!(v.get("hu_to_rel_ed").is_none());
+        v["hu_to_rel_ed"] = serde_json::json!([[-1000.0, 0.0], [1000.0, 2.0]]);
+        let m = super::MachineModel::from_json(&v.to_string(), std::path::Path::new("old.json"))
+            .expect("old layout accepted");
+        assert!((m.relative_electron_density(0.0) - 1.0).abs() < 1e-6);
+        assert!(m.ct_calibration.name.contains("old.json"));
+        v["ct_calibration_file"] = serde_json::json!("ct.toml");
+        let e = super::MachineModel::from_json(&v.to_string(), std::path::Path::new("old.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("old.json") && e.contains("both"), "{e}");
     }
 
     #[test]
     fn invalid_machine_file_names_the_field() {
         let mut v: serde_json::Value = serde_json::from_str(super::DEFAULT_6X_JSON).expect("json");
-        v["beam_model"]["mu_per_mm"] = serde_json::json!(-1.0);
+        v["beam_model"]["attenuation_per_mm"] = serde_json::json!(-1.0);
         let e = super::MachineModel::from_json(&v.to_string(), std::path::Path::new("m.json"))
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("m.json") && e.contains("beam_model.mu_per_mm"),
+            e.contains("m.json") && e.contains("beam_model.attenuation_per_mm"),
             "{e}"
         );
         v.as_object_mut().expect("obj").remove("calibration");
@@ -96,6 +120,10 @@ mod tests {
     }
 }
 
+/// Largest number of pencil-beam kernel components a machine file may give (and the dose
+/// engine evaluates: [`crate::dose::kernel::MAX_COMPONENTS`]).
+pub const MAX_KERNEL_COMPONENTS: usize = 4;
+
 /// A treatment machine: geometry, collimation and (added by the dose engine) its beam model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MachineModel {
@@ -105,17 +133,21 @@ pub struct MachineModel {
     pub energy_mv: f64,
     /// Source-axis distance, mm.
     pub sad_mm: f64,
-    /// Beamlet width along leaf travel, mm at the isocentre.
-    pub beamlet_size_mm: f64,
     pub mlc: Mlc,
     pub jaws: Jaws,
     /// Smallest deliverable segment, MU.
     pub min_segment_mu: f64,
     /// Photon pencil-beam kernel (see `docs/dose.md`).
     pub beam_model: PencilBeamModel,
-    /// CT calibration: HU -> electron density relative to water, piecewise linear,
-    /// `[hu, rel_ed]` pairs with ascending HU (clamped outside the table).
-    pub hu_to_rel_ed: Vec<[f64; 2]>,
+    /// CT calibration file ([`CtCalibration`], TOML), relative to the machine file's folder;
+    /// absent: the built-in `data/calibration/ct-default.toml`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ct_calibration_file: Option<PathBuf>,
+    /// The CT calibration in use (HU -> relative electron density): read from
+    /// `ct_calibration_file`, else the built-in default. Not itself written in the machine
+    /// file; replace it to plan on a CT from another scanner.
+    #[serde(skip)]
+    pub ct_calibration: CtCalibration,
     /// Absolute dose calibration.
     pub calibration: Calibration,
     /// Plan acceptance: the largest meterset of one beam in one fraction, MU. A plan above it
@@ -143,7 +175,7 @@ pub fn default_max_mu_per_fraction() -> f64 {
 /// kernel (`docs/dose.md`).
 ///
 /// Depth term: `w * beta/(beta - mu) * (exp(-mu d) - exp(-beta d))`, `d` the radiological
-/// depth in mm. Lateral term: a Gaussian of standard deviation
+/// depth in mm and `mu` the attenuation coefficient [`PencilBeamModel::attenuation_per_mm`]. Lateral term: a Gaussian of standard deviation
 /// `sigma_iso_mm + sigma_slope * d` in the isocentre plane.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KernelComponent {
@@ -160,8 +192,11 @@ pub struct KernelComponent {
 /// Bortfeld-style photon pencil-beam model: depth terms times Gaussian radial kernels.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PencilBeamModel {
-    /// Effective linear attenuation coefficient of the primary fluence in water, 1/mm.
-    pub mu_per_mm: f64,
+    /// Effective linear attenuation coefficient of the primary fluence in water, 1/mm (`mu`
+    /// in Bortfeld's depth term; not monitor units). Machine files written before issue 15
+    /// call it `mu_per_mm`, still accepted.
+    #[serde(alias = "mu_per_mm")]
+    pub attenuation_per_mm: f64,
     /// Kernel terms (typically 3: primary + penumbra, medium-range and long-range scatter).
     pub components: Vec<KernelComponent>,
 }
@@ -187,12 +222,41 @@ impl MachineModel {
         Self::from_json(&text, path)
     }
 
-    /// Parse a machine description; `path` is used in error messages only.
+    /// Parse a machine description; `path` is used in error messages, and a
+    /// `ct_calibration_file` is read relative to its folder. An old file's `hu_to_rel_ed`
+    /// table (before issue 15) becomes the CT calibration.
     pub fn from_json(text: &str, path: &Path) -> Result<MachineModel> {
-        let m: MachineModel = serde_json::from_str(text).map_err(|e| Error::Config {
+        let config = |reason: String| Error::Config {
             path: path.to_path_buf(),
-            reason: format!("invalid machine file: {e}"),
-        })?;
+            reason,
+        };
+        let mut v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| config(format!("invalid machine file: {e}")))?;
+        let legacy = v.as_object_mut().and_then(|o| o.remove("hu_to_rel_ed"));
+        let mut m: MachineModel =
+            serde_json::from_value(v).map_err(|e| config(format!("invalid machine file: {e}")))?;
+        m.ct_calibration = match (legacy, &m.ct_calibration_file) {
+            (Some(_), Some(_)) => {
+                return Err(config(
+                    "fields `hu_to_rel_ed` and `ct_calibration_file` both given; the HU table \
+                     belongs in the CT calibration file only"
+                        .into(),
+                ))
+            }
+            (Some(table), None) => CtCalibration {
+                name: format!(
+                    "hu_to_rel_ed of machine file {} (old layout; move it to a CT calibration file)",
+                    path.display()
+                ),
+                hu_to_rel_ed: serde_json::from_value(table)
+                    .map_err(|e| config(format!("invalid machine file: field `hu_to_rel_ed`: {e}")))?,
+            },
+            (None, Some(file)) => {
+                let file = path.parent().unwrap_or(Path::new(".")).join(file);
+                CtCalibration::load(&file)?
+            }
+            (None, None) => CtCalibration::default(),
+        };
         m.validate().map_err(|reason| Error::Config {
             path: path.to_path_buf(),
             reason,
@@ -217,7 +281,6 @@ impl MachineModel {
             }
         };
         pos(self.sad_mm, "sad_mm")?;
-        pos(self.beamlet_size_mm, "beamlet_size_mm")?;
         pos(self.energy_mv, "energy_mv")?;
         pos(self.max_mu_per_beam, "max_mu_per_beam")?;
         pos(self.max_mu_per_fraction, "max_mu_per_fraction")?;
@@ -236,13 +299,16 @@ impl MachineModel {
         if !(self.jaws.x_max_mm > self.jaws.x_min_mm && self.jaws.y_max_mm > self.jaws.y_min_mm) {
             return Err("field `jaws`: need min < max on both axes".into());
         }
-        pos(self.beam_model.mu_per_mm, "beam_model.mu_per_mm")?;
+        pos(
+            self.beam_model.attenuation_per_mm,
+            "beam_model.attenuation_per_mm",
+        )?;
         if self.beam_model.components.is_empty()
-            || self.beam_model.components.len() > crate::dose::kernel::MAX_COMPONENTS
+            || self.beam_model.components.len() > MAX_KERNEL_COMPONENTS
         {
             return Err(format!(
                 "field `beam_model.components` must hold 1 to {} terms",
-                crate::dose::kernel::MAX_COMPONENTS
+                MAX_KERNEL_COMPONENTS
             ));
         }
         for (i, c) in self.beam_model.components.iter().enumerate() {
@@ -255,9 +321,9 @@ impl MachineModel {
                 c.beta_per_mm,
                 &format!("beam_model.components[{i}].beta_per_mm"),
             )?;
-            if (c.beta_per_mm - self.beam_model.mu_per_mm).abs() < 1e-9 {
+            if (c.beta_per_mm - self.beam_model.attenuation_per_mm).abs() < 1e-9 {
                 return Err(format!(
-                    "field `beam_model.components[{i}].beta_per_mm` must differ from mu_per_mm"
+                    "field `beam_model.components[{i}].beta_per_mm` must differ from attenuation_per_mm"
                 ));
             }
             pos(
@@ -270,16 +336,7 @@ impl MachineModel {
                 ));
             }
         }
-        let h = &self.hu_to_rel_ed;
-        if h.is_empty() || h.windows(2).any(|w| !(w[1][0] > w[0][0])) {
-            return Err(
-                "field `hu_to_rel_ed` must hold [hu, rel_ed] pairs with strictly ascending HU"
-                    .into(),
-            );
-        }
-        if h.iter().any(|p| !(p[1].is_finite() && p[1] >= 0.0)) {
-            return Err("field `hu_to_rel_ed`: relative electron densities must be >= 0".into());
-        }
+        self.ct_calibration.validate()?;
         pos(
             self.calibration.dose_gy_per_mu,
             "calibration.dose_gy_per_mu",
@@ -289,23 +346,9 @@ impl MachineModel {
         Ok(())
     }
 
-    /// Electron density relative to water for a CT number (piecewise linear in
-    /// [`MachineModel::hu_to_rel_ed`], clamped to the end values outside the table).
+    /// Electron density relative to water for a CT number, from the CT calibration in use
+    /// ([`CtCalibration::relative_electron_density`]).
     pub fn relative_electron_density(&self, hu: f32) -> f32 {
-        let h = &self.hu_to_rel_ed;
-        let x = hu as f64;
-        if h.is_empty() {
-            return 1.0;
-        }
-        if x <= h[0][0] {
-            return h[0][1] as f32;
-        }
-        for w in h.windows(2) {
-            if x <= w[1][0] {
-                let f = (x - w[0][0]) / (w[1][0] - w[0][0]);
-                return (w[0][1] + f * (w[1][1] - w[0][1])) as f32;
-            }
-        }
-        h[h.len() - 1][1] as f32
+        self.ct_calibration.relative_electron_density(hu)
     }
 }

@@ -15,7 +15,7 @@
 //!
 //! The checks are cheap (path arithmetic and hashing a previous output's few files) and run
 //! before any computation ([`check_output_dir`], [`check_output_file`]); the atomic writers of
-//! [`crate::atomic`] repeat the folder check just before the final rename.
+//! [`crate::io::atomic`] repeat the folder check just before the final rename.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -77,9 +77,10 @@ fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Hash every regular file of `dir` (not recursive; sorted by name) into `MANIFEST_NAME`.
-/// Errors on a sub-folder or link: rtopt's output folders are flat.
-pub fn write_manifest(dir: &Path) -> Result<()> {
+/// The manifest of `dir` as JSON text: every regular file hashed (not recursive; sorted by
+/// name; [`MANIFEST_NAME`] itself left out). Errors on a sub-folder or link: rtopt's output
+/// folders are flat. [`crate::io::atomic::write_dir`] writes it as [`MANIFEST_NAME`].
+pub fn manifest_json(dir: &Path) -> Result<String> {
     let mut files = Vec::new();
     for (name, path) in list_entries(dir)? {
         if name == MANIFEST_NAME {
@@ -105,7 +106,7 @@ pub fn write_manifest(dir: &Path) -> Result<()> {
     };
     let text = serde_json::to_string_pretty(&m)
         .map_err(|e| Error::Invalid(format!("{MANIFEST_NAME}: {e}")))?;
-    crate::atomic::write_file(&dir.join(MANIFEST_NAME), format!("{text}\n").as_bytes())
+    Ok(format!("{text}\n"))
 }
 
 /// Entries of a folder as (name, path), sorted by name.
@@ -341,7 +342,7 @@ mod tests {
         std::fs::write(out.join("a.txt"), b"one").unwrap();
         let e = check_replaceable_dir(&out, Replace::PreviousOutput).unwrap_err();
         assert!(e.to_string().contains("did not create"), "{e}");
-        write_manifest(&out).unwrap();
+        std::fs::write(out.join(MANIFEST_NAME), manifest_json(&out).unwrap()).unwrap();
         let e = check_replaceable_dir(&out, Replace::Never).unwrap_err();
         assert!(e.to_string().contains("--force"), "{e}");
         check_replaceable_dir(&out, Replace::PreviousOutput).unwrap();

@@ -12,7 +12,7 @@
 use crate::case::Case;
 use crate::ct::{CtMeta, CtVolume};
 use crate::geometry::{Grid3, Mask};
-use crate::structures::{Roi, Structure};
+use crate::structures::{Roi, RoiType, Structure};
 
 /// Body radius, mm.
 pub const BODY_RADIUS_MM: f64 = 60.0;
@@ -62,7 +62,7 @@ pub fn c_shape(voxel_mm: f64) -> Case {
             }
         }
     }
-    let roi = |number: i64, name: &str, kind: &str, color: [u8; 3]| Roi {
+    let roi = |number: i64, name: &str, kind: RoiType, color: [u8; 3]| Roi {
         number,
         name: name.to_string(),
         interpreted_type: kind.to_string(),
@@ -82,15 +82,15 @@ pub fn c_shape(voxel_mm: f64) -> Case {
         ct,
         vec![
             Structure {
-                roi: roi(1, "BODY", "EXTERNAL", [0, 160, 0]),
+                roi: roi(1, "BODY", RoiType::External, [0, 160, 0]),
                 mask: body,
             },
             Structure {
-                roi: roi(2, "OuterTarget", "PTV", [255, 0, 0]),
+                roi: roi(2, "OuterTarget", RoiType::Ptv, [255, 0, 0]),
                 mask: target,
             },
             Structure {
-                roi: roi(3, "Core", "ORGAN", [0, 0, 255]),
+                roi: roi(3, "Core", RoiType::Organ, [0, 0, 255]),
                 mask: core,
             },
         ],

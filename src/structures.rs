@@ -1,4 +1,6 @@
-//! RT Structure Set import and rasterisation of contours onto the CT grid.
+//! RT Structure Set domain types ([`StructureSet`], [`Roi`], [`Contour`]), their binding checks
+//! and the rasterisation of contours onto the CT grid. Reading and writing the DICOM object is
+//! [`crate::io::dicom::rtstruct`].
 //!
 //! Convention (the same as dicompyler-core): a voxel belongs to a structure when its centre
 //! lies inside the slice's closed planar contours under the even-odd rule, so holes and
@@ -19,12 +21,11 @@
 )]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::dicom_io::{self, tags, Attr};
 use crate::error::{Error, Result};
 use crate::geometry::{Grid3, Mask};
 
@@ -43,7 +44,8 @@ pub struct Roi {
     pub number: i64,
     /// ROIName (3006,0026).
     pub name: String,
-    /// RTROIInterpretedType (3006,00A4), e.g. `PTV`, `ORGAN`, `EXTERNAL`; empty if absent.
+    /// RTROIInterpretedType (3006,00A4) as read, e.g. `PTV`, `ORGAN`, `EXTERNAL`; empty if
+    /// absent. Written back unchanged; compare through [`Roi::roi_type`].
     pub interpreted_type: String,
     /// ROIDisplayColor (3006,002A), RGB.
     pub color: [u8; 3],
@@ -51,6 +53,11 @@ pub struct Roi {
 }
 
 impl Roi {
+    /// The interpreted type as a [`RoiType`].
+    pub fn roi_type(&self) -> RoiType {
+        RoiType::parse(&self.interpreted_type)
+    }
+
     /// True when the ROI has at least one closed planar contour (a volume).
     pub fn is_volume(&self) -> bool {
         self.contours
@@ -72,6 +79,136 @@ impl Roi {
             &self.interpreted_type
         };
         format!("ROI {} '{}' ({t})", self.number, self.name)
+    }
+}
+
+/// RTROIInterpretedType (3006,00A4): the defined terms of DICOM PS3.3 C.8.8.8, an unknown
+/// value kept as written ([`RoiType::Other`]) and an absent or empty one
+/// ([`RoiType::Unspecified`]), so nothing is lost on a round trip.
+///
+/// Parsed ignoring ASCII case (a Code String is upper case; a lower-case `external` from a
+/// non-conforming writer is still the body outline), written back in the defined upper case.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RoiType {
+    /// External patient contour (the body outline).
+    External,
+    /// Planning target volume (ICRU 50).
+    Ptv,
+    /// Clinical target volume (ICRU 50).
+    Ctv,
+    /// Gross tumour volume (ICRU 50).
+    Gtv,
+    /// Treated volume (ICRU 50).
+    TreatedVolume,
+    /// Irradiated volume (ICRU 50).
+    IrradVolume,
+    /// Patient bolus used for external beam therapy.
+    Bolus,
+    /// Region in which dose is to be minimised.
+    Avoidance,
+    /// Patient organ.
+    Organ,
+    /// Patient marker or marker on a localiser.
+    Marker,
+    /// Registration ROI.
+    Registration,
+    /// Treatment isocentre used for external beam therapy.
+    Isocenter,
+    /// Volume into which a contrast agent has been injected.
+    ContrastAgent,
+    /// Patient anatomical cavity.
+    Cavity,
+    /// Brachytherapy channel.
+    BrachyChannel,
+    /// Brachytherapy accessory device.
+    BrachyAccessory,
+    /// Brachytherapy source applicator.
+    BrachySrcApp,
+    /// Brachytherapy channel shield.
+    BrachyChnlShld,
+    /// External patient support device.
+    Support,
+    /// External patient fixation or immobilisation device.
+    Fixation,
+    /// ROI to be used as a dose reference.
+    DoseRegion,
+    /// ROI to be used in control of dose optimisation and calculation.
+    Control,
+    /// ROI representing a dose measurement device.
+    DoseMeasurement,
+    /// Absent or empty (3006,00A4).
+    Unspecified,
+    /// Any other value, as written.
+    Other(String),
+}
+
+/// Defined terms and their variants, in the order of PS3.3 C.8.8.8.
+const ROI_TYPES: [(&str, RoiType); 23] = [
+    ("EXTERNAL", RoiType::External),
+    ("PTV", RoiType::Ptv),
+    ("CTV", RoiType::Ctv),
+    ("GTV", RoiType::Gtv),
+    ("TREATED_VOLUME", RoiType::TreatedVolume),
+    ("IRRAD_VOLUME", RoiType::IrradVolume),
+    ("BOLUS", RoiType::Bolus),
+    ("AVOIDANCE", RoiType::Avoidance),
+    ("ORGAN", RoiType::Organ),
+    ("MARKER", RoiType::Marker),
+    ("REGISTRATION", RoiType::Registration),
+    ("ISOCENTER", RoiType::Isocenter),
+    ("CONTRAST_AGENT", RoiType::ContrastAgent),
+    ("CAVITY", RoiType::Cavity),
+    ("BRACHY_CHANNEL", RoiType::BrachyChannel),
+    ("BRACHY_ACCESSORY", RoiType::BrachyAccessory),
+    ("BRACHY_SRC_APP", RoiType::BrachySrcApp),
+    ("BRACHY_CHNL_SHLD", RoiType::BrachyChnlShld),
+    ("SUPPORT", RoiType::Support),
+    ("FIXATION", RoiType::Fixation),
+    ("DOSE_REGION", RoiType::DoseRegion),
+    ("CONTROL", RoiType::Control),
+    ("DOSE_MEASUREMENT", RoiType::DoseMeasurement),
+];
+
+impl RoiType {
+    /// The type of an RTROIInterpretedType value (see [`RoiType`] for case and empty values).
+    pub fn parse(value: &str) -> RoiType {
+        if value.is_empty() {
+            return RoiType::Unspecified;
+        }
+        ROI_TYPES
+            .iter()
+            .find(|(term, _)| term.eq_ignore_ascii_case(value))
+            .map_or_else(|| RoiType::Other(value.to_string()), |(_, t)| t.clone())
+    }
+
+    /// The value as written to (3006,00A4): the defined term, the other value as read, or
+    /// empty.
+    pub fn as_str(&self) -> &str {
+        match self {
+            RoiType::Unspecified => "",
+            RoiType::Other(s) => s,
+            t => ROI_TYPES
+                .iter()
+                .find(|(_, v)| v == t)
+                .map_or("", |(term, _)| term),
+        }
+    }
+
+    /// A target volume (PTV, CTV or GTV).
+    pub fn is_target(&self) -> bool {
+        matches!(self, RoiType::Ptv | RoiType::Ctv | RoiType::Gtv)
+    }
+}
+
+impl std::fmt::Display for RoiType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&str> for RoiType {
+    fn from(value: &str) -> Self {
+        RoiType::parse(value)
     }
 }
 
@@ -98,153 +235,6 @@ impl StructureSet {
             .find(|r| r.name == name)
             .or_else(|| self.rois.iter().find(|r| r.name.eq_ignore_ascii_case(name)))
     }
-}
-
-/// Read an RT Structure Set file (with or without DICOM file meta header).
-pub fn read_rtstruct(path: &Path) -> Result<StructureSet> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    read_rtstruct_bytes(path, &bytes)
-}
-
-/// [`read_rtstruct`] on file bytes already in memory; `path` is used in messages only.
-/// Never panics on any input (fuzzed: `fuzz/fuzz_targets/rtstruct.rs`).
-pub fn read_rtstruct_bytes(path: &Path, bytes: &[u8]) -> Result<StructureSet> {
-    let f = match dicom_io::probe_bytes(path, bytes)? {
-        dicom_io::Probe::Dicom(f) => *f,
-        dicom_io::Probe::NotDicom(reason) => {
-            return Err(Error::BadDicom {
-                path: path.to_path_buf(),
-                reason,
-            })
-        }
-    };
-    let a = Attr::new(path, &f.obj);
-    let sop_class = dicom_io::opt_str(&f.obj, tags::SOP_CLASS_UID).unwrap_or_default();
-    let modality = dicom_io::opt_str(&f.obj, tags::MODALITY).unwrap_or_default();
-    if sop_class != dicom_io::RT_STRUCTURE_SET_STORAGE && modality != "RTSTRUCT" {
-        return Err(a.invalid(
-            tags::SOP_CLASS_UID,
-            "SOPClassUID",
-            format!("'{sop_class}' (Modality '{modality}') is not an RT Structure Set"),
-        ));
-    }
-    let mut frame_of_reference_uid = a
-        .items(tags::REFERENCED_FRAME_OF_REFERENCE_SEQUENCE)
-        .iter()
-        .find_map(|it| dicom_io::opt_str(it, tags::FRAME_OF_REFERENCE_UID));
-
-    let mut rois: BTreeMap<i64, Roi> = BTreeMap::new();
-    let mut roi_frames: BTreeMap<i64, String> = BTreeMap::new();
-    for it in a.items(tags::STRUCTURE_SET_ROI_SEQUENCE) {
-        let ia = Attr::new(path, it);
-        let number = ia.int(tags::ROI_NUMBER, "ROINumber")?;
-        let name = dicom_io::opt_str(it, tags::ROI_NAME).unwrap_or_else(|| format!("ROI {number}"));
-        if let Some(first) = rois.get(&number) {
-            // Two items with one number would make contours bind to the wrong ROI.
-            return Err(ia.invalid(
-                tags::ROI_NUMBER,
-                "ROINumber",
-                format!(
-                    "{number} is used by both '{}' and '{name}' in StructureSetROISequence (3006,0020)",
-                    first.name
-                ),
-            ));
-        }
-        let roi_frame = dicom_io::opt_str(it, tags::REFERENCED_FRAME_OF_REFERENCE_UID);
-        if frame_of_reference_uid.is_none() {
-            frame_of_reference_uid = roi_frame.clone();
-        }
-        if let Some(uid) = roi_frame {
-            roi_frames.insert(number, uid);
-        }
-        rois.insert(
-            number,
-            Roi {
-                number,
-                name,
-                interpreted_type: String::new(),
-                color: [255, 0, 0],
-                contours: Vec::new(),
-            },
-        );
-    }
-    for it in a.items(tags::RTROI_OBSERVATIONS_SEQUENCE) {
-        let ia = Attr::new(path, it);
-        let Ok(num) = ia.int(tags::REFERENCED_ROI_NUMBER, "ReferencedROINumber") else {
-            continue;
-        };
-        if let Some(roi) = rois.get_mut(&num) {
-            roi.interpreted_type =
-                dicom_io::opt_str(it, tags::RTROI_INTERPRETED_TYPE).unwrap_or_default();
-        }
-    }
-    for it in a.items(tags::ROI_CONTOUR_SEQUENCE) {
-        let ia = Attr::new(path, it);
-        let num = ia.int(tags::REFERENCED_ROI_NUMBER, "ReferencedROINumber")?;
-        let Some(roi) = rois.get_mut(&num) else {
-            return Err(ia.invalid(
-                tags::REFERENCED_ROI_NUMBER,
-                "ReferencedROINumber",
-                format!("{num} is not in StructureSetROISequence"),
-            ));
-        };
-        if let Some(c) = dicom_io::opt_f64s(it, tags::ROI_DISPLAY_COLOR) {
-            if let [r, g, b] = c[..] {
-                // `as u8` saturates (and maps NaN to 0): any value gives a colour.
-                roi.color = [r as u8, g as u8, b as u8];
-            }
-        }
-        for (ci, c) in Attr::new(path, it)
-            .items(tags::CONTOUR_SEQUENCE)
-            .iter()
-            .enumerate()
-        {
-            let geometric_type = dicom_io::opt_str(c, tags::CONTOUR_GEOMETRIC_TYPE)
-                .unwrap_or_else(|| "CLOSED_PLANAR".into());
-            let data = dicom_io::opt_f64s(c, tags::CONTOUR_DATA).unwrap_or_default();
-            if data.len() % 3 != 0 || data.iter().any(|v| !v.is_finite()) {
-                return Err(Error::BadContour {
-                    path: path.to_path_buf(),
-                    roi: roi.name.clone(),
-                    contour: ci,
-                    reason: format!(
-                        "ContourData (3006,0050) has {} values, not a whole number of finite (x, y, z) triplets",
-                        data.len()
-                    ),
-                });
-            }
-            let points_mm: Vec<[f64; 3]> = data
-                .chunks_exact(3)
-                .filter_map(|p| match *p {
-                    [x, y, z] => Some([x, y, z]),
-                    _ => None,
-                })
-                .collect();
-            if geometric_type == "CLOSED_PLANAR" && points_mm.len() < 3 {
-                return Err(Error::BadContour {
-                    path: path.to_path_buf(),
-                    roi: roi.name.clone(),
-                    contour: ci,
-                    reason: format!(
-                        "has {} point(s); a CLOSED_PLANAR contour needs at least 3",
-                        points_mm.len()
-                    ),
-                });
-            }
-            roi.contours.push(Contour {
-                geometric_type,
-                points_mm,
-            });
-        }
-    }
-    Ok(StructureSet {
-        path: path.to_path_buf(),
-        sop_instance_uid: dicom_io::opt_str(&f.obj, tags::SOP_INSTANCE_UID).unwrap_or_default(),
-        label: dicom_io::opt_str(&f.obj, tags::STRUCTURE_SET_LABEL).unwrap_or_default(),
-        frame_of_reference_uid,
-        roi_frames,
-        rois: rois.into_values().collect(),
-    })
 }
 
 /// Check that a structure set lies in the CT's frame of reference: the set-level frame
@@ -600,4 +590,27 @@ pub fn rasterize_all(ss: &StructureSet, grid: &Grid3) -> Result<Vec<Structure>> 
             })
         })
         .collect()
+}
+
+// Temporary re-exports of the old paths, for code written before the I/O layer (issue 15);
+// to be removed once every caller uses `crate::io::dicom::rtstruct`.
+
+#[cfg(test)]
+mod tests {
+    use super::RoiType;
+
+    #[test]
+    fn roi_types_round_trip_and_keep_unknown_values() {
+        for v in ["EXTERNAL", "PTV", "ORGAN", "DOSE_MEASUREMENT", "CONTROL"] {
+            assert_eq!(RoiType::parse(v).as_str(), v);
+            assert!(!matches!(RoiType::parse(v), RoiType::Other(_)), "{v}");
+        }
+        assert_eq!(RoiType::parse("external"), RoiType::External);
+        assert_eq!(RoiType::parse(""), RoiType::Unspecified);
+        assert_eq!(RoiType::parse("").as_str(), "");
+        let other = RoiType::parse("SPINAL_PRV");
+        assert_eq!(other, RoiType::Other("SPINAL_PRV".into()));
+        assert_eq!(other.to_string(), "SPINAL_PRV");
+        assert!(RoiType::Ptv.is_target() && !RoiType::Organ.is_target());
+    }
 }

@@ -13,11 +13,11 @@ use std::sync::OnceLock;
 
 use rtopt::beams::{Beam, BeamletGrid};
 use rtopt::dose::{DoseGrid, InfluenceMatrix};
-use rtopt::export::plan_import::read_rtplan;
-use rtopt::export::rtdose::{read_rtdose, rtdose_bytes, write_rtdose, DoseExport};
-use rtopt::export::rtplan::{rtplan_bytes, write_rtplan, PlanExport, TargetPrescription};
 use rtopt::gamma::{gamma_3d, GammaOptions};
 use rtopt::geometry::Grid3;
+use rtopt::io::dicom::rtdose::{read_rtdose, rtdose_bytes, write_rtdose, DoseExport};
+use rtopt::io::dicom::rtplan::read_rtplan;
+use rtopt::io::dicom::rtplan::{rtplan_bytes, write_rtplan, PlanExport, TargetPrescription};
 use rtopt::machine::{default_leaf_boundaries_mm, Jaws, Mlc};
 use rtopt::sequencing::{
     deliverable_weights, level_sum, reducing_levels, sequence_plan, sweep, sweep_row_units, tnmu,

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::process::Command;
 
 use dicom_core::{DataElement, PrimitiveValue, VR};
-use rtopt::dicom_io::{self, tags};
+use rtopt::error::DicomError;
+use rtopt::io::dicom::read::{self as dicom, tags};
 use rtopt::{Case, Error, LoadOptions};
 
 fn load(dir: &Path) -> rtopt::Result<Case> {
@@ -85,9 +86,9 @@ fn tg119_masks_match_ground_truth_voxel_for_voxel() {
 #[test]
 fn pydicom_rtstruct_without_meta_header_lists_rois() {
     let path = common::repo().join("data/pydicom/rtstruct.dcm");
-    let f = dicom_io::read(&path).expect("reads");
+    let f = dicom::read(&path).expect("reads");
     assert!(!f.had_meta, "the sample has no file meta header");
-    let ss = rtopt::structures::read_rtstruct(&path).expect("parses");
+    let ss = rtopt::io::dicom::rtstruct::read_rtstruct(&path).expect("parses");
     let names: Vec<&str> = ss.rois.iter().map(|r| r.name.as_str()).collect();
     assert!(names.contains(&"patient"), "{names:?}");
     let patient = ss.roi("patient").expect("patient ROI");
@@ -99,7 +100,7 @@ fn pydicom_rtstruct_without_meta_header_lists_rois() {
 // ---- bad-input corpus, built from the good files ----
 
 fn modify(path: &Path, f: impl FnOnce(&mut dicom_object::InMemDicomObject)) {
-    let mut file = dicom_io::read(path).expect("read");
+    let mut file = dicom::read(path).expect("read");
     f(&mut file.obj);
     file.obj.write_to_file(path).expect("write");
 }
@@ -145,10 +146,10 @@ fn bad_pixel_data_removed() {
     assert!(
         matches!(
             e,
-            Error::Tag {
+            Error::Dicom(DicomError::Tag {
                 name: "PixelData",
                 ..
-            }
+            })
         ),
         "{msg}"
     );
@@ -174,10 +175,10 @@ fn bad_wrong_modality() {
     assert!(
         matches!(
             e,
-            Error::Tag {
+            Error::Dicom(DicomError::Tag {
                 name: "Modality",
                 ..
-            }
+            })
         ),
         "{msg}"
     );
@@ -199,7 +200,10 @@ fn bad_two_series_mixed_and_series_choice() {
         });
     }
     let (e, msg) = err_of(t.path());
-    assert!(matches!(e, Error::MultipleSeries { count: 2, .. }), "{msg}");
+    assert!(
+        matches!(e, Error::Dicom(DicomError::MultipleSeries { count: 2, .. })),
+        "{msg}"
+    );
     assert!(
         msg.contains(other) && msg.contains("64 slices") && msg.contains("65 slices"),
         "{msg}"
@@ -207,9 +211,9 @@ fn bad_two_series_mixed_and_series_choice() {
     inspect_fails_with(t.path(), "--series");
     // Choosing one series works (the RTSTRUCT's contours beyond it are then off the grid,
     // so load the CT alone).
-    let (ct, _) = rtopt::ct::load_ct_folder(
+    let (ct, _) = rtopt::io::dicom::ct::load_ct_folder(
         t.path(),
-        &rtopt::ct::CtImportOptions {
+        &rtopt::io::dicom::ct::CtImportOptions {
             series_uid: Some(other.into()),
             memory_budget_bytes: None,
             ..Default::default()
@@ -228,10 +232,10 @@ fn bad_missing_slice() {
     assert!(
         matches!(
             e,
-            Error::SliceSpacing {
+            Error::Dicom(DicomError::SliceSpacing {
                 kind: "missing slice (gap)",
                 ..
-            }
+            })
         ),
         "{msg}"
     );
@@ -251,10 +255,10 @@ fn bad_duplicated_slice() {
     assert!(
         matches!(
             e,
-            Error::SliceSpacing {
+            Error::Dicom(DicomError::SliceSpacing {
                 kind: "duplicate slice position",
                 ..
-            }
+            })
         ),
         "{msg}"
     );
@@ -278,7 +282,10 @@ fn bad_tilted_orientation() {
         });
     }
     let (e, msg) = err_of(t.path());
-    assert!(matches!(e, Error::UnsupportedOrientation { .. }), "{msg}");
+    assert!(
+        matches!(e, Error::Dicom(DicomError::UnsupportedOrientation { .. })),
+        "{msg}"
+    );
     assert!(msg.contains("(0020,0037)"), "{msg}");
 }
 
@@ -290,7 +297,7 @@ fn rs_path(dir: &Path) -> std::path::PathBuf {
 fn bad_rtstruct_other_frame_of_reference() {
     let t = common::copy_tg119();
     let rs = rs_path(t.path());
-    let mut file = dicom_io::read(&rs).expect("read");
+    let mut file = dicom::read(&rs).expect("read");
     let mut items = file
         .obj
         .get(tags::REFERENCED_FRAME_OF_REFERENCE_SEQUENCE)
@@ -321,7 +328,7 @@ fn bad_rtstruct_other_frame_of_reference() {
 fn bad_contour_with_two_points() {
     let t = common::copy_tg119();
     let rs = rs_path(t.path());
-    let mut file = dicom_io::read(&rs).expect("read");
+    let mut file = dicom::read(&rs).expect("read");
     let mut rois = file
         .obj
         .get(tags::ROI_CONTOUR_SEQUENCE)
@@ -378,7 +385,7 @@ fn bad_contour_off_the_grid() {
 fn bad_empty_folder_and_stray_files() {
     let t = tempfile::tempdir().expect("tmp");
     let (e, msg) = err_of(t.path());
-    assert!(matches!(e, Error::NoCt { .. }), "{msg}");
+    assert!(matches!(e, Error::Dicom(DicomError::NoCt { .. })), "{msg}");
     inspect_fails_with(t.path(), "no CT Image Storage files");
     // Stray files beside a good series are set aside, not errors.
     let t = common::copy_tg119();

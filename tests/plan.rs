@@ -134,7 +134,7 @@ fn plan_tg119_end_to_end() {
     );
 
     // DVH in the report vs DVH recomputed from RTDOSE.dcm and the RTSTRUCT.
-    let rd = rtopt::export::rtdose::read_rtdose(&a.join("RTDOSE.dcm")).expect("RTDOSE reads");
+    let rd = rtopt::io::dicom::rtdose::read_rtdose(&a.join("RTDOSE.dcm")).expect("RTDOSE reads");
     assert_eq!(rd.units, "GY");
     let loaded = rtopt::Case::load(case.path(), &Default::default()).expect("case");
     for name in ["OuterTarget", "Core"] {

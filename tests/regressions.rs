@@ -54,7 +54,7 @@ fn all_err<T>(target: &str, min_files: usize, f: impl Fn(&Path, &[u8]) -> rtopt:
 
 #[test]
 fn ct_slice_regressions_are_clean_errors() {
-    all_err("ct_slice", 5, rtopt::ct::parse_slice_bytes);
+    all_err("ct_slice", 5, rtopt::io::dicom::ct::parse_slice_bytes);
 }
 
 /// Grid of the `rtstruct` fuzz target (64 x 64 x 129 voxels of 8 x 8 x 2.5 mm over the TG119 extent).
@@ -69,7 +69,7 @@ fn fuzz_grid() -> Grid3 {
 #[test]
 fn rtstruct_regressions_are_clean_errors() {
     all_err("rtstruct", 2, |p, b| {
-        let ss = rtopt::structures::read_rtstruct_bytes(p, b)?;
+        let ss = rtopt::io::dicom::rtstruct::read_rtstruct_bytes(p, b)?;
         rtopt::structures::rasterize_all(&ss, &fuzz_grid())
     });
 }
@@ -103,9 +103,9 @@ fn oversized_length_fields_are_refused_before_parsing() {
                 continue;
             }
             let bytes = std::fs::read(&p).expect("read input");
-            let msg = match rtopt::dicom_io::probe_bytes(&p, &bytes) {
-                Ok(rtopt::dicom_io::Probe::NotDicom(reason)) => reason,
-                Ok(rtopt::dicom_io::Probe::Dicom(_)) => panic!("{name}: accepted"),
+            let msg = match rtopt::io::dicom::read::probe_bytes(&p, &bytes) {
+                Ok(rtopt::io::dicom::read::Probe::NotDicom(reason)) => reason,
+                Ok(rtopt::io::dicom::read::Probe::Dicom(_)) => panic!("{name}: accepted"),
                 Err(e) => e.to_string(),
             };
             // Every refusal of the header walk names the byte offset; parser errors do not.
@@ -122,7 +122,7 @@ fn parse_slice_bytes_matches_folder_import() {
     let case = rtopt::Case::load(&common::tg119_dir(), &Default::default()).expect("TG119");
     let path = common::tg119_dir().join("CT.TG119.0065.dcm");
     let bytes = std::fs::read(&path).expect("read");
-    let one = rtopt::ct::parse_slice_bytes(&path, &bytes).expect("slice parses");
+    let one = rtopt::io::dicom::ct::parse_slice_bytes(&path, &bytes).expect("slice parses");
     assert_eq!(one.grid.dims, [167, 167, 1]);
     // Slice 0065 is k = 64 (z = -160 + 64 x 2.5 = 0 mm).
     assert!(
@@ -139,8 +139,8 @@ fn parse_slice_bytes_matches_folder_import() {
 fn rtstruct_bytes_path_matches_file_path() {
     let path = common::tg119_dir().join("RS.TG119.dcm");
     let bytes = std::fs::read(&path).expect("read");
-    let a = rtopt::structures::read_rtstruct(&path).expect("file");
-    let b = rtopt::structures::read_rtstruct_bytes(&path, &bytes).expect("bytes");
+    let a = rtopt::io::dicom::rtstruct::read_rtstruct(&path).expect("file");
+    let b = rtopt::io::dicom::rtstruct::read_rtstruct_bytes(&path, &bytes).expect("bytes");
     let names = |s: &rtopt::structures::StructureSet| {
         s.rois.iter().map(|r| r.name.clone()).collect::<Vec<_>>()
     };
@@ -153,9 +153,7 @@ fn rtstruct_bytes_path_matches_file_path() {
 
 #[test]
 fn rtplan_regressions_are_clean_errors() {
-    all_err("rtplan", 2, |p, _| {
-        rtopt::export::plan_import::read_rtplan(p)
-    });
+    all_err("rtplan", 2, |p, _| rtopt::io::dicom::rtplan::read_rtplan(p));
 }
 
 #[test]

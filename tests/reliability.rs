@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use dicom_core::{DataElement, PrimitiveValue, VR};
-use rtopt::dicom_io::{self, tags};
+use rtopt::io::dicom::read::{self as dicom, tags};
 use rtopt::{Case, Error, LoadOptions};
 
 // ---- memory budget ----
@@ -20,7 +20,7 @@ use rtopt::{Case, Error, LoadOptions};
 fn ct_over_budget_is_refused_before_decoding() {
     let t = common::copy_tg119();
     let victim = common::ct_files(t.path())[10].clone();
-    let mut f = dicom_io::read(&victim).expect("read");
+    let mut f = dicom::read(&victim).expect("read");
     f.obj.remove_element(tags::PIXEL_DATA);
     f.obj.write_to_file(&victim).expect("write");
 
@@ -117,7 +117,7 @@ fn atomic_writer_child() {
         return;
     };
     for n in 0u64.. {
-        rtopt::atomic::write_file(Path::new(&dest), &payload(n)).expect("write");
+        rtopt::io::atomic::write_file(Path::new(&dest), &payload(n)).expect("write");
     }
 }
 
@@ -188,12 +188,12 @@ fn plan_folder_writer_child() {
     };
     for n in 0u64.. {
         let bytes = payload(n);
-        rtopt::atomic::write_dir(
+        rtopt::io::atomic::write_dir(
             Path::new(&dest),
             rtopt::outputs::Replace::PreviousOutput,
             |dir| {
                 for f in PLAN_FILES {
-                    rtopt::atomic::write_file(&dir.join(f), &bytes)?;
+                    rtopt::io::atomic::write_file(&dir.join(f), &bytes)?;
                 }
                 Ok(())
             },
@@ -270,8 +270,8 @@ fn kill_during_export_leaves_no_partial_plan_folder() {
     }
     assert!(seen_complete > 0, "no round got past the first export");
     // One more export, in this process, cleans up what the last killed child left.
-    rtopt::atomic::write_dir(&dest, rtopt::outputs::Replace::PreviousOutput, |dir| {
-        rtopt::atomic::write_file(&dir.join("report.json"), b"{}")
+    rtopt::io::atomic::write_dir(&dest, rtopt::outputs::Replace::PreviousOutput, |dir| {
+        rtopt::io::atomic::write_file(&dir.join("report.json"), b"{}")
     })
     .expect("final export");
     let names: Vec<String> = std::fs::read_dir(t.path())
@@ -313,9 +313,9 @@ fn rtopt_verbose(args: &[&std::ffi::OsStr]) -> std::process::Output {
 fn inspect_does_not_log_patient_identity() {
     let t = common::copy_tg119_with_identity();
     // The secrets are really in the files (else the test proves nothing).
-    let f = dicom_io::read(&common::ct_files(t.path())[0]).expect("read");
+    let f = dicom::read(&common::ct_files(t.path())[0]).expect("read");
     assert_eq!(
-        dicom_io::opt_str(&f.obj, tags::PATIENT_ID).as_deref(),
+        dicom::opt_str(&f.obj, tags::PATIENT_ID).as_deref(),
         Some(SECRET_ID)
     );
     let case = Case::load(t.path(), &LoadOptions::default()).expect("loads");
@@ -338,7 +338,7 @@ fn inspect_does_not_log_patient_identity() {
 
     // Error paths too: a broken slice makes inspect fail with a message naming the file.
     let victim = common::ct_files(t.path())[5].clone();
-    let mut f = dicom_io::read(&victim).expect("read");
+    let mut f = dicom::read(&victim).expect("read");
     f.obj.put(DataElement::new(
         tags::MODALITY,
         VR::CS,

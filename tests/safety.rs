@@ -209,8 +209,8 @@ fn plan_output_paths_that_would_lose_data_are_refused_before_any_computation() {
     // A previous rtopt output (written by rtopt's own folder writer, with its manifest):
     // refused without --force; with one foreign file in it, refused even with --force.
     let prev = root.path().join("previous");
-    rtopt::atomic::write_dir(&prev, rtopt::outputs::Replace::Never, |d| {
-        rtopt::atomic::write_file(&d.join("report.json"), b"{}")
+    rtopt::io::atomic::write_dir(&prev, rtopt::outputs::Replace::Never, |d| {
+        rtopt::io::atomic::write_file(&d.join("report.json"), b"{}")
     })
     .expect("previous output");
     expect_refusal(

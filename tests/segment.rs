@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use rtopt::ct::{CtMeta, CtVolume};
-use rtopt::export::rtstruct::{write_rtstruct, RoiOut};
 use rtopt::geometry::Mask;
-use rtopt::segment::{self, eval, nifti, task as cli};
+use rtopt::io::dicom::rtstruct::{self, write_rtstruct, RoiOut};
+use rtopt::io::nifti;
+use rtopt::segment::{self, eval, task as cli};
 use rtopt::structures;
 use rtopt::{Case, LoadOptions};
 use sha2::{Digest, Sha256};
@@ -81,16 +82,16 @@ fn tg119_masks_round_trip_through_contours_and_rtstruct() {
         .clone();
     assert_ne!(uid, input_uid, "a new SOP instance, not the imported one");
 
-    let ss = structures::read_rtstruct(&p1).expect("re-import");
+    let ss = rtstruct::read_rtstruct(&p1).expect("re-import");
     assert_eq!(ss.sop_instance_uid, uid);
     assert_eq!(
         ss.frame_of_reference_uid.as_deref(),
         Some(case.ct.meta.frame_of_reference_uid.as_str())
     );
-    let f = rtopt::dicom_io::read(&p1).expect("DICOM");
-    let study = rtopt::dicom_io::tags::STUDY_INSTANCE_UID;
+    let f = rtopt::io::dicom::read::read(&p1).expect("DICOM");
+    let study = rtopt::io::dicom::read::tags::STUDY_INSTANCE_UID;
     assert_eq!(
-        rtopt::dicom_io::opt_str(&f.obj, study).as_deref(),
+        rtopt::io::dicom::read::opt_str(&f.obj, study).as_deref(),
         Some(case.ct.meta.study_instance_uid.as_str())
     );
     // Every CT slice is referenced (ContourImageSequence of the referenced series).
@@ -197,7 +198,7 @@ fn classical_body_matches_labelled_anatomy_on_dicom_ct_b() {
     // read as LPS) would put much of it outside. The arms (humerus, labels 69 and 70) lie beside
     // the trunk in this CT and the outline keeps the largest component per slice only, so they
     // are outside by design (docs/segmentation.md).
-    let (ct, _) = rtopt::ct::load_ct_folder(&dir, &Default::default()).expect("CT B");
+    let (ct, _) = rtopt::io::dicom::ct::load_ct_folder(&dir, &Default::default()).expect("CT B");
     let outline = segment::body::body_outline(&ct);
     let trunk: Vec<u32> = (1..=117).filter(|l| *l != 69 && *l != 70).collect();
     let map = vec![
@@ -250,8 +251,8 @@ fn segment_command_keeps_input_bytes_and_suffixes_clashes() {
     );
 
     assert_dciodvfy_clean(&out);
-    let input = structures::read_rtstruct(&rs).expect("input");
-    let written = structures::read_rtstruct(&out).expect("output");
+    let input = rtstruct::read_rtstruct(&rs).expect("input");
+    let written = rtstruct::read_rtstruct(&out).expect("output");
     assert_ne!(written.sop_instance_uid, input.sop_instance_uid);
     for r in &input.rois {
         let w = written

@@ -281,7 +281,7 @@ fn segment_with_model_never_changes_the_input_structure_set() {
     );
     // Every imported ROI is still there, unchanged in name, and the report names the model
     // for every class it considered.
-    let ss = rtopt::structures::read_rtstruct(&out).expect("read written RTSTRUCT");
+    let ss = rtopt::io::dicom::rtstruct::read_rtstruct(&out).expect("read written RTSTRUCT");
     for name in ["Core", "OuterTarget", "BODY"] {
         assert!(ss.rois.iter().any(|r| r.name == name), "{name} lost");
     }
@@ -303,7 +303,8 @@ fn segment_with_model_never_changes_the_input_structure_set() {
 fn tiled_canvases_agree_with_a_single_canvas() {
     tract();
     let tmp = common::ct_b();
-    let (ct, _) = rtopt::ct::load_ct_folder(tmp.path(), &Default::default()).expect("CT B");
+    let (ct, _) =
+        rtopt::io::dicom::ct::load_ct_folder(tmp.path(), &Default::default()).expect("CT B");
     let body = rtopt::segment::body::body_outline(&ct);
     let c = body.centroid_mm().expect("body");
     let mut m = SegmentationModel::load(&shipped()).expect("model");

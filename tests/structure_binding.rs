@@ -16,7 +16,8 @@ use std::process::Command;
 use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_object::InMemDicomObject;
-use rtopt::dicom_io::{self, tags};
+use rtopt::error::DicomError;
+use rtopt::io::dicom::read::{self as dicom, tags};
 use rtopt::structures::{contour_defect, ContourDefect};
 use rtopt::{Case, Error, LoadOptions};
 use sha2::{Digest, Sha256};
@@ -73,7 +74,7 @@ fn inspect_cli(dir: &Path, extra: &[&str]) -> (Option<i32>, String, String) {
 }
 
 fn modify(path: &Path, f: impl FnOnce(&mut InMemDicomObject)) {
-    let mut file = dicom_io::read(path).expect("read");
+    let mut file = dicom::read(path).expect("read");
     f(&mut file.obj);
     file.obj.write_to_file(path).expect("write");
 }
@@ -157,7 +158,7 @@ fn add_roi(
     contours: Option<Vec<InMemDicomObject>>,
 ) {
     modify(&rs(dir), |o| {
-        let frame = dicom_io::opt_str(
+        let frame = dicom::opt_str(
             o.get(tags::STRUCTURE_SET_ROI_SEQUENCE)
                 .and_then(|e| e.items())
                 .and_then(|i| i.first())
@@ -503,7 +504,8 @@ fn one_roi_in_another_frame_of_reference_is_refused() {
 #[test]
 fn self_intersecting_and_zero_area_contours_are_warned_about() {
     let t = common::copy_tg119();
-    let original = rtopt::structures::read_rtstruct(&rs(&common::tg119_dir())).expect("rs");
+    let original =
+        rtopt::io::dicom::rtstruct::read_rtstruct(&rs(&common::tg119_dir())).expect("rs");
     let core = original.roi("Core").expect("Core");
     let z0 = core.contours[0].points_mm[0][2];
     let z1 = core.contours[1].points_mm[0][2];
@@ -659,10 +661,10 @@ fn missing_patient_position_is_refused_unless_assumed() {
         assert!(
             matches!(
                 e,
-                Error::Tag {
+                Error::Dicom(DicomError::Tag {
                     name: "PatientPosition",
                     ..
-                }
+                })
             ),
             "{msg}"
         );

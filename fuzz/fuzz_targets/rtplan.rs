@@ -1,4 +1,4 @@
-//! Fuzz target: bytes of one file -> RT Plan import (`export::plan_import::read_rtplan`), then
+//! Fuzz target: bytes of one file -> RT Plan import (`io::dicom::rtplan::read_rtplan`), then
 //! every imported beam as a sequenced beam. `read_rtplan` takes a path, so the input goes
 //! through one temp file per process (in `$TMPDIR`, /dev/shm recommended).
 #![no_main]
@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     if std::fs::write(path, data).is_err() {
         return;
     }
-    if let Ok(plan) = rtopt::export::plan_import::read_rtplan(path) {
+    if let Ok(plan) = rtopt::io::dicom::rtplan::read_rtplan(path) {
         for i in 0..plan.beams.len() {
             let _ = plan.beams[i].to_sequenced(i);
         }

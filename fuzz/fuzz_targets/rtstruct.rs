@@ -1,4 +1,4 @@
-//! Fuzz target: bytes of one file -> RT Structure Set import (`structures::read_rtstruct_bytes`)
+//! Fuzz target: bytes of one file -> RT Structure Set import (`io::dicom::rtstruct::read_rtstruct_bytes`)
 //! and even-odd rasterisation of every volumetric ROI on a small grid that overlaps the TG119
 //! phantom (64 x 64 x 129 voxels of 8 x 8 x 2.5 mm from (-250, -250, -160) mm, LPS).
 #![no_main]
@@ -10,7 +10,7 @@ use rtopt::geometry::Grid3;
 
 fuzz_target!(|data: &[u8]| {
     let path = Path::new("fuzz/rtstruct.dcm");
-    let Ok(ss) = rtopt::structures::read_rtstruct_bytes(path, data) else {
+    let Ok(ss) = rtopt::io::dicom::rtstruct::read_rtstruct_bytes(path, data) else {
         return;
     };
     let grid = Grid3 {

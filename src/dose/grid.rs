@@ -1,24 +1,24 @@
 //! The dose grid: a regular grid separate from the CT grid, restricted to the body.
 
 use crate::geometry::{Grid3, Mask};
-use crate::structures::Structure;
+use crate::structures::{RoiType, Structure};
 
 /// A structure's voxels as rows of a dose grid, which are the rows of the influence matrix.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StructureRows {
     /// ROIName (3006,0026).
     pub name: String,
-    /// RTROIInterpretedType (3006,00A4), e.g. `PTV`, `ORGAN`, `EXTERNAL`.
-    pub roi_type: String,
+    /// RTROIInterpretedType (3006,00A4).
+    pub roi_type: RoiType,
     /// Rows of the dose grid inside the structure ([`DoseGrid::rows_in`]), ascending.
     pub rows: Vec<u32>,
 }
 
 impl StructureRows {
-    pub fn new(name: &str, roi_type: &str, rows: Vec<u32>) -> Self {
+    pub fn new(name: &str, roi_type: RoiType, rows: Vec<u32>) -> Self {
         StructureRows {
             name: name.to_string(),
-            roi_type: roi_type.to_string(),
+            roi_type,
             rows,
         }
     }
@@ -27,7 +27,7 @@ impl StructureRows {
     pub fn of(structure: &Structure, grid: &DoseGrid) -> Self {
         StructureRows {
             name: structure.roi.name.clone(),
-            roi_type: structure.roi.interpreted_type.clone(),
+            roi_type: structure.roi.roi_type(),
             rows: grid.rows_in(&structure.mask),
         }
     }

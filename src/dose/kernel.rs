@@ -12,20 +12,24 @@
 //! s_i(d) = sigma_iso_i + slope_i d
 //! ```
 //!
+//! `mu` is the attenuation coefficient of the primary fluence (1/mm,
+//! [`crate::machine::PencilBeamModel::attenuation_per_mm`]), not monitor units.
 //! `c` is fixed by the machine calibration (Gy/MU at dmax, reference field, reference SSD).
 // Index loops mirror the formulas; negated comparisons deliberately reject NaN.
 #![allow(clippy::needless_range_loop, clippy::neg_cmp_op_on_partial_ord)]
 
 use crate::machine::MachineModel;
 
-/// Largest number of kernel components supported by the engine.
-pub const MAX_COMPONENTS: usize = 4;
+/// Largest number of kernel components supported by the engine (the machine file's limit,
+/// defined with the machine model so that `machine` does not depend on `dose`).
+pub const MAX_COMPONENTS: usize = crate::machine::MAX_KERNEL_COMPONENTS;
 
 /// A pencil-beam kernel ready for evaluation (calibrated).
 #[derive(Debug, Clone)]
 pub struct Kernel {
     pub n: usize,
-    pub mu: f64,
+    /// Attenuation coefficient of the primary fluence, 1/mm (`mu` in the formulas above).
+    pub attenuation_per_mm: f64,
     pub weight: [f64; MAX_COMPONENTS],
     pub beta: [f64; MAX_COMPONENTS],
     pub sigma0: [f64; MAX_COMPONENTS],
@@ -56,7 +60,7 @@ impl Kernel {
         let n = bm.components.len().min(MAX_COMPONENTS);
         let mut k = Kernel {
             n,
-            mu: bm.mu_per_mm,
+            attenuation_per_mm: bm.attenuation_per_mm,
             weight: [0.0; MAX_COMPONENTS],
             beta: [1.0; MAX_COMPONENTS],
             sigma0: [1.0; MAX_COMPONENTS],
@@ -77,12 +81,12 @@ impl Kernel {
     #[inline]
     pub fn depth_terms(&self, d_mm: f64) -> [f64; MAX_COMPONENTS] {
         let d = d_mm.max(0.0);
-        let e_mu = (-self.mu * d).exp();
+        let e_mu = (-self.attenuation_per_mm * d).exp();
         let mut out = [0.0; MAX_COMPONENTS];
         for i in 0..self.n {
             let b = self.beta[i];
-            out[i] =
-                self.gy_per_mu_scale * self.weight[i] * b / (b - self.mu) * (e_mu - (-b * d).exp());
+            out[i] = self.gy_per_mu_scale * self.weight[i] * b / (b - self.attenuation_per_mm)
+                * (e_mu - (-b * d).exp());
         }
         out
     }

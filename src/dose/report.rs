@@ -10,6 +10,7 @@ use crate::beams::{setup_beams, BeamSetup};
 use crate::case::Case;
 use crate::error::{Error, Result};
 use crate::machine::MachineModel;
+use crate::structures::RoiType;
 
 /// Dose statistics of one structure.
 #[derive(Debug, Clone, Serialize)]
@@ -43,12 +44,8 @@ pub struct OpenFieldSummary {
 
 /// The structure used as target when none is named: the first of type PTV, else CTV/GTV.
 pub fn default_target(case: &Case) -> Result<String> {
-    for kind in ["PTV", "CTV", "GTV"] {
-        if let Some(s) = case
-            .structures
-            .iter()
-            .find(|s| s.roi.interpreted_type.eq_ignore_ascii_case(kind))
-        {
+    for kind in [RoiType::Ptv, RoiType::Ctv, RoiType::Gtv] {
+        if let Some(s) = case.structures.iter().find(|s| s.roi.roi_type() == kind) {
             return Ok(s.roi.name.clone());
         }
     }

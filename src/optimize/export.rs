@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::{GoalKind, GoalRole, Mode, OptimizationResult, OptimizeOptions, PlanningProblem};
 use crate::error::{Error, Result};
-use crate::npz::{write_npz, NpyArray};
+use crate::io::npz::{write_npz, NpyArray};
 
 /// Format name and version in `problem.json`.
 pub const FORMAT: &str = "rtopt-problem";
@@ -143,7 +143,7 @@ pub fn write_problem(
         arrays.push((key.clone(), NpyArray::indices(&rows)?));
         s_entries.push(StructureEntry {
             name: name.clone(),
-            interpreted_type: ty.clone(),
+            interpreted_type: ty.to_string(),
             rows_key: key,
             n_voxels: rows.len(),
         });
@@ -231,9 +231,9 @@ pub fn write_problem(
     };
     let text = serde_json::to_string_pretty(&json)
         .map_err(|e| Error::Invalid(format!("problem.json: {e}")))?;
-    crate::atomic::write_dir(out_dir, replace, |dir| {
+    crate::io::atomic::write_dir(out_dir, replace, |dir| {
         write_npz(&dir.join("influence.npz"), &influence)?;
         write_npz(&dir.join("problem.npz"), &arrays)?;
-        crate::atomic::write_file(&dir.join("problem.json"), text.as_bytes())
+        crate::io::atomic::write_file(&dir.join("problem.json"), text.as_bytes())
     })
 }

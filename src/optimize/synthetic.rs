@@ -13,6 +13,7 @@ use rayon::prelude::*;
 use crate::beams::{Beam, BeamletGrid};
 use crate::dose::{DoseGrid, InfluenceMatrix, StructureRows};
 use crate::geometry::Grid3;
+use crate::structures::RoiType;
 
 /// A synthetic planning case.
 pub struct SyntheticCase {
@@ -145,9 +146,9 @@ pub fn c_shape(n_side: usize, n_slices: usize, n_beams: usize, beamlet_mm: f64) 
         dose_grid: DoseGrid { grid, voxels },
         beams,
         structures: vec![
-            StructureRows::new("OuterTarget", "PTV", ptv),
-            StructureRows::new("Core", "ORGAN", core),
-            StructureRows::new("BODY", "EXTERNAL", body),
+            StructureRows::new("OuterTarget", RoiType::Ptv, ptv),
+            StructureRows::new("Core", RoiType::Organ, core),
+            StructureRows::new("BODY", RoiType::External, body),
         ],
     }
 }

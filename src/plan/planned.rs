@@ -11,9 +11,9 @@ use crate::beams::Beam;
 use crate::case::Case;
 use crate::dose::DoseGrid;
 use crate::error::{Error, Result};
-use crate::export::rtdose::{self, DoseExport};
-use crate::export::rtplan::{self, PlanExport, TargetPrescription};
 use crate::gamma::{self, GammaResult};
+use crate::io::dicom::rtdose::{self, DoseExport};
+use crate::io::dicom::rtplan::{self, PlanExport, TargetPrescription};
 use crate::machine::MachineModel;
 use crate::optimize::protocol::Protocol;
 use crate::optimize::OptimizationResult;
@@ -338,13 +338,13 @@ impl PlannedCase {
 
     /// Write `RTPLAN.dcm`, `RTDOSE.dcm`, `report.json` and `report.html` into `out_dir`.
     /// Everything is first written into a temporary sibling folder which is then renamed into
-    /// place ([`crate::atomic::write_dir`]), so a reader never sees a partial plan folder, and
+    /// place ([`crate::io::atomic::write_dir`]), so a reader never sees a partial plan folder, and
     /// work folders left by a killed earlier export are removed.
     ///
     /// An existing `out_dir` is replaced only as `replace` allows ([`crate::outputs`]): never a
     /// folder rtopt did not write, never a file.
     pub fn write(&self, out_dir: &Path, replace: Replace) -> Result<()> {
-        crate::atomic::write_dir(out_dir, replace, |tmp| self.write_files(tmp))
+        crate::io::atomic::write_dir(out_dir, replace, |tmp| self.write_files(tmp))
     }
 
     fn write_files(&self, dir: &Path) -> Result<()> {
@@ -385,7 +385,7 @@ impl PlannedCase {
         )?;
         let json = serde_json::to_string_pretty(&self.report)
             .map_err(|e| Error::Invalid(format!("report.json: {e}")))?;
-        crate::atomic::write_file(&dir.join("report.json"), json.as_bytes())?;
+        crate::io::atomic::write_file(&dir.join("report.json"), json.as_bytes())?;
         #[cfg(feature = "html-report")]
         self.write_html(dir)?;
         Ok(())
@@ -414,7 +414,7 @@ impl PlannedCase {
             outlines,
             isocenter_mm: iso,
         })?;
-        crate::atomic::write_file(&dir.join("report.html"), html.as_bytes())?;
+        crate::io::atomic::write_file(&dir.join("report.html"), html.as_bytes())?;
         Ok(())
     }
 }

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
+use crate::structures::RoiType;
 
 use super::Report;
 
@@ -162,7 +163,7 @@ pub fn verdict(vs: &[Variant]) -> String {
             .join(", ")
     );
     for st in &vs[0].report.structures {
-        if st.name == *target || st.interpreted_type.eq_ignore_ascii_case("EXTERNAL") {
+        if st.name == *target || RoiType::parse(&st.interpreted_type) == RoiType::External {
             continue;
         }
         let best_oar = eligible
@@ -216,5 +217,5 @@ pub fn compare_html(vs: &[Variant]) -> Result<String> {
 /// Write `compare.html` into `dir` atomically.
 #[cfg(feature = "html-report")]
 pub fn write_html(vs: &[Variant], path: &std::path::Path) -> Result<()> {
-    crate::atomic::write_file(path, compare_html(vs)?.as_bytes())
+    crate::io::atomic::write_file(path, compare_html(vs)?.as_bytes())
 }

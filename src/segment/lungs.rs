@@ -14,7 +14,7 @@
 use crate::ct::CtVolume;
 use crate::geometry::Mask;
 
-use super::morph;
+use crate::geometry::morph;
 
 /// Lung parenchyma is below this (aerated lung is about -850 HU; soft tissue above -100).
 pub const LUNG_THRESHOLD_HU: f32 = -400.0;

@@ -2,23 +2,21 @@
 //! lungs ([`lungs`]); organs at risk from an ONNX network that follows rtopt's model contract
 //! ([`model`], run through `ort` on tract or ONNX Runtime). Masks are contoured
 //! ([`crate::contours`]) and merged with an imported structure set without ever changing an
-//! existing ROI ([`merge_for_export`]). Agreement metrics in [`eval`], NIfTI label maps in
-//! [`nifti`], the segmentation tasks of the command line in [`task`]. Methods, contract and measured accuracy:
-//! `docs/segmentation.md`.
+//! existing ROI ([`merge_for_export`]). Agreement metrics in [`eval`] (NIfTI label maps are
+//! read by [`crate::io::nifti`]), the segmentation tasks of the command line in [`task`].
+//! Methods, contract and measured accuracy: `docs/segmentation.md`.
 
 pub mod body;
 pub mod eval;
 pub mod lungs;
 pub mod model;
-pub mod morph;
-pub mod nifti;
 pub mod task;
 
 use crate::contours;
 use crate::ct::CtVolume;
-use crate::export::rtstruct::RoiOut;
 use crate::geometry::Mask;
-use crate::structures::{Roi, Structure, StructureSet};
+use crate::io::dicom::rtstruct::RoiOut;
+use crate::structures::{Roi, RoiType, Structure, StructureSet};
 
 /// Name of the automatic body outline.
 pub const BODY: &str = "Body";
@@ -40,13 +38,13 @@ pub struct SegmentationResult {
     pub report: Vec<String>,
 }
 
-fn make_structure(name: &str, interpreted_type: &str, color: [u8; 3], mask: Mask) -> Structure {
+fn make_structure(name: &str, roi_type: RoiType, color: [u8; 3], mask: Mask) -> Structure {
     let contours = contours::mask_to_contours(&mask, contours::DEFAULT_TOLERANCE_VOXELS);
     Structure {
         roi: Roi {
             number: 0,
             name: name.to_string(),
-            interpreted_type: interpreted_type.to_string(),
+            interpreted_type: roi_type.to_string(),
             color,
             contours,
         },
@@ -74,15 +72,21 @@ pub fn segment_classical(ct: &CtVolume) -> SegmentationResult {
         lungs::LUNG_THRESHOLD_HU
     );
     let items = [
-        (BODY, "EXTERNAL", [0, 160, 0], body, body_method),
+        (BODY, RoiType::External, [0, 160, 0], body, body_method),
         (
             LUNG_L,
-            "ORGAN",
+            RoiType::Organ,
             [0, 160, 255],
             lungs.left,
             lung_method.clone(),
         ),
-        (LUNG_R, "ORGAN", [0, 100, 200], lungs.right, lung_method),
+        (
+            LUNG_R,
+            RoiType::Organ,
+            [0, 100, 200],
+            lungs.right,
+            lung_method,
+        ),
     ];
     for (name, kind, color, mask, method) in items {
         if mask.count() == 0 {
@@ -165,7 +169,12 @@ pub fn segment_auto(
             ));
             continue;
         }
-        let s = make_structure(&cls.name, &cls.interpreted_type, cls.color, mask);
+        let s = make_structure(
+            &cls.name,
+            RoiType::parse(&cls.interpreted_type),
+            cls.color,
+            mask,
+        );
         res.report.push(format!(
             "{}: {method} ({backend}); {:.1} cm3, {} contours",
             cls.name,
@@ -199,9 +208,7 @@ pub fn merge_for_export(
                 .collect()
         })
         .unwrap_or_default();
-    let has_external = out
-        .iter()
-        .any(|r| r.roi.interpreted_type.eq_ignore_ascii_case("EXTERNAL"));
+    let has_external = out.iter().any(|r| r.roi.roi_type() == RoiType::External);
     let mut report = Vec::new();
     let first = out.iter().map(|r| r.roi.number).max().unwrap_or(0).max(0) + 1;
     for ((s, method), number) in new.structures.iter().zip(&new.methods).zip(first..) {
@@ -227,12 +234,12 @@ pub fn merge_for_export(
             ));
             roi.name = name;
         }
-        if has_external && roi.interpreted_type == "EXTERNAL" {
+        if has_external && roi.roi_type() == RoiType::External {
             report.push(format!(
                 "'{}': the imported structure set already has an EXTERNAL ROI; written as type CONTROL",
                 roi.name
             ));
-            roi.interpreted_type = "CONTROL".into();
+            roi.interpreted_type = RoiType::Control.to_string();
         }
         roi.number = number;
         out.push(RoiOut {

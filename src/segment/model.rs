@@ -663,13 +663,13 @@ pub fn postprocess(m: &Mask, cls: &ClassSpec) -> Mask {
     let mut m = m.clone();
     if cls.min_volume_cm3 > 0.0 {
         let v = (cls.min_volume_cm3 / m.grid.voxel_volume_cm3()).ceil() as usize;
-        m = super::morph::remove_small(&m, v);
+        m = crate::geometry::morph::remove_small(&m, v);
     }
     if cls.components > 0 {
-        m = super::morph::keep_largest(&m, cls.components);
+        m = crate::geometry::morph::keep_largest(&m, cls.components);
     }
     if cls.fill_holes {
-        m = super::morph::fill_holes_2d(&m);
+        m = crate::geometry::morph::fill_holes_2d(&m);
     }
     m
 }

@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 
 use crate::case::{Case, LoadOptions};
 use crate::error::{Error, Result};
-use crate::export::rtstruct;
 use crate::geometry::Mask;
+use crate::io::dicom::rtstruct;
 use crate::structures;
 
-use super::{eval, nifti};
+use super::eval;
+use crate::io::nifti;
 
 /// Default output of `rtopt segment`: in the current folder, never inside the CT folder (so
 /// the CT folder does not end up with two structure sets).
@@ -67,7 +68,7 @@ pub fn segment(a: &SegmentRequest) -> Result<SegmentOutcome> {
         &a.folder,
         &LoadOptions {
             rtstruct: a.rtstruct.clone(),
-            ct: crate::ct::CtImportOptions {
+            ct: crate::io::dicom::ct::CtImportOptions {
                 series_uid: a.series.clone(),
                 ..Default::default()
             },
@@ -262,11 +263,11 @@ pub fn segment_eval_rows(a: &SegmentEvalRequest) -> Result<Vec<EvalRow>> {
         None
     };
     let mut model = load_model(a.model.as_deref())?;
-    let (ct, _) = crate::ct::load_ct_folder(&a.folder, &Default::default())?;
+    let (ct, _) = crate::io::dicom::ct::load_ct_folder(&a.folder, &Default::default())?;
     let reference: Vec<(String, Mask)> = if let Some((lab, map)) = &labelmap {
         reference_from_volume(&ct.grid, &a.reference, lab, map)?
     } else {
-        let ss = structures::read_rtstruct(&a.reference)?;
+        let ss = crate::io::dicom::rtstruct::read_rtstruct(&a.reference)?;
         structures::check_frame_of_reference(&ss, &ct.meta.frame_of_reference_uid)?;
         structures::rasterize_all(&ss, &ct.grid)?
             .into_iter()

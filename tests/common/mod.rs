@@ -56,11 +56,11 @@ pub const SECRET_ID: &str = "PID-SECRET-42";
 /// Copy of TG119 whose every file carries [`SECRET_NAME`] and [`SECRET_ID`].
 pub fn copy_tg119_with_identity() -> tempfile::TempDir {
     use dicom_core::{DataElement, PrimitiveValue, VR};
-    use rtopt::dicom_io::{self, tags};
+    use rtopt::io::dicom::read::{self as dicom, tags};
     let t = copy_tg119();
     for e in std::fs::read_dir(t.path()).expect("list") {
         let p = e.expect("entry").path();
-        let mut f = dicom_io::read(&p).expect("read");
+        let mut f = dicom::read(&p).expect("read");
         f.obj.put(DataElement::new(
             tags::PATIENT_NAME,
             VR::PN,
@@ -83,7 +83,7 @@ pub fn copy_tg119_with_identity() -> tempfile::TempDir {
 /// SeriesInstanceUID to group slices.
 pub fn ct_b() -> tempfile::TempDir {
     use dicom_core::{DataElement, PrimitiveValue, VR};
-    use rtopt::dicom_io::tags;
+    use rtopt::io::dicom::read::tags;
     let out = tempfile::tempdir().expect("tempdir");
     let src = repo().join("data/totalseg/example_ct_dicom");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&src)
@@ -94,7 +94,8 @@ pub fn ct_b() -> tempfile::TempDir {
     assert_eq!(files.len(), 20);
     for f in files {
         let mut obj = dicom_object::open_file(&f).expect("CT B slice");
-        let frame = rtopt::dicom_io::opt_str(&obj, tags::FRAME_OF_REFERENCE_UID).expect("FoR");
+        let frame =
+            rtopt::io::dicom::read::opt_str(&obj, tags::FRAME_OF_REFERENCE_UID).expect("FoR");
         let sop = obj
             .meta()
             .media_storage_sop_instance_uid()
@@ -105,8 +106,8 @@ pub fn ct_b() -> tempfile::TempDir {
             .media_storage_sop_class_uid()
             .trim_end_matches('\0')
             .to_string();
-        let study = rtopt::export::uid::derive_uid("test-ct-b-study", &[frame.as_bytes()]);
-        let series = rtopt::export::uid::derive_uid("test-ct-b-series", &[frame.as_bytes()]);
+        let study = rtopt::io::dicom::uid::derive_uid("test-ct-b-study", &[frame.as_bytes()]);
+        let series = rtopt::io::dicom::uid::derive_uid("test-ct-b-series", &[frame.as_bytes()]);
         for (tag, v) in [
             (tags::SOP_CLASS_UID, class),
             (tags::SOP_INSTANCE_UID, sop),

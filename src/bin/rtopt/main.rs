@@ -217,7 +217,7 @@ fn emit(text: &str) {
 
 fn load_case(folder: &Path, select: &CaseSelection) -> rtopt::Result<rtopt::Case> {
     let opts = rtopt::LoadOptions {
-        ct: rtopt::ct::CtImportOptions {
+        ct: rtopt::io::dicom::ct::CtImportOptions {
             series_uid: select.series.clone(),
             assume_hfs: select.assume_hfs,
             ..Default::default()
@@ -461,7 +461,7 @@ fn run_dose(run: &DoseRun, opts: &rtopt::dose::DoseOptions) -> rtopt::Result<()>
     if let Some(p) = &run.out {
         let text =
             serde_json::to_string_pretty(&s).map_err(|e| rtopt::Error::Invalid(e.to_string()))?;
-        rtopt::atomic::write_file(p, text.as_bytes())?;
+        rtopt::io::atomic::write_file(p, text.as_bytes())?;
     }
     Ok(())
 }

@@ -115,7 +115,7 @@ fn planner(args: &PlanArgs) -> Result<Planner> {
     let case = rtopt::Case::load(
         &args.case,
         &rtopt::LoadOptions {
-            ct: rtopt::ct::CtImportOptions {
+            ct: rtopt::io::dicom::ct::CtImportOptions {
                 series_uid: args.series.clone(),
                 assume_hfs: args.assume_hfs,
                 ..Default::default()

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::outputs::{check_replaceable_dir, Replace};
+use crate::outputs::{check_replaceable_dir, Replace, MANIFEST_NAME};
 
 /// Write `bytes` to `path` atomically (temp file in the same folder + rename).
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -66,7 +66,8 @@ where
     }
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     if let Err(e) = fill(&tmp)
-        .and_then(|()| crate::outputs::write_manifest(&tmp))
+        .and_then(|()| crate::outputs::manifest_json(&tmp))
+        .and_then(|json| write_file(&tmp.join(MANIFEST_NAME), json.as_bytes()))
         .and_then(|()| check_replaceable_dir(out_dir, replace))
     {
         let _ = std::fs::remove_dir_all(&tmp);

@@ -1,6 +1,6 @@
 //! Reading DICOM files (with or without a file meta header) and typed access to attributes.
 //!
-//! Every accessor returns an [`Error::Tag`] naming the file, the tag and its keyword.
+//! Every accessor returns an [`DicomError::Tag`] naming the file, the tag and its keyword.
 
 // Input module: data from files must never panic (project issue 9, docs/reliability.md).
 #![deny(
@@ -18,6 +18,7 @@ use dicom_transfer_syntax_registry::entries::{
     EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
 };
 
+use super::error::DicomError;
 use crate::error::{Error, Result};
 
 /// SOP Class UID of CT Image Storage.
@@ -99,7 +100,7 @@ pub fn probe_bytes(path: &Path, bytes: &[u8]) -> Result<Probe> {
     let bare_meta = bytes.get(0..4) == Some(b"DICM".as_slice());
     if has_preamble || bare_meta {
         let start = if has_preamble { 132 } else { 4 };
-        check_declared_lengths(bytes, start).map_err(|reason| Error::BadDicom {
+        check_declared_lengths(bytes, start).map_err(|reason| DicomError::BadDicom {
             path: path.to_path_buf(),
             reason,
         })?;
@@ -108,7 +109,7 @@ pub fn probe_bytes(path: &Path, bytes: &[u8]) -> Result<Probe> {
         } else {
             dicom_object::file::ReadPreamble::Never
         });
-        let obj = opts.from_reader(bytes).map_err(|e| Error::BadDicom {
+        let obj = opts.from_reader(bytes).map_err(|e| DicomError::BadDicom {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
@@ -163,7 +164,7 @@ pub fn probe_bytes(path: &Path, bytes: &[u8]) -> Result<Probe> {
         .media_storage_sop_instance_uid(sop_inst)
         .transfer_syntax(ts_uid)
         .build()
-        .map_err(|e| Error::BadDicom {
+        .map_err(|e| DicomError::BadDicom {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
@@ -515,10 +516,11 @@ fn walk_lengths(
 pub fn read(path: &Path) -> Result<DicomFile> {
     match probe(path)? {
         Probe::Dicom(f) => Ok(*f),
-        Probe::NotDicom(reason) => Err(Error::BadDicom {
+        Probe::NotDicom(reason) => Err(DicomError::BadDicom {
             path: path.to_path_buf(),
             reason,
-        }),
+        }
+        .into()),
     }
 }
 
@@ -561,12 +563,13 @@ impl<'a> Attr<'a> {
     }
 
     fn err(&self, tag: Tag, name: &'static str, reason: impl Into<String>) -> Error {
-        Error::Tag {
+        DicomError::Tag {
             path: self.path.to_path_buf(),
             tag: tag_str(tag),
             name,
             reason: reason.into(),
         }
+        .into()
     }
 
     /// Required string.

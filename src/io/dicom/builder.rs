@@ -6,10 +6,10 @@ use dicom_object::meta::FileMetaTableBuilder;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 
+use super::read::tags;
+use super::uid::derive_uid;
 use crate::ct::CtMeta;
-use crate::dicom_io::tags;
 use crate::error::{Error, Result};
-use crate::export::uid::derive_uid;
 
 /// Format a decimal string (DS) value: at most 16 characters, shortest fixed-point form with
 /// up to 6 decimals that fits, `-0` written as `0`.

@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod morph;
+
 /// An axis-aligned voxel grid in LPS millimetres.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Grid3 {

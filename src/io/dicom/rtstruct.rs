@@ -1,24 +1,187 @@
-//! RT Structure Set export (DICOM PS3.3 A.19: Patient, General Study, RT Series, Frame of
+//! RT Structure Set reading ([`read_rtstruct`]: ROIs, their interpreted types and contours) and
+//! export ([`write_rtstruct`]; DICOM PS3.3 A.19: Patient, General Study, RT Series, Frame of
 //! Reference, General Equipment, Structure Set, ROI Contour, RT ROI Observations, SOP Common).
+//!
+//! The reader never panics on any input (fuzzed: `fuzz/fuzz_targets/rtstruct.rs`); ROI numbers
+//! bind observations and contours to their ROI, a duplicate number is refused.
 //!
 //! The structure set references the CT it was drawn on: the CT's StudyInstanceUID and
 //! FrameOfReferenceUID, ReferencedFrameOfReferenceSequence > RTReferencedStudySequence >
 //! RTReferencedSeriesSequence > ContourImageSequence listing every CT slice (CT Image Storage +
 //! SOPInstanceUID), and each CLOSED_PLANAR contour points at the slice it lies on. The
 //! SOPInstanceUID and SeriesInstanceUID are derived from the content
-//! ([`crate::export::uid::derive_uid`]): the same CT and ROIs give the same bytes.
+//! ([`crate::io::dicom::uid::derive_uid`]): the same CT and ROIs give the same bytes.
 
-use std::collections::BTreeSet;
+// Input module: data from files must never panic (project issue 9, docs/reliability.md).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use dicom_core::VR;
 
+use super::builder::{ds, equipment, patient_study_frame, to_part10, Ds};
+use super::error::DicomError;
+use super::read::{self, tags, Attr, CT_IMAGE_STORAGE, RT_STRUCTURE_SET_STORAGE};
+use super::uid::derive_uid;
 use crate::ct::CtVolume;
-use crate::dicom_io::{tags, CT_IMAGE_STORAGE, RT_STRUCTURE_SET_STORAGE};
 use crate::error::{Error, Result};
-use crate::export::builder::{ds, equipment, patient_study_frame, to_part10, Ds};
-use crate::export::uid::derive_uid;
-use crate::structures::Roi;
+use crate::structures::{Contour, Roi, StructureSet};
+
+/// Read an RT Structure Set file (with or without DICOM file meta header).
+pub fn read_rtstruct(path: &Path) -> Result<StructureSet> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    read_rtstruct_bytes(path, &bytes)
+}
+
+/// [`read_rtstruct`] on file bytes already in memory; `path` is used in messages only.
+/// Never panics on any input (fuzzed: `fuzz/fuzz_targets/rtstruct.rs`).
+pub fn read_rtstruct_bytes(path: &Path, bytes: &[u8]) -> Result<StructureSet> {
+    let f = match read::probe_bytes(path, bytes)? {
+        read::Probe::Dicom(f) => *f,
+        read::Probe::NotDicom(reason) => {
+            return Err(DicomError::BadDicom {
+                path: path.to_path_buf(),
+                reason,
+            }
+            .into())
+        }
+    };
+    let a = Attr::new(path, &f.obj);
+    let sop_class = read::opt_str(&f.obj, tags::SOP_CLASS_UID).unwrap_or_default();
+    let modality = read::opt_str(&f.obj, tags::MODALITY).unwrap_or_default();
+    if sop_class != read::RT_STRUCTURE_SET_STORAGE && modality != "RTSTRUCT" {
+        return Err(a.invalid(
+            tags::SOP_CLASS_UID,
+            "SOPClassUID",
+            format!("'{sop_class}' (Modality '{modality}') is not an RT Structure Set"),
+        ));
+    }
+    let mut frame_of_reference_uid = a
+        .items(tags::REFERENCED_FRAME_OF_REFERENCE_SEQUENCE)
+        .iter()
+        .find_map(|it| read::opt_str(it, tags::FRAME_OF_REFERENCE_UID));
+
+    let mut rois: BTreeMap<i64, Roi> = BTreeMap::new();
+    let mut roi_frames: BTreeMap<i64, String> = BTreeMap::new();
+    for it in a.items(tags::STRUCTURE_SET_ROI_SEQUENCE) {
+        let ia = Attr::new(path, it);
+        let number = ia.int(tags::ROI_NUMBER, "ROINumber")?;
+        let name = read::opt_str(it, tags::ROI_NAME).unwrap_or_else(|| format!("ROI {number}"));
+        if let Some(first) = rois.get(&number) {
+            // Two items with one number would make contours bind to the wrong ROI.
+            return Err(ia.invalid(
+                tags::ROI_NUMBER,
+                "ROINumber",
+                format!(
+                    "{number} is used by both '{}' and '{name}' in StructureSetROISequence (3006,0020)",
+                    first.name
+                ),
+            ));
+        }
+        let roi_frame = read::opt_str(it, tags::REFERENCED_FRAME_OF_REFERENCE_UID);
+        if frame_of_reference_uid.is_none() {
+            frame_of_reference_uid = roi_frame.clone();
+        }
+        if let Some(uid) = roi_frame {
+            roi_frames.insert(number, uid);
+        }
+        rois.insert(
+            number,
+            Roi {
+                number,
+                name,
+                interpreted_type: String::new(),
+                color: [255, 0, 0],
+                contours: Vec::new(),
+            },
+        );
+    }
+    for it in a.items(tags::RTROI_OBSERVATIONS_SEQUENCE) {
+        let ia = Attr::new(path, it);
+        let Ok(num) = ia.int(tags::REFERENCED_ROI_NUMBER, "ReferencedROINumber") else {
+            continue;
+        };
+        if let Some(roi) = rois.get_mut(&num) {
+            roi.interpreted_type =
+                read::opt_str(it, tags::RTROI_INTERPRETED_TYPE).unwrap_or_default();
+        }
+    }
+    for it in a.items(tags::ROI_CONTOUR_SEQUENCE) {
+        let ia = Attr::new(path, it);
+        let num = ia.int(tags::REFERENCED_ROI_NUMBER, "ReferencedROINumber")?;
+        let Some(roi) = rois.get_mut(&num) else {
+            return Err(ia.invalid(
+                tags::REFERENCED_ROI_NUMBER,
+                "ReferencedROINumber",
+                format!("{num} is not in StructureSetROISequence"),
+            ));
+        };
+        if let Some(c) = read::opt_f64s(it, tags::ROI_DISPLAY_COLOR) {
+            if let [r, g, b] = c[..] {
+                // `as u8` saturates (and maps NaN to 0): any value gives a colour.
+                roi.color = [r as u8, g as u8, b as u8];
+            }
+        }
+        for (ci, c) in Attr::new(path, it)
+            .items(tags::CONTOUR_SEQUENCE)
+            .iter()
+            .enumerate()
+        {
+            let geometric_type = read::opt_str(c, tags::CONTOUR_GEOMETRIC_TYPE)
+                .unwrap_or_else(|| "CLOSED_PLANAR".into());
+            let data = read::opt_f64s(c, tags::CONTOUR_DATA).unwrap_or_default();
+            if data.len() % 3 != 0 || data.iter().any(|v| !v.is_finite()) {
+                return Err(Error::BadContour {
+                    path: path.to_path_buf(),
+                    roi: roi.name.clone(),
+                    contour: ci,
+                    reason: format!(
+                        "ContourData (3006,0050) has {} values, not a whole number of finite (x, y, z) triplets",
+                        data.len()
+                    ),
+                });
+            }
+            let points_mm: Vec<[f64; 3]> = data
+                .chunks_exact(3)
+                .filter_map(|p| match *p {
+                    [x, y, z] => Some([x, y, z]),
+                    _ => None,
+                })
+                .collect();
+            if geometric_type == "CLOSED_PLANAR" && points_mm.len() < 3 {
+                return Err(Error::BadContour {
+                    path: path.to_path_buf(),
+                    roi: roi.name.clone(),
+                    contour: ci,
+                    reason: format!(
+                        "has {} point(s); a CLOSED_PLANAR contour needs at least 3",
+                        points_mm.len()
+                    ),
+                });
+            }
+            roi.contours.push(Contour {
+                geometric_type,
+                points_mm,
+            });
+        }
+    }
+    Ok(StructureSet {
+        path: path.to_path_buf(),
+        sop_instance_uid: read::opt_str(&f.obj, tags::SOP_INSTANCE_UID).unwrap_or_default(),
+        label: read::opt_str(&f.obj, tags::STRUCTURE_SET_LABEL).unwrap_or_default(),
+        frame_of_reference_uid,
+        roi_frames,
+        rois: rois.into_values().collect(),
+    })
+}
+
+// ---- writing ----
 
 /// One ROI to write, with how it was made.
 #[derive(Debug, Clone)]
@@ -266,6 +429,6 @@ pub fn rtstruct_bytes(ct: &CtVolume, rois: &[RoiOut], label: &str) -> Result<(Ve
 /// SOPInstanceUID.
 pub fn write_rtstruct(path: &Path, ct: &CtVolume, rois: &[RoiOut], label: &str) -> Result<String> {
     let (bytes, uid) = rtstruct_bytes(ct, rois, label)?;
-    crate::atomic::write_file(path, &bytes)?;
+    crate::io::atomic::write_file(path, &bytes)?;
     Ok(uid)
 }

@@ -15,11 +15,12 @@ use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::builder::{equipment, patient_study_frame, to_part10, Ds};
+use super::error::DicomError;
+use super::read::{self, tags, Attr, RT_DOSE_STORAGE, RT_PLAN_STORAGE};
+use super::uid::derive_uid;
 use crate::ct::CtMeta;
-use crate::dicom_io::{self, tags, Attr, RT_DOSE_STORAGE, RT_PLAN_STORAGE};
 use crate::error::{Error, Result};
-use crate::export::builder::{equipment, patient_study_frame, to_part10, Ds};
-use crate::export::uid::derive_uid;
 use crate::geometry::Grid3;
 
 /// Everything the RT Dose is written from.
@@ -155,7 +156,7 @@ pub fn rtdose_bytes(d: &DoseExport) -> Result<(Vec<u8>, String)> {
 /// Write the RT Dose atomically; returns its SOPInstanceUID.
 pub fn write_rtdose(path: &Path, d: &DoseExport) -> Result<String> {
     let (bytes, uid) = rtdose_bytes(d)?;
-    crate::atomic::write_file(path, &bytes)?;
+    crate::io::atomic::write_file(path, &bytes)?;
     Ok(uid)
 }
 
@@ -166,7 +167,7 @@ fn u16_tag(a: &Attr, tag: Tag, name: &'static str) -> Result<u16> {
 
 /// Read an RT Dose file into a grid of doses.
 pub fn read_rtdose(path: &Path) -> Result<RtDose> {
-    let f = dicom_io::read(path)?;
+    let f = read::read(path)?;
     let obj: &dicom_object::InMemDicomObject = &f.obj;
     let a = Attr::new(path, obj);
     let sop_class = a.string(tags::SOP_CLASS_UID, "SOPClassUID")?;
@@ -180,12 +181,13 @@ pub fn read_rtdose(path: &Path) -> Result<RtDose> {
     match f.transfer_syntax.as_str() {
         "1.2.840.10008.1.2" | "1.2.840.10008.1.2.1" => {}
         ts => {
-            return Err(Error::UnsupportedTransferSyntax {
+            return Err(DicomError::UnsupportedTransferSyntax {
                 path: path.to_path_buf(),
                 uid: ts.to_string(),
                 name: "not implicit/explicit VR little endian".into(),
                 reason: "RT Dose pixel data is read raw".into(),
-            })
+            }
+            .into())
         }
     }
     let rows = u16_tag(&a, tags::ROWS, "Rows")? as usize;
@@ -214,10 +216,11 @@ pub fn read_rtdose(path: &Path) -> Result<RtDose> {
     )?;
     let ident = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0];
     if iop.iter().zip(ident).any(|(x, y)| (x - y).abs() > 1e-4) {
-        return Err(Error::UnsupportedOrientation {
+        return Err(DicomError::UnsupportedOrientation {
             path: path.to_path_buf(),
             value: format!("{iop:?}"),
-        });
+        }
+        .into());
     }
     let scaling = a.f64_or(tags::DOSE_GRID_SCALING, "DoseGridScaling", 1.0)?;
     let mut offsets = if frames > 1 {
@@ -312,7 +315,7 @@ pub fn read_rtdose(path: &Path) -> Result<RtDose> {
     let referenced_plan_uid = a
         .items(tags::REFERENCED_RT_PLAN_SEQUENCE)
         .first()
-        .and_then(|it| dicom_io::opt_str(it, tags::REFERENCED_SOP_INSTANCE_UID));
+        .and_then(|it| read::opt_str(it, tags::REFERENCED_SOP_INSTANCE_UID));
     Ok(RtDose {
         grid: Grid3 {
             dims: [cols, rows, frames],
@@ -323,7 +326,7 @@ pub fn read_rtdose(path: &Path) -> Result<RtDose> {
         units: a.string(tags::DOSE_UNITS, "DoseUnits")?,
         summation_type: a.string(tags::DOSE_SUMMATION_TYPE, "DoseSummationType")?,
         dose_grid_scaling: scaling,
-        frame_of_reference_uid: dicom_io::opt_str(obj, tags::FRAME_OF_REFERENCE_UID)
+        frame_of_reference_uid: read::opt_str(obj, tags::FRAME_OF_REFERENCE_UID)
             .unwrap_or_default(),
         sop_instance_uid: a.string(tags::SOP_INSTANCE_UID, "SOPInstanceUID")?,
         referenced_plan_uid,

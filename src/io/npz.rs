@@ -114,7 +114,7 @@ impl NpyArray {
 /// the bytes depend on the arrays only) atomically to `path`.
 pub fn write_npz(path: &Path, arrays: &[(String, NpyArray)]) -> Result<()> {
     let bytes = npz_bytes(arrays).map_err(|e| Error::io(path, std::io::Error::other(e)))?;
-    crate::atomic::write_file(path, &bytes)
+    crate::io::atomic::write_file(path, &bytes)
 }
 
 fn npz_bytes(arrays: &[(String, NpyArray)]) -> std::result::Result<Vec<u8>, String> {

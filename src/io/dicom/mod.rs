@@ -1,0 +1,22 @@
+//! DICOM reading and writing, one module per object type.
+//!
+//! - [`read`]: parsing a file (with or without file meta header, lengths checked before any
+//!   allocation) and typed attribute access whose errors name the file and the tag;
+//! - [`ct`]: CT Image Storage series -> [`crate::ct::CtVolume`];
+//! - [`rtstruct`]: RT Structure Set <-> [`crate::structures::StructureSet`];
+//! - [`rtplan`]: RT Plan writer (step-and-shoot IMRT) and reader;
+//! - [`rtdose`]: RT Dose writer and reader;
+//! - [`error`]: [`DicomError`], chained into [`crate::Error::Dicom`];
+//! - [`builder`]: deterministic data-set building shared by the writers; [`uid`]: content-
+//!   derived UIDs.
+
+pub mod builder;
+pub mod ct;
+pub mod error;
+pub mod read;
+pub mod rtdose;
+pub mod rtplan;
+pub mod rtstruct;
+pub mod uid;
+
+pub use error::DicomError;

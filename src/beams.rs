@@ -6,6 +6,7 @@
 // Index loops mirror the formulas; negated comparisons deliberately reject NaN.
 #![allow(clippy::needless_range_loop, clippy::neg_cmp_op_on_partial_ord)]
 
+use nalgebra::{Point3, Rotation3, Vector3};
 use serde::{Deserialize, Serialize};
 
 /// The regular beamlet (bixel) grid of one beam, in the isocentre plane.
@@ -71,6 +72,72 @@ use crate::error::{Error, Result};
 use crate::geometry::Mask;
 use crate::machine::MachineModel;
 
+/// Fluence of one beam on its beamlet grid, MU per fraction, row-major (`mu[iy * nx + ix]`),
+/// zero at inactive beamlets: the one fluence representation the optimiser reports and the
+/// sequencer stratifies.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FluenceMap {
+    pub beam_number: usize,
+    pub nx: usize,
+    pub ny: usize,
+    pub mu: Vec<f64>,
+}
+
+impl FluenceMap {
+    /// The map of `beam` from plan-wide beamlet weights (columns `first_column..`). Errors
+    /// name the beam: too few weights, a beamlet outside the grid, a weight that is not a
+    /// finite number >= 0.
+    pub fn of(beam: &Beam, weights_mu: &[f64]) -> Result<FluenceMap> {
+        let g = &beam.grid;
+        let end = beam.first_column + beam.beamlets.len();
+        if end > weights_mu.len() {
+            return Err(Error::Invalid(format!(
+                "beam {} needs weights up to column {end}, only {} given",
+                beam.number,
+                weights_mu.len()
+            )));
+        }
+        let mut mu = vec![0.0; g.nx * g.ny];
+        for (k, &[ix, iy]) in beam.beamlets.iter().enumerate() {
+            if ix >= g.nx || iy >= g.ny {
+                return Err(Error::Invalid(format!(
+                    "beam {}: beamlet ({ix}, {iy}) outside its {}x{} grid",
+                    beam.number, g.nx, g.ny
+                )));
+            }
+            let w = weights_mu[beam.first_column + k];
+            if !w.is_finite() || w < 0.0 {
+                return Err(Error::Invalid(format!(
+                    "beam {}: beamlet ({ix}, {iy}) has weight {w}; weights must be finite and >= 0",
+                    beam.number
+                )));
+            }
+            mu[iy * g.nx + ix] = w;
+        }
+        Ok(FluenceMap {
+            beam_number: beam.number,
+            nx: g.nx,
+            ny: g.ny,
+            mu,
+        })
+    }
+
+    /// Row `iy` (one leaf-pair direction line), MU per beamlet.
+    pub fn row(&self, iy: usize) -> &[f64] {
+        &self.mu[iy * self.nx..(iy + 1) * self.nx]
+    }
+
+    /// The rows, `iy` ascending.
+    pub fn rows(&self) -> impl Iterator<Item = &[f64]> {
+        self.mu.chunks(self.nx.max(1)).take(self.ny)
+    }
+
+    /// Largest beamlet weight, MU (0 for an empty map).
+    pub fn max_mu(&self) -> f64 {
+        self.mu.iter().fold(0.0f64, |m, &v| m.max(v))
+    }
+}
+
 /// Orthonormal beam frame in LPS: source position and BLD axes (IEC 61217, HFS).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BeamFrame {
@@ -91,12 +158,6 @@ fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
     a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
 }
 
-/// Rotate `v` about the LPS +y axis by `phi` radians (right-handed).
-fn rot_y(v: [f64; 3], phi: f64) -> [f64; 3] {
-    let (s, c) = phi.sin_cos();
-    [v[0] * c + v[2] * s, v[1], -v[0] * s + v[2] * c]
-}
-
 impl BeamFrame {
     /// Beam frame for IEC 61217 gantry, couch and collimator angles (degrees), HFS patient.
     ///
@@ -114,34 +175,29 @@ impl BeamFrame {
         isocenter_mm: [f64; 3],
         sad_mm: f64,
     ) -> BeamFrame {
-        let g = gantry_deg.to_radians();
-        let (sg, cg) = g.sin_cos();
-        let to_source = [sg, -cg, 0.0];
-        let ex0 = [cg, sg, 0.0];
-        let ey0 = [0.0, 0.0, 1.0];
-        let (sc, cc) = collimator_deg.to_radians().sin_cos();
-        let mut ex = [0.0; 3];
-        let mut ey = [0.0; 3];
-        for a in 0..3 {
-            ex[a] = cc * ex0[a] + sc * ey0[a];
-            ey[a] = -sc * ex0[a] + cc * ey0[a];
-        }
-        let phi = couch_deg.to_radians();
-        let to_source = rot_y(to_source, phi);
-        let ex = rot_y(ex, phi);
-        let ey = rot_y(ey, phi);
-        let source = [
-            isocenter_mm[0] + sad_mm * to_source[0],
-            isocenter_mm[1] + sad_mm * to_source[1],
-            isocenter_mm[2] + sad_mm * to_source[2],
-        ];
+        let r = Self::rotation(gantry_deg, couch_deg, collimator_deg);
+        let ex = r * Vector3::x();
+        let ey = r * Vector3::z();
+        let to_source = r * -Vector3::y();
+        let source = Point3::from(isocenter_mm) + sad_mm * to_source;
         BeamFrame {
-            source_mm: source,
-            axis: [-to_source[0], -to_source[1], -to_source[2]],
-            x_axis: ex,
-            y_axis: ey,
+            source_mm: source.into(),
+            axis: (-to_source).into(),
+            x_axis: ex.into(),
+            y_axis: ey.into(),
             sad_mm,
         }
+    }
+
+    /// The rotation that takes the gantry-0 beam limiting device frame (BLD x = LPS +x, BLD
+    /// y = LPS +z, towards the source = LPS -y) to this beam's, in LPS (HFS):
+    /// `R_y(couch) R_z(gantry) R_{-y}(collimator)`. The collimator turns about the direction
+    /// to the source, the gantry about the patient's long axis (IEC Y = LPS +z), the couch
+    /// about the vertical (IEC Z = LPS -y, i.e. +y by the couch angle in patient coordinates).
+    pub fn rotation(gantry_deg: f64, couch_deg: f64, collimator_deg: f64) -> Rotation3<f64> {
+        Rotation3::from_axis_angle(&Vector3::y_axis(), couch_deg.to_radians())
+            * Rotation3::from_axis_angle(&Vector3::z_axis(), gantry_deg.to_radians())
+            * Rotation3::from_axis_angle(&-Vector3::y_axis(), collimator_deg.to_radians())
     }
 
     /// LPS point -> `(x_iso_mm, y_iso_mm, z_mm)`: BLD coordinates projected to the isocentre

@@ -18,7 +18,7 @@
 
 use serde::Serialize;
 
-use crate::beams::Beam;
+use crate::beams::{Beam, FluenceMap};
 use crate::error::{Error, Result};
 use crate::machine::{Jaws, MachineModel, Mlc};
 
@@ -148,50 +148,16 @@ impl SequencedPlan {
     }
 }
 
-/// Fluence map of a beam, `map[iy][ix]` in MU, from plan-wide beamlet weights.
-pub fn fluence_map(beam: &Beam, weights: &[f64]) -> Result<Vec<Vec<f64>>> {
-    let g = &beam.grid;
-    let end = beam.first_column + beam.beamlets.len();
-    if end > weights.len() {
-        return Err(Error::Invalid(format!(
-            "beam {} needs weights up to column {end}, only {} given",
-            beam.number,
-            weights.len()
-        )));
-    }
-    let mut map = vec![vec![0.0; g.nx]; g.ny];
-    for (k, &[ix, iy]) in beam.beamlets.iter().enumerate() {
-        if ix >= g.nx || iy >= g.ny {
-            return Err(Error::Invalid(format!(
-                "beam {}: beamlet ({ix}, {iy}) outside its {}x{} grid",
-                beam.number, g.nx, g.ny
-            )));
-        }
-        let w = weights[beam.first_column + k];
-        if !w.is_finite() || w < 0.0 {
-            return Err(Error::Invalid(format!(
-                "beam {}: beamlet ({ix}, {iy}) has weight {w}; weights must be finite and >= 0",
-                beam.number
-            )));
-        }
-        map[iy][ix] = w;
-    }
-    Ok(map)
-}
-
 /// Stratify a fluence map into integer levels: `round(w / max(w) * levels)`. Returns the
 /// level map and the MU of one level (0 for an all-zero map).
-pub fn stratify(map: &[Vec<f64>], levels: u32) -> (Vec<Vec<u32>>, f64) {
-    let max = map
-        .iter()
-        .flat_map(|r| r.iter())
-        .fold(0.0f64, |m, &v| m.max(v));
+pub fn stratify(map: &FluenceMap, levels: u32) -> (Vec<Vec<u32>>, f64) {
+    let max = map.max_mu();
     if max <= 0.0 || levels == 0 {
-        return (map.iter().map(|r| vec![0; r.len()]).collect(), 0.0);
+        return (map.rows().map(|r| vec![0; r.len()]).collect(), 0.0);
     }
     let unit = max / levels as f64;
     let lv = map
-        .iter()
+        .rows()
         .map(|r| {
             r.iter()
                 .map(|&w| (w / unit).round().clamp(0.0, levels as f64) as u32)
@@ -522,7 +488,7 @@ pub fn sequence_plan(
     let mut reports = Vec::with_capacity(beams.len());
     for (bi, beam) in beams.iter().enumerate() {
         let g = &beam.grid;
-        let map = fluence_map(beam, weights)?;
+        let map = FluenceMap::of(beam, weights)?;
         let (lv, unit) = stratify(&map, opts.levels);
         let used: Vec<bool> = lv.iter().map(|r| r.iter().any(|&v| v > 0)).collect();
         // Leaf travel check for rows with fluence.
@@ -575,7 +541,7 @@ pub fn sequence_plan(
         segments.retain(|s| s.mu > 0.0);
         // Stratification error.
         let (mut num, mut den) = (0.0, 0.0);
-        for (r, row) in map.iter().enumerate() {
+        for (r, row) in map.rows().enumerate() {
             for (c, &w) in row.iter().enumerate() {
                 num += (lv[r][c] as f64 * unit - w).abs();
                 den += w;

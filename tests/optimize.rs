@@ -420,7 +420,7 @@ fn normalisation_sets_d95_and_maps_hold_the_weights() {
     let d95 = dvh::dose_at_volume(&doses(&r.dose_gy, rows(&case, "OuterTarget")), 95.0);
     assert!((d95 - 50.0).abs() < 1e-9, "D95 {d95}");
     assert!(r.normalization_factor != 1.0);
-    let maps = fluence_maps(&case.beams, &r.weights_mu);
+    let maps = fluence_maps(&case.beams, &r.weights_mu).unwrap();
     assert_eq!(maps.len(), 5);
     let total: f64 = maps.iter().map(|m| m.mu.iter().sum::<f64>()).sum();
     let w: f64 = r.weights_mu.iter().sum();

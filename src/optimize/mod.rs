@@ -210,37 +210,13 @@ impl OptimizationResult {
     }
 }
 
-/// Fluence of one beam on its beamlet grid, MU per fraction, row-major (`mu[iy * nx + ix]`),
-/// zero at inactive beamlets.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FluenceMap {
-    pub beam_number: usize,
-    pub nx: usize,
-    pub ny: usize,
-    pub mu: Vec<f64>,
-}
+pub use crate::beams::FluenceMap;
 
 /// Per-beam fluence maps from the weights (columns `first_column..` of each beam).
-pub fn fluence_maps(beams: &[Beam], weights_mu: &[f64]) -> Vec<FluenceMap> {
+pub fn fluence_maps(beams: &[Beam], weights_mu: &[f64]) -> Result<Vec<FluenceMap>> {
     beams
         .iter()
-        .map(|b| {
-            let (nx, ny) = (b.grid.nx, b.grid.ny);
-            let mut mu = vec![0.0; nx * ny];
-            for (k, &[ix, iy]) in b.beamlets.iter().enumerate() {
-                if let Some(&w) = weights_mu.get(b.first_column + k) {
-                    if ix < nx && iy < ny {
-                        mu[iy * nx + ix] = w;
-                    }
-                }
-            }
-            FluenceMap {
-                beam_number: b.number,
-                nx,
-                ny,
-                mu,
-            }
-        })
+        .map(|b| FluenceMap::of(b, weights_mu))
         .collect()
 }
 

@@ -475,3 +475,46 @@ fn help_lists_the_exit_codes() {
         assert!(r.stdout.contains(w), "'{w}' not in {}", r.stdout);
     }
 }
+
+#[test]
+fn bad_calculation_settings_are_refused_before_any_computation() {
+    let case = common::copy_tg119();
+    let root = case.path();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = tmp.path().join("out-never-written");
+    let args = |extra: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let protocol = common::repo().join("data/protocols/tg119.toml");
+        let mut a = os(&[&"plan", &root, &"--protocol", &protocol, &"--out", &out]);
+        a.extend(os(extra));
+        a
+    };
+    let descending = tmp.path().join("descending.toml");
+    std::fs::write(
+        &descending,
+        "name = \"scanner B\"\nhu_to_rel_ed = [[0.0, 1.0], [-1000.0, 0.0]]\n",
+    )
+    .expect("write");
+    expect_refusal(
+        "descending CT calibration",
+        root,
+        args(&[&"--ct-calibration", &descending]),
+        2,
+        &["descending.toml", "strictly ascending HU"],
+    );
+    let missing = tmp.path().join("missing.toml");
+    expect_refusal(
+        "missing CT calibration",
+        root,
+        args(&[&"--ct-calibration", &missing]),
+        5,
+        &["missing.toml"],
+    );
+    expect_refusal(
+        "zero threads",
+        root,
+        args(&[&"--threads", &"0"]),
+        2,
+        &["the thread count must be at least 1"],
+    );
+    assert!(!out.exists());
+}

@@ -144,6 +144,13 @@ impl Planner {
         self
     }
 
+    /// The CT scanner's calibration (HU to relative electron density) to use instead of the
+    /// machine's (`MachineModel::ct_calibration`); its name is recorded in the report.
+    pub fn with_ct_calibration(mut self, calibration: crate::calibration::CtCalibration) -> Self {
+        self.settings.machine.ct_calibration = calibration;
+        self
+    }
+
     /// Override the beam arrangement (default: the protocol's `[beams]`, else 9 equispaced).
     pub fn with_beam_setup(mut self, setup: BeamSetup) -> Self {
         self.beam_setup = Some(setup);

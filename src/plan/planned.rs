@@ -320,6 +320,10 @@ impl PlannedCase {
             "Dose-volume constraints are enforced through their CVaR (Rockafellar-Uryasev) counterparts, which are conservative: the achieved DVH point is at least as good as the limit.".into(),
             "Goals, DVHs and indices are evaluated on the deliverable (sequenced) dose, after MU normalisation of the target D95 to the prescription.".into(),
             format!("Deliverable normalisation: {}.", self.normalisation.describe()),
+            format!(
+                "CT calibration (HU to relative electron density): {}.",
+                self.machine.ct_calibration.name
+            ),
             "Not for clinical use.".into(),
         ];
         if !self.variant.is_empty() {

@@ -72,6 +72,8 @@ enum Command {
         force: bool,
         #[command(flatten)]
         limits: Limits,
+        #[command(flatten)]
+        calculation: Calculation,
         /// Turn hard constraints into heavy penalties and report their violation.
         #[arg(long)]
         relax: bool,
@@ -104,6 +106,8 @@ enum Command {
         /// Replace a previous export at --out.
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        calculation: Calculation,
         /// No progress output.
         #[arg(long, short)]
         quiet: bool,
@@ -171,6 +175,18 @@ struct CaseSelection {
     /// Take a CT without PatientPosition (0018,5100) as head first supine (HFS).
     #[arg(long)]
     assume_hfs: bool,
+}
+
+/// Calculation settings of the planner.
+#[derive(clap::Args, Debug, Clone, Default)]
+struct Calculation {
+    /// CT calibration (TOML: HU to relative electron density, format of
+    /// data/calibration/ct-default.toml) instead of the machine's.
+    #[arg(long, value_name = "FILE")]
+    ct_calibration: Option<PathBuf>,
+    /// Threads for the planner [default: one per core].
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
 }
 
 /// Plan acceptance limits (defaults and sources in docs/reliability.md).
@@ -317,6 +333,7 @@ fn main() -> ExitCode {
             select,
             force,
             limits,
+            calculation,
             relax,
             strict,
             no_normalize,
@@ -347,6 +364,8 @@ fn main() -> ExitCode {
                     }
                 },
                 min_gamma_pass_percent: limits.min_gamma_pass,
+                ct_calibration: calculation.ct_calibration,
+                threads: calculation.threads,
             };
             match plan_cmd::plan(&args) {
                 Ok(outcome) => {
@@ -375,6 +394,7 @@ fn main() -> ExitCode {
             machine,
             select,
             force,
+            calculation,
             quiet,
         } => {
             let args = plan_cmd::PlanArgs {
@@ -389,6 +409,8 @@ fn main() -> ExitCode {
                 quiet,
                 force,
                 assume_hfs: select.assume_hfs,
+                ct_calibration: calculation.ct_calibration,
+                threads: calculation.threads,
                 ..Default::default()
             };
             match plan_cmd::export_problem(&args, &out) {

@@ -36,6 +36,10 @@ pub struct PlanArgs {
     pub max_dose_per_fraction_gy: Option<f64>,
     pub normalization_band: Option<[f64; 2]>,
     pub min_gamma_pass_percent: Option<f64>,
+    /// CT calibration file (HU to relative electron density) instead of the machine's.
+    pub ct_calibration: Option<PathBuf>,
+    /// Threads of the planner's pool (default: one per core).
+    pub threads: Option<usize>,
 }
 
 impl PlanArgs {
@@ -53,6 +57,7 @@ impl PlanArgs {
         let mut v = vec![self.case.clone(), self.protocol_path()?];
         v.extend(self.machine.iter().cloned());
         v.extend(self.rtstruct.iter().cloned());
+        v.extend(self.ct_calibration.iter().cloned());
         Ok(v)
     }
 
@@ -112,6 +117,11 @@ pub fn default_out_dir(case: &Path) -> PathBuf {
 fn planner(args: &PlanArgs) -> Result<Planner> {
     let protocol_path = args.protocol_path()?;
     let protocol = Protocol::load(&protocol_path)?;
+    // Read and validated before the case, so a bad file fails in milliseconds.
+    let calibration = match &args.ct_calibration {
+        Some(c) => Some(rtopt::calibration::CtCalibration::load(c)?),
+        None => None,
+    };
     let case = rtopt::Case::load(
         &args.case,
         &rtopt::LoadOptions {
@@ -131,9 +141,16 @@ fn planner(args: &PlanArgs) -> Result<Planner> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "protocol".into());
-    Ok(Planner::new(case, protocol)
+    let mut planner = Planner::new(case, protocol)
         .with_protocol_source(&name, Some(&protocol_path))
-        .with_machine(machine)
+        .with_machine(machine);
+    if let Some(c) = calibration {
+        planner = planner.with_ct_calibration(c);
+    }
+    if let Some(n) = args.threads {
+        planner = planner.with_threads(n);
+    }
+    Ok(planner
         .with_optimize_options(OptimizeOptions {
             relax: args.relax,
             ..rtopt::plan::optimisation_defaults()

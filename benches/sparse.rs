@@ -4,25 +4,16 @@
 //! (issue 15). Figures in docs/benchmarks.md, section "Sparse storage".
 //! `cargo bench --bench sparse`
 
+mod common;
+
 use std::hint::black_box;
-use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use nalgebra::DVector;
-use rtopt::beams::{setup_beams, BeamSetup};
 use rtopt::dose::influence_matrix;
-use rtopt::machine::MachineModel;
 
 fn bench(c: &mut Criterion) {
-    let case = rtopt::Case::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("data/tg119"),
-        &Default::default(),
-    )
-    .expect("TG119 case");
-    let m = MachineModel::default_6x();
-    let target = case.structure("OuterTarget").expect("PTV");
-    let beams = setup_beams(&target.mask, &BeamSetup::default(), &m).expect("beams");
-    let body = case.body_mask();
+    let (case, m, beams, body) = common::tg119();
     let opts = rtopt::plan::optimisation_dose_options();
     let a = influence_matrix(&case.ct, &body, &beams, &m, &opts)
         .expect("matrix")

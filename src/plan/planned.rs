@@ -24,6 +24,10 @@ use crate::report::{
 };
 use crate::sequencing::{DeliveryMachine, SequencedPlan};
 
+/// Voxels compared for [`report::ModelFidelity`]: untruncated dose above this share of the
+/// prescription, % (issue 17).
+pub const FIDELITY_THRESHOLD_PERCENT_RX: f64 = 10.0;
+
 /// DVH sampling step of the report, Gy.
 pub const DVH_BIN_GY: f64 = 0.1;
 
@@ -63,6 +67,8 @@ pub struct PlannedCase {
     pub mu_scale: f64,
     pub normalisation: Normalisation,
     pub gamma: GammaResult,
+    /// The optimiser's dose against the untruncated dose of the optimised weights.
+    pub fidelity: report::ModelFidelity,
     /// Name of the optimiser backend.
     pub solver_name: String,
     pub report: Report,
@@ -106,12 +112,21 @@ pub(super) fn finish(
 
     let grid = &prep.dose_grid.grid;
     let del_full = prep.dose_grid.to_full(&deliverable_gy);
-    let gamma_result = runner.run(PlanStage::Gamma, &mut times, || {
+    let (gamma_result, fidelity) = runner.run(PlanStage::Gamma, &mut times, || {
         let optimised_exact = prep.forward_dose_gy(&optimised.result.weights_mu)?;
+        let fidelity = report::ModelFidelity::compute(
+            &optimised.result.dose_gy,
+            &optimised_exact,
+            p.prescription.total_dose_gy,
+            FIDELITY_THRESHOLD_PERCENT_RX,
+        );
         let opt_full = prep.dose_grid.to_full(&optimised_exact);
         let g = gamma::gamma_3d(grid, &opt_full, grid, &del_full, prep.gamma_options())?;
-        let summary = format!("3 %/2 mm pass rate {:.2} %", g.pass_rate_percent);
-        Ok((g, summary))
+        let summary = format!(
+            "3 %/2 mm pass rate {:.2} %; optimiser vs untruncated dose: 99 % of voxels within {:.1} % of Rx, max {:.1} %",
+            g.pass_rate_percent, fidelity.p99_percent_rx, fidelity.max_percent_rx
+        );
+        Ok(((g, fidelity), summary))
     })?;
 
     let figures = super::PlanFigures {
@@ -148,6 +163,7 @@ pub(super) fn finish(
             mu_scale,
             normalisation: s.normalisation,
             gamma: gamma_result,
+            fidelity,
             solver_name: s.optimize.backend.name().to_string(),
             report: Report {
                 rtopt_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -315,11 +331,22 @@ impl PlannedCase {
                 evaluated_points: self.gamma.evaluated,
                 mean_gamma: self.gamma.mean_gamma,
             },
+            optimiser_vs_final: self.fidelity.clone(),
         };
         self.report.notes = vec![
             "Dose-volume constraints are enforced through their CVaR (Rockafellar-Uryasev) counterparts, which are conservative: the achieved DVH point is at least as good as the limit.".into(),
             "Goals, DVHs and indices are evaluated on the deliverable (sequenced) dose, after MU normalisation of the target D95 to the prescription.".into(),
             format!("Deliverable normalisation: {}.", self.normalisation.describe()),
+            format!(
+                "The optimiser's dose (truncated, scatter-corrected matrix) against the untruncated dose of the same weights, over {} voxels above {} % of Rx: 99 % within {:.2} Gy ({:.1} % of Rx), at most {:.2} Gy ({:.1} %), mean {:+.2} Gy.",
+                self.fidelity.voxels,
+                self.fidelity.threshold_percent_rx,
+                self.fidelity.p99_abs_gy,
+                self.fidelity.p99_percent_rx,
+                self.fidelity.max_abs_gy,
+                self.fidelity.max_percent_rx,
+                self.fidelity.mean_signed_gy
+            ),
             format!(
                 "CT calibration (HU to relative electron density): {}.",
                 self.machine.ct_calibration.name

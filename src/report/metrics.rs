@@ -95,6 +95,67 @@ pub fn plan_quality(
     }
 }
 
+/// How far the optimiser's own dose (its matrix times the optimised weights) is from the
+/// untruncated dose of the same weights, over the voxels whose untruncated dose is above
+/// `threshold_percent_rx` of the prescription (issue 17: the plan the optimiser thinks it made
+/// against the one computed for export, before sequencing).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelFidelity {
+    /// Voxels compared are those above this percentage of the prescription.
+    pub threshold_percent_rx: f64,
+    pub voxels: usize,
+    /// Largest |optimiser - untruncated|, Gy (total).
+    pub max_abs_gy: f64,
+    /// 99th percentile of |optimiser - untruncated|, Gy (total).
+    pub p99_abs_gy: f64,
+    /// The same two as percentages of the prescription.
+    pub max_percent_rx: f64,
+    pub p99_percent_rx: f64,
+    /// Mean of (optimiser - untruncated), Gy: negative when the optimiser sees less dose.
+    pub mean_signed_gy: f64,
+}
+
+impl ModelFidelity {
+    /// Compare per-voxel total doses `optimiser_gy` and `exact_gy` (same rows), for voxels
+    /// with `exact_gy > threshold_percent_rx / 100 * prescription_gy`.
+    pub fn compute(
+        optimiser_gy: &[f64],
+        exact_gy: &[f64],
+        prescription_gy: f64,
+        threshold_percent_rx: f64,
+    ) -> ModelFidelity {
+        let floor = threshold_percent_rx / 100.0 * prescription_gy;
+        let (mut diff, mut signed): (Vec<f64>, f64) = (Vec::new(), 0.0);
+        for (&o, &e) in optimiser_gy.iter().zip(exact_gy) {
+            if e > floor {
+                diff.push((o - e).abs());
+                signed += o - e;
+            }
+        }
+        if diff.is_empty() || prescription_gy.is_nan() || prescription_gy <= 0.0 {
+            return ModelFidelity {
+                threshold_percent_rx,
+                ..ModelFidelity::default()
+            };
+        }
+        diff.sort_by(f64::total_cmp);
+        let n = diff.len();
+        // Nearest-rank percentile: the smallest value with at least 99 % of the voxels at or
+        // below it.
+        let p99 = diff[((0.99 * n as f64).ceil() as usize).clamp(1, n) - 1];
+        let max = diff[n - 1];
+        ModelFidelity {
+            threshold_percent_rx,
+            voxels: n,
+            max_abs_gy: max,
+            p99_abs_gy: p99,
+            max_percent_rx: 100.0 * max / prescription_gy,
+            p99_percent_rx: 100.0 * p99 / prescription_gy,
+            mean_signed_gy: signed / n as f64,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +175,24 @@ mod tests {
         assert!((q.gradient_index - 14.0 / 12.0).abs() < 1e-12);
         // D2 = 60 (hottest voxel), D98 = 40 (coldest), D50 = 60 -> HI = 1/3
         assert!((q.icru83_hi - 20.0 / 60.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn fidelity_counts_voxels_above_the_threshold_only() {
+        // Rx 50 Gy, threshold 10 % = 5 Gy: the 4 Gy voxel is left out. Differences of the
+        // other 100 voxels: 99 of 0.5 Gy and one of 3 Gy.
+        let mut exact = vec![20.0; 100];
+        let mut opt: Vec<f64> = exact.iter().map(|e| e - 0.5).collect();
+        opt[7] = 23.0;
+        exact.push(4.0);
+        opt.push(40.0);
+        let f = ModelFidelity::compute(&opt, &exact, 50.0, 10.0);
+        assert_eq!(f.voxels, 100);
+        assert_eq!(f.max_abs_gy, 3.0);
+        assert_eq!(f.p99_abs_gy, 0.5);
+        assert!((f.max_percent_rx - 6.0).abs() < 1e-12);
+        assert!((f.p99_percent_rx - 1.0).abs() < 1e-12);
+        assert!((f.mean_signed_gy - (-0.5 * 99.0 + 3.0) / 100.0).abs() < 1e-12);
+        assert_eq!(ModelFidelity::compute(&[1.0], &[1.0], 50.0, 10.0).voxels, 0);
     }
 }

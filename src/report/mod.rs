@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::optimize::GoalRole;
 use crate::sequencing::BeamSequencingReport;
 
-pub use metrics::{plan_quality, PlanQuality, StructureMetrics};
+pub use metrics::{plan_quality, ModelFidelity, PlanQuality, StructureMetrics};
 
 /// One point of a cumulative DVH, as stored in the report.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
@@ -105,6 +105,9 @@ pub struct DeliverySummary {
     /// MU factor of the deliverable normalisation.
     pub mu_normalisation_factor: f64,
     pub gamma: GammaSummary,
+    /// The optimiser's dose against the untruncated dose of the optimised weights.
+    #[serde(default)]
+    pub optimiser_vs_final: ModelFidelity,
 }
 
 /// Gamma agreement of the deliverable with the optimised dose.

@@ -1,0 +1,22 @@
+//! Shared set-up of the TG119 benchmarks: the case, the default 6 MV machine, the nine
+//! default beams around the PTV and the body outline.
+
+use std::path::Path;
+
+use rtopt::beams::{setup_beams, Beam, BeamSetup};
+use rtopt::geometry::Mask;
+use rtopt::machine::MachineModel;
+
+/// TG119 with its beams: `(case, machine, beams, body)`.
+pub fn tg119() -> (rtopt::Case, MachineModel, Vec<Beam>, Mask) {
+    let case = rtopt::Case::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("data/tg119"),
+        &Default::default(),
+    )
+    .expect("TG119 case");
+    let m = MachineModel::default_6x();
+    let target = case.structure("OuterTarget").expect("PTV");
+    let beams = setup_beams(&target.mask, &BeamSetup::default(), &m).expect("beams");
+    let body = case.body_mask();
+    (case, m, beams, body)
+}

@@ -1,9 +1,10 @@
 //! Memory budgets: refuse work whose declared size would not fit, before allocating it.
 //!
 //! The default budget is half of the machine's memory (`MemTotal` of `/proc/meminfo`), or
-//! [`FALLBACK_BUDGET_BYTES`] where that file cannot be read (non-Linux). The environment
-//! variable `RTOPT_MEMORY_BUDGET_MB` (a whole number of MiB) overrides it for the CLI and for
-//! every `Default` option set of the library.
+//! [`FALLBACK_BUDGET_BYTES`] where that file cannot be read (non-Linux). The library never
+//! reads the environment: a caller passes its budget in the options
+//! (`CtImportOptions::memory_budget_bytes`, `Planner::with_memory_budget`). The `rtopt`
+//! binary takes it from `RTOPT_MEMORY_BUDGET_MB` (a whole number of MiB, [`parse_budget_mb`]).
 
 use crate::error::{Error, Result};
 
@@ -28,20 +29,24 @@ pub fn parse_meminfo_total_bytes(meminfo: &str) -> Option<u64> {
     }
 }
 
-/// Default memory budget in bytes: `RTOPT_MEMORY_BUDGET_MB` if set and valid, else half of
-/// `MemTotal`, else [`FALLBACK_BUDGET_BYTES`].
+/// Default memory budget in bytes: half of `MemTotal`, else [`FALLBACK_BUDGET_BYTES`].
 pub fn default_memory_budget_bytes() -> u64 {
-    if let Some(mb) = std::env::var(BUDGET_ENV)
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-    {
-        return mb.saturating_mul(1 << 20);
-    }
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|s| parse_meminfo_total_bytes(&s))
         .map(|b| b / 2)
         .unwrap_or(FALLBACK_BUDGET_BYTES)
+}
+
+/// A budget given in MiB as text (the value of [`BUDGET_ENV`]), in bytes. Errors name the
+/// variable and the value.
+pub fn parse_budget_mb(value: &str) -> Result<u64> {
+    match value.trim().parse::<u64>() {
+        Ok(mb) if mb > 0 => Ok(mb.saturating_mul(1 << 20)),
+        _ => Err(Error::Invalid(format!(
+            "{BUDGET_ENV}={value:?}: the memory budget must be a whole number of MiB above 0"
+        ))),
+    }
 }
 
 /// Estimated bytes of the dose-influence matrix before it is built.

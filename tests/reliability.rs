@@ -55,18 +55,18 @@ fn default_options_carry_a_budget() {
         .ct
         .memory_budget_bytes
         .expect("default budget");
-    let expected = std::env::var(rtopt::budget::BUDGET_ENV)
+    // Half the machine's memory: the library never reads the environment (issue 15).
+    let expected = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(|mb| mb << 20)
-        .or_else(|| {
-            std::fs::read_to_string("/proc/meminfo")
-                .ok()
-                .and_then(|s| rtopt::budget::parse_meminfo_total_bytes(&s))
-                .map(|t| t / 2)
-        })
+        .and_then(|s| rtopt::budget::parse_meminfo_total_bytes(&s))
+        .map(|t| t / 2)
         .unwrap_or(rtopt::budget::FALLBACK_BUDGET_BYTES);
     assert_eq!(b, expected);
+    assert_eq!(rtopt::budget::parse_budget_mb(" 100 ").unwrap(), 100 << 20);
+    for bad in ["", "0", "-5", "1.5", "lots"] {
+        let e = rtopt::budget::parse_budget_mb(bad).unwrap_err().to_string();
+        assert!(e.contains("RTOPT_MEMORY_BUDGET_MB"), "{e}");
+    }
 }
 
 /// The CLI applies the budget too (RTOPT_MEMORY_BUDGET_MB=1) and exits with the input code.
@@ -82,6 +82,23 @@ fn cli_refuses_over_budget_ct() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("14390724") && stderr.contains("1048576"),
+        "{stderr}"
+    );
+}
+
+/// A budget that is not a number is refused by name, not ignored.
+#[test]
+fn cli_refuses_a_malformed_budget() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rtopt"))
+        .arg("inspect")
+        .arg(common::tg119_dir())
+        .env(rtopt::budget::BUDGET_ENV, "lots")
+        .output()
+        .expect("run rtopt");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("RTOPT_MEMORY_BUDGET_MB=\"lots\""),
         "{stderr}"
     );
 }

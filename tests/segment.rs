@@ -175,6 +175,7 @@ fn classical_body_matches_labelled_anatomy_on_dicom_ct_b() {
     let tmp = ct_b();
     let dir = tmp.path().to_path_buf();
     let rows = cli::segment_eval_rows(&cli::SegmentEvalRequest {
+        memory_budget_bytes: None,
         folder: dir.clone(),
         reference: totalseg().join("example_seg_dicom.nii.gz"),
         labels: None,
@@ -392,6 +393,7 @@ fn bad_reference_labelmaps_are_refused_naming_the_file() {
     let ct_dir = tmp.path().to_path_buf();
     let eval_with = |reference: PathBuf| {
         cli::segment_eval_rows(&cli::SegmentEvalRequest {
+            memory_budget_bytes: None,
             folder: ct_dir.clone(),
             reference,
             labels: None,
@@ -432,6 +434,7 @@ fn bad_reference_labelmaps_are_refused_naming_the_file() {
     let labels = dir.path().join("labels.json");
     std::fs::write(&labels, "{\"Body\": [\"x\"]}").expect("write");
     let e = cli::segment_eval_rows(&cli::SegmentEvalRequest {
+        memory_budget_bytes: None,
         folder: ct_dir.clone(),
         reference: totalseg().join("example_seg_dicom.nii.gz"),
         labels: Some(labels),

@@ -104,6 +104,7 @@ fn shipped_model_dice_on_the_held_out_ct() {
     tract();
     let tmp = common::ct_b();
     let rows = cli::segment_eval_rows(&cli::SegmentEvalRequest {
+        memory_budget_bytes: None,
         folder: tmp.path().to_path_buf(),
         reference: common::repo().join("data/totalseg/example_seg_dicom.nii.gz"),
         labels: None,
@@ -249,6 +250,7 @@ fn segment_with_model_never_changes_the_input_structure_set() {
     let outdir = tempfile::tempdir().expect("tmp");
     let out = outdir.path().join("auto.dcm");
     let done = cli::segment(&cli::SegmentRequest {
+        memory_budget_bytes: None,
         folder: dir.path().to_path_buf(),
         out: Some(out.clone()),
         rtstruct: None,
@@ -267,6 +269,7 @@ fn segment_with_model_never_changes_the_input_structure_set() {
     // Deterministic: a second run gives the same bytes.
     let again = outdir.path().join("again.dcm");
     cli::segment(&cli::SegmentRequest {
+        memory_budget_bytes: None,
         folder: dir.path().to_path_buf(),
         out: Some(again.clone()),
         rtstruct: None,

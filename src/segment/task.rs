@@ -35,6 +35,8 @@ pub struct SegmentRequest {
     pub series: Option<String>,
     /// Replace an existing output file (never an input).
     pub force: bool,
+    /// Memory budget of the CT import, bytes (default: half the machine's memory).
+    pub memory_budget_bytes: Option<u64>,
 }
 
 /// What `rtopt segment` did.
@@ -70,6 +72,9 @@ pub fn segment(a: &SegmentRequest) -> Result<SegmentOutcome> {
             rtstruct: a.rtstruct.clone(),
             ct: crate::io::dicom::ct::CtImportOptions {
                 series_uid: a.series.clone(),
+                memory_budget_bytes: a
+                    .memory_budget_bytes
+                    .or(crate::io::dicom::ct::CtImportOptions::default().memory_budget_bytes),
                 ..Default::default()
             },
         },
@@ -139,6 +144,8 @@ pub struct SegmentEvalRequest {
     pub labels: Option<PathBuf>,
     /// ONNX segmentation model whose classes are evaluated as well.
     pub model: Option<PathBuf>,
+    /// Memory budget of the CT import, bytes (default: half the machine's memory).
+    pub memory_budget_bytes: Option<u64>,
 }
 
 /// Reference for the classical structures in a TotalSegmentator `total` label map (v2 ids,
@@ -263,7 +270,11 @@ pub fn segment_eval_rows(a: &SegmentEvalRequest) -> Result<Vec<EvalRow>> {
         None
     };
     let mut model = load_model(a.model.as_deref())?;
-    let (ct, _) = crate::io::dicom::ct::load_ct_folder(&a.folder, &Default::default())?;
+    let mut ct_opts = crate::io::dicom::ct::CtImportOptions::default();
+    if a.memory_budget_bytes.is_some() {
+        ct_opts.memory_budget_bytes = a.memory_budget_bytes;
+    }
+    let (ct, _) = crate::io::dicom::ct::load_ct_folder(&a.folder, &ct_opts)?;
     let reference: Vec<(String, Mask)> = if let Some((lab, map)) = &labelmap {
         reference_from_volume(&ct.grid, &a.reference, lab, map)?
     } else {

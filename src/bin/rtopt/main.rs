@@ -231,12 +231,21 @@ fn emit(text: &str) {
     }
 }
 
+/// The memory budget, bytes: `RTOPT_MEMORY_BUDGET_MB` when set (the only place rtopt reads
+/// the environment for it), else half the machine's memory.
+fn memory_budget_bytes() -> rtopt::Result<u64> {
+    match std::env::var(rtopt::budget::BUDGET_ENV) {
+        Ok(v) => rtopt::budget::parse_budget_mb(&v),
+        Err(_) => Ok(rtopt::budget::default_memory_budget_bytes()),
+    }
+}
+
 fn load_case(folder: &Path, select: &CaseSelection) -> rtopt::Result<rtopt::Case> {
     let opts = rtopt::LoadOptions {
         ct: rtopt::io::dicom::ct::CtImportOptions {
             series_uid: select.series.clone(),
             assume_hfs: select.assume_hfs,
-            ..Default::default()
+            memory_budget_bytes: Some(memory_budget_bytes()?),
         },
         rtstruct: select.rtstruct.clone(),
     };
@@ -245,8 +254,12 @@ fn load_case(folder: &Path, select: &CaseSelection) -> rtopt::Result<rtopt::Case
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let budget = match memory_budget_bytes() {
+        Ok(b) => b,
+        Err(e) => return fail(e),
+    };
     match cli.command {
-        Command::Segment(a) => match rtopt::segment::task::segment(&a.request()) {
+        Command::Segment(a) => match rtopt::segment::task::segment(&a.request(budget)) {
             Ok(o) => {
                 let mut text: String = o.report.iter().map(|l| format!("{l}\n")).collect();
                 text.push_str(&format!(
@@ -260,20 +273,22 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(e),
         },
-        Command::SegmentEval(a) => match rtopt::segment::task::segment_eval_rows(&a.request()) {
-            Ok(rows) if a.json => match serde_json::to_string_pretty(&rows) {
-                Ok(j) => {
-                    emit(&format!("{j}\n"));
+        Command::SegmentEval(a) => {
+            match rtopt::segment::task::segment_eval_rows(&a.request(budget)) {
+                Ok(rows) if a.json => match serde_json::to_string_pretty(&rows) {
+                    Ok(j) => {
+                        emit(&format!("{j}\n"));
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(rtopt::Error::Invalid(e.to_string())),
+                },
+                Ok(rows) => {
+                    emit(&rtopt::segment::task::format_rows(&rows));
                     ExitCode::SUCCESS
                 }
-                Err(e) => fail(rtopt::Error::Invalid(e.to_string())),
-            },
-            Ok(rows) => {
-                emit(&rtopt::segment::task::format_rows(&rows));
-                ExitCode::SUCCESS
+                Err(e) => fail(e),
             }
-            Err(e) => fail(e),
-        },
+        }
         Command::Dose {
             folder,
             beams,
@@ -366,6 +381,7 @@ fn main() -> ExitCode {
                 min_gamma_pass_percent: limits.min_gamma_pass,
                 ct_calibration: calculation.ct_calibration,
                 threads: calculation.threads,
+                memory_budget_bytes: Some(budget),
             };
             match plan_cmd::plan(&args) {
                 Ok(outcome) => {
@@ -411,6 +427,7 @@ fn main() -> ExitCode {
                 assume_hfs: select.assume_hfs,
                 ct_calibration: calculation.ct_calibration,
                 threads: calculation.threads,
+                memory_budget_bytes: Some(budget),
                 ..Default::default()
             };
             match plan_cmd::export_problem(&args, &out) {

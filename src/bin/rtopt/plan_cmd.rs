@@ -40,6 +40,8 @@ pub struct PlanArgs {
     pub ct_calibration: Option<PathBuf>,
     /// Threads of the planner's pool (default: one per core).
     pub threads: Option<usize>,
+    /// Memory budget, bytes (default: half the machine's memory).
+    pub memory_budget_bytes: Option<u64>,
 }
 
 impl PlanArgs {
@@ -117,6 +119,9 @@ pub fn default_out_dir(case: &Path) -> PathBuf {
 fn planner(args: &PlanArgs) -> Result<Planner> {
     let protocol_path = args.protocol_path()?;
     let protocol = Protocol::load(&protocol_path)?;
+    let budget = args
+        .memory_budget_bytes
+        .unwrap_or_else(rtopt::budget::default_memory_budget_bytes);
     // Read and validated before the case, so a bad file fails in milliseconds.
     let calibration = match &args.ct_calibration {
         Some(c) => Some(rtopt::calibration::CtCalibration::load(c)?),
@@ -128,7 +133,7 @@ fn planner(args: &PlanArgs) -> Result<Planner> {
             ct: rtopt::io::dicom::ct::CtImportOptions {
                 series_uid: args.series.clone(),
                 assume_hfs: args.assume_hfs,
-                ..Default::default()
+                memory_budget_bytes: Some(budget),
             },
             rtstruct: args.rtstruct.clone(),
         },
@@ -150,6 +155,7 @@ fn planner(args: &PlanArgs) -> Result<Planner> {
     if let Some(n) = args.threads {
         planner = planner.with_threads(n);
     }
+    planner = planner.with_memory_budget(budget);
     Ok(planner
         .with_optimize_options(OptimizeOptions {
             relax: args.relax,

@@ -29,8 +29,9 @@ pub struct SegmentArgs {
 }
 
 impl SegmentArgs {
-    pub fn request(&self) -> SegmentRequest {
+    pub fn request(&self, memory_budget_bytes: u64) -> SegmentRequest {
         SegmentRequest {
+            memory_budget_bytes: Some(memory_budget_bytes),
             folder: self.folder.clone(),
             out: self.out.clone(),
             rtstruct: self.rtstruct.clone(),
@@ -62,8 +63,9 @@ pub struct SegmentEvalArgs {
 }
 
 impl SegmentEvalArgs {
-    pub fn request(&self) -> SegmentEvalRequest {
+    pub fn request(&self, memory_budget_bytes: u64) -> SegmentEvalRequest {
         SegmentEvalRequest {
+            memory_budget_bytes: Some(memory_budget_bytes),
             folder: self.folder.clone(),
             reference: self.reference.clone(),
             labels: self.labels.clone(),

@@ -127,7 +127,13 @@ fn list_files(dir: &Path) -> Result<Vec<PathBuf>> {
 /// Scan a folder: the CT slices of the chosen series and everything else set aside.
 pub fn load_ct_folder(dir: &Path, opts: &CtImportOptions) -> Result<(CtVolume, FolderScan)> {
     let files = list_files(dir)?;
-    let probed: Vec<Result<Probe>> = files.par_iter().map(|p| read::probe(p)).collect();
+    let budget = opts
+        .memory_budget_bytes
+        .unwrap_or_else(crate::budget::default_memory_budget_bytes);
+    let probed: Vec<Result<Probe>> = files
+        .par_iter()
+        .map(|p| read::probe_within(p, budget))
+        .collect();
     let mut scan = FolderScan::default();
     let mut slices: Vec<DicomFile> = Vec::new();
     for (path, pr) in files.iter().zip(probed) {
@@ -388,7 +394,7 @@ fn assemble(
                 needed_bytes: bytes,
                 budget_bytes: budget,
                 advice: "crop or resample the series, or raise the budget \
-                         (CtImportOptions::memory_budget_bytes, or RTOPT_MEMORY_BUDGET_MB for the CLI)"
+                         (CtImportOptions::memory_budget_bytes; RTOPT_MEMORY_BUDGET_MB for the command line)"
                     .into(),
             });
         }

@@ -200,32 +200,57 @@ impl BeamFrame {
             * Rotation3::from_axis_angle(&-Vector3::y_axis(), collimator_deg.to_radians())
     }
 
-    /// LPS point -> `(x_iso_mm, y_iso_mm, z_mm)`: BLD coordinates projected to the isocentre
-    /// plane (scaled by SAD / z) and the distance `z_mm` from the source along the central
-    /// axis. Points at or behind the source (z <= 0) give non-finite lateral values.
+    /// A patient point in this beam's frame: BLD coordinates projected to the isocentre plane
+    /// (scaled by SAD / z) and the distance from the source along the central axis. Points at
+    /// or behind the source (z <= 0) give non-finite lateral values.
     #[inline]
-    pub fn to_beam(&self, p_mm: [f64; 3]) -> [f64; 3] {
+    pub fn to_beam(&self, p: LpsPoint) -> BeamPoint {
+        let p = p.0;
         let r = [
-            p_mm[0] - self.source_mm[0],
-            p_mm[1] - self.source_mm[1],
-            p_mm[2] - self.source_mm[2],
+            p[0] - self.source_mm[0],
+            p[1] - self.source_mm[1],
+            p[2] - self.source_mm[2],
         ];
         let z = dot(r, self.axis);
         let s = self.sad_mm / z;
-        [dot(r, self.x_axis) * s, dot(r, self.y_axis) * s, z]
+        BeamPoint {
+            x_iso_mm: dot(r, self.x_axis) * s,
+            y_iso_mm: dot(r, self.y_axis) * s,
+            z_mm: z,
+        }
     }
 
     /// Inverse of [`BeamFrame::to_beam`].
     #[inline]
-    pub fn to_lps(&self, b: [f64; 3]) -> [f64; 3] {
-        let s = b[2] / self.sad_mm;
+    pub fn to_lps(&self, b: BeamPoint) -> LpsPoint {
+        let s = b.z_mm / self.sad_mm;
         let mut p = [0.0; 3];
         for a in 0..3 {
             p[a] = self.source_mm[a]
-                + s * (self.sad_mm * self.axis[a] + b[0] * self.x_axis[a] + b[1] * self.y_axis[a]);
+                + s * (self.sad_mm * self.axis[a]
+                    + b.x_iso_mm * self.x_axis[a]
+                    + b.y_iso_mm * self.y_axis[a]);
         }
-        p
+        LpsPoint(p)
     }
+}
+
+/// A point in DICOM patient coordinates (LPS), mm: the frame of the CT, the structures and
+/// the dose grid.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LpsPoint(pub [f64; 3]);
+
+/// A point in a beam's frame (IEC 61217 beam limiting device, divergent): lateral
+/// coordinates projected to the isocentre plane and the distance from the source along the
+/// central axis. Only [`BeamFrame::to_beam`] makes one from an [`LpsPoint`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BeamPoint {
+    /// BLD x (leaf travel), mm at the isocentre plane.
+    pub x_iso_mm: f64,
+    /// BLD y (across leaves), mm at the isocentre plane.
+    pub y_iso_mm: f64,
+    /// Distance from the source along the central axis, mm.
+    pub z_mm: f64,
 }
 
 impl Beam {
@@ -245,13 +270,13 @@ impl Beam {
         self.frame().source_mm
     }
 
-    /// LPS point -> `(x_iso_mm, y_iso_mm, z_mm from the source along the central axis)`.
-    pub fn lps_to_beam(&self, p_mm: [f64; 3]) -> [f64; 3] {
-        self.frame().to_beam(p_mm)
+    /// A patient point in this beam's frame ([`BeamFrame::to_beam`]).
+    pub fn lps_to_beam(&self, p: LpsPoint) -> BeamPoint {
+        self.frame().to_beam(p)
     }
 
     /// Inverse of [`Beam::lps_to_beam`].
-    pub fn beam_to_lps(&self, b: [f64; 3]) -> [f64; 3] {
+    pub fn beam_to_lps(&self, b: BeamPoint) -> LpsPoint {
         self.frame().to_lps(b)
     }
 
@@ -391,8 +416,8 @@ pub fn setup_beams(target: &Mask, setup: &BeamSetup, machine: &MachineModel) -> 
         let proj: Vec<[f64; 2]> = pts
             .iter()
             .map(|&p| {
-                let q = frame.to_beam(p);
-                [q[0], q[1]]
+                let q = frame.to_beam(LpsPoint(p));
+                [q.x_iso_mm, q.y_iso_mm]
             })
             .collect();
         let m = setup.margin_mm;
@@ -459,6 +484,10 @@ pub fn setup_beams(target: &Mask, setup: &BeamSetup, machine: &MachineModel) -> 
 mod tests {
     use super::*;
 
+    fn arr(b: BeamPoint) -> [f64; 3] {
+        [b.x_iso_mm, b.y_iso_mm, b.z_mm]
+    }
+
     fn close(a: [f64; 3], b: [f64; 3], tol: f64) -> bool {
         (0..3).all(|i| (a[i] - b[i]).abs() < tol)
     }
@@ -490,14 +519,18 @@ mod tests {
         for &(g, c, k) in &[(0.0, 0.0, 0.0), (37.0, 15.0, 290.0), (200.0, 350.0, 45.0)] {
             let fr = BeamFrame::new(g, c, k, [5.0, 6.0, 7.0], 1000.0);
             let p = [42.0, -17.0, 88.0];
-            let q = fr.to_beam(p);
-            assert!(close(fr.to_lps(q), p, 1e-9));
+            let q = fr.to_beam(LpsPoint(p));
+            assert!(close(fr.to_lps(q).0, p, 1e-9));
             // The isocentre maps to (0, 0, SAD).
-            assert!(close(fr.to_beam([5.0, 6.0, 7.0]), [0.0, 0.0, 1000.0], 1e-9));
+            assert!(close(
+                arr(fr.to_beam(LpsPoint([5.0, 6.0, 7.0]))),
+                [0.0, 0.0, 1000.0],
+                1e-9
+            ));
         }
         // A point 10 mm towards patient left at gantry 0 projects to x_iso = +10 mm at iso
         // depth and to 10 * 1000/1100 at 100 mm beyond the isocentre.
-        let q = fr0.to_beam([10.0, 100.0, 0.0]);
+        let q = arr(fr0.to_beam(LpsPoint([10.0, 100.0, 0.0])));
         assert!(close(q, [10.0 * 1000.0 / 1100.0, 0.0, 1100.0], 1e-9));
         // Collimator 90: BLD x axis turns onto the old y axis (LPS +z).
         let fr = BeamFrame::new(0.0, 0.0, 90.0, [0.0; 3], 1000.0);

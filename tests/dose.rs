@@ -329,9 +329,9 @@ fn setup_beams_covers_target_and_lateral_beam_enters_from_its_side() {
                 continue;
             }
             let [i, j, k] = target.grid.ijk(idx);
-            let q = fr.to_beam(target.grid.centre_mm(i, j, k));
-            let ix = ((q[0] - (b.grid.x0_mm - 2.5)) / 5.0).floor() as usize;
-            let iy = ((q[1] - (b.grid.y0_mm - 2.5)) / 5.0).floor() as usize;
+            let q = fr.to_beam(rtopt::beams::LpsPoint(target.grid.centre_mm(i, j, k)));
+            let ix = ((q.x_iso_mm - (b.grid.x0_mm - 2.5)) / 5.0).floor() as usize;
+            let iy = ((q.y_iso_mm - (b.grid.y0_mm - 2.5)) / 5.0).floor() as usize;
             assert!(
                 b.beamlets.contains(&[ix, iy]),
                 "target voxel outside the beamlets"

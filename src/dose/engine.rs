@@ -10,7 +10,7 @@ use super::grid::DoseGrid;
 use super::influence::InfluenceMatrix;
 use super::kernel::{lateral_factors, Kernel, MAX_COMPONENTS};
 use super::raytrace::{DensityVolume, DepthTable};
-use crate::beams::{Beam, BeamFrame};
+use crate::beams::{Beam, BeamFrame, BeamPoint, LpsPoint};
 use crate::control::CancelToken;
 use crate::ct::CtVolume;
 use crate::error::{Error, Result};
@@ -264,7 +264,11 @@ pub fn dose_at_points(
         .map_init(Scratch::new, |sc, &p| {
             let mut total = 0.0;
             for ctx in &ctxs {
-                let [u, v, z] = ctx.frame.to_beam(p);
+                let BeamPoint {
+                    x_iso_mm: u,
+                    y_iso_mm: v,
+                    z_mm: z,
+                } = ctx.frame.to_beam(LpsPoint(p));
                 if !(z > 0.0) {
                     continue;
                 }
@@ -403,9 +407,10 @@ pub fn influence_matrix_cancellable(
         let (zmin, zmax) = points
             .par_iter()
             .map(|&p| {
-                let q = ctx.frame.to_beam(p);
-                if q[0] >= ulo && q[0] <= uhi && q[1] >= vlo && q[1] <= vhi && q[2] > 0.0 {
-                    (q[2], q[2])
+                let q = ctx.frame.to_beam(LpsPoint(p));
+                let (u, v) = (q.x_iso_mm, q.y_iso_mm);
+                if u >= ulo && u <= uhi && v >= vlo && v <= vhi && q.z_mm > 0.0 {
+                    (q.z_mm, q.z_mm)
                 } else {
                     (f64::INFINITY, f64::NEG_INFINITY)
                 }
@@ -440,7 +445,11 @@ pub fn influence_matrix_cancellable(
                 for (k, &p) in pts.iter().enumerate() {
                     let row = ci * CHUNK + k;
                     let sampled = row % MASS_SAMPLE == 0;
-                    let [u, v, z] = ctx.frame.to_beam(p);
+                    let BeamPoint {
+                        x_iso_mm: u,
+                        y_iso_mm: v,
+                        z_mm: z,
+                    } = ctx.frame.to_beam(LpsPoint(p));
                     row_entries.clear();
                     if z > 0.0 {
                         let xr = BeamCtx::range(u, ctx.ex0, ctx.bx, ctx.nx, cut);

@@ -14,7 +14,7 @@
 
 use rayon::prelude::*;
 
-use crate::beams::Beam;
+use crate::beams::{Beam, LpsPoint};
 use crate::control::CancelToken;
 use crate::ct::CtVolume;
 use crate::dose::engine::density_volume;
@@ -197,7 +197,13 @@ pub fn dose_from_weights_cancellable(
             fl[iy * g.nx + ix] = x;
         }
         let frame = beam.frame();
-        let q: Vec<[f64; 3]> = points.par_iter().map(|&p| frame.to_beam(p)).collect();
+        let q: Vec<[f64; 3]> = points
+            .par_iter()
+            .map(|&p| {
+                let b = frame.to_beam(LpsPoint(p));
+                [b.x_iso_mm, b.y_iso_mm, b.z_mm]
+            })
+            .collect();
         let (mut ulo, mut uhi, mut vlo, mut vhi, mut zlo, mut zhi) = (
             f64::INFINITY,
             f64::NEG_INFINITY,

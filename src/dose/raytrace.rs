@@ -2,7 +2,7 @@
 //! 1985) through a relative-electron-density volume, and a per-beam lookup table of
 //! radiological depth along a fan of rays.
 
-use crate::beams::BeamFrame;
+use crate::beams::{BeamFrame, BeamPoint};
 use crate::geometry::Grid3;
 use rayon::prelude::*;
 
@@ -137,7 +137,13 @@ impl DepthTable {
                 let (iu, iv) = (ray % nu, ray / nu);
                 let (u, v) = (u0 + iu as f64 * du, v0 + iv as f64 * du);
                 let a = frame.source_mm;
-                let b = frame.to_lps([u, v, z_end]);
+                let b = frame
+                    .to_lps(BeamPoint {
+                        x_iso_mm: u,
+                        y_iso_mm: v,
+                        z_mm: z_end,
+                    })
+                    .0;
                 let len =
                     ((b[0] - a[0]).powi(2) + (b[1] - a[1]).powi(2) + (b[2] - a[2]).powi(2)).sqrt();
                 // sample k is at t = (z0 + k dz) / z_end

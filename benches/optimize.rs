@@ -10,6 +10,8 @@
 //!
 //! Peak resident memory of the process is printed at the end (VmHWM).
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -42,19 +44,6 @@ goals = [
 name = "BODY"
 goals = [{ type = "overdose", dose_gy = 30, weight = 100, exclude = ["OuterTarget"] }]
 "#;
-
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|v| v.parse::<f64>().ok()))
-                .flatten()
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
 
 fn synthetic(c: &mut Criterion) {
     let p = Protocol::from_toml_str(PROTOCOL, Path::new("bench.toml")).unwrap();
@@ -143,7 +132,7 @@ fn synthetic(c: &mut Criterion) {
         });
     }
     g.finish();
-    eprintln!("peak RSS {:.0} MiB", peak_rss_mib());
+    eprintln!("peak RSS {:.0} MiB", common::peak_rss_mib());
 }
 
 fn tg119(c: &mut Criterion) {
@@ -184,7 +173,7 @@ fn tg119(c: &mut Criterion) {
         r.status,
         r.solve_seconds,
         r.objective,
-        peak_rss_mib()
+        common::peak_rss_mib()
     );
     g.bench_function("tg119", |b| {
         b.iter(|| {
@@ -195,7 +184,7 @@ fn tg119(c: &mut Criterion) {
         })
     });
     g.finish();
-    eprintln!("peak RSS {:.0} MiB", peak_rss_mib());
+    eprintln!("peak RSS {:.0} MiB", common::peak_rss_mib());
 }
 
 criterion_group!(benches, synthetic, tg119);

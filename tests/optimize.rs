@@ -502,7 +502,7 @@ fn probe_timing() {
 #[test]
 #[ignore = "TG-119 end to end: the solve did not finish within 30 min on the shared 2-core machine (per-voxel rows of ~10^3 non-zeros, see docs/benchmarks.md); run with --ignored"]
 fn tg119_c_shape_meets_goals() {
-    use rtopt::beams::{setup_beams, BeamSetup};
+    use rtopt::beams::setup_beams;
     use rtopt::dose::engine::{influence_matrix, DoseOptions};
     use rtopt::machine::MachineModel;
     let t = std::time::Instant::now();
@@ -510,14 +510,7 @@ fn tg119_c_shape_meets_goals() {
     let p = Protocol::load(Path::new("data/protocols/tg119.toml")).unwrap();
     let machine = MachineModel::default_6x();
     let target = &case.structure("OuterTarget").unwrap().mask;
-    let bs = p.beams.as_ref().unwrap();
-    let setup = BeamSetup {
-        gantry_deg: bs.gantry_deg.clone(),
-        couch_deg: bs.couch_deg,
-        collimator_deg: bs.collimator_deg,
-        ..Default::default()
-    };
-    let beams = setup_beams(target, &setup, &machine).unwrap();
+    let beams = setup_beams(target, &p.beam_setup(), &machine).unwrap();
     let body = case.body_mask();
     let calc =
         influence_matrix(&case.ct, &body, &beams, &machine, &DoseOptions::default()).unwrap();

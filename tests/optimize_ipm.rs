@@ -3,6 +3,8 @@
 //! constraint held on the exact dose statistic, fixed beamlets certified, bit-identical
 //! repeated solves, infeasibility named through phase 1.
 
+mod common;
+
 use std::path::Path;
 
 use rtopt::dvh;
@@ -262,27 +264,13 @@ fn probe_extra() {
     }
 }
 
-/// Peak resident memory of this process, MiB (VmHWM).
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|v| v.parse::<f64>().ok()))
-                .flatten()
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
 /// TG-119 C-shape with the pipeline's optimisation matrix (15 mm cutoff, 1 % threshold,
 /// scatter-corrected rows) and `data/protocols/tg119.toml`: both backends, same optimum,
 /// hard constraints exact on the IPM dose. Also times `A x` and `A' y` on that matrix.
 #[test]
 #[ignore = "TG-119: dose engine (minutes) and the Clarabel reference solve (2-4 min); run with --ignored"]
 fn tg119_ipm_matches_clarabel() {
-    use rtopt::beams::{setup_beams, BeamSetup};
+    use rtopt::beams::setup_beams;
     use rtopt::dose::{dose_from_weights, influence_matrix};
     use rtopt::machine::MachineModel;
     use rtopt::plan::{optimisation_defaults, optimisation_dose_options, scatter_correction};
@@ -290,14 +278,7 @@ fn tg119_ipm_matches_clarabel() {
     let p = Protocol::load(Path::new("data/protocols/tg119.toml")).unwrap();
     let machine = MachineModel::default_6x();
     let target = &case.structure("OuterTarget").unwrap().mask;
-    let bs = p.beams.as_ref().unwrap();
-    let setup = BeamSetup {
-        gantry_deg: bs.gantry_deg.clone(),
-        couch_deg: bs.couch_deg,
-        collimator_deg: bs.collimator_deg,
-        ..Default::default()
-    };
-    let beams = setup_beams(target, &setup, &machine).unwrap();
+    let beams = setup_beams(target, &p.beam_setup(), &machine).unwrap();
     let body = case.body_mask();
     let calc = influence_matrix(
         &case.ct,
@@ -357,7 +338,7 @@ fn tg119_ipm_matches_clarabel() {
         ipm.iterations,
         ipm.rounds,
         ipm.objective,
-        peak_rss_mib()
+        common::peak_rss_mib()
     );
     assert!(ipm.status.starts_with("Solved"), "{}", ipm.status);
     let d = |name: &str| -> Vec<f64> {

@@ -190,4 +190,13 @@ fn bad_variants_and_settings_are_refused_by_name_before_computation() {
     assert!(e.contains("has no weight"), "{e}");
     let e = planner().with_threads(0).prepare().err().expect("refused");
     assert_eq!(e.to_string(), "the thread count must be at least 1");
+    let e = planner()
+        .with_threads(100_000)
+        .prepare()
+        .err()
+        .expect("refused");
+    assert_eq!(
+        e.to_string(),
+        "the thread count 100000 is above the limit of 1024"
+    );
 }

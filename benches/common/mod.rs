@@ -1,5 +1,7 @@
 //! Shared set-up of the TG119 benchmarks: the case, the default 6 MV machine, the nine
-//! default beams around the PTV and the body outline.
+//! default beams around the PTV and the body outline; the peak memory of the process.
+// Each benchmark uses a part of these.
+#![allow(dead_code)]
 
 use std::path::Path;
 
@@ -19,4 +21,18 @@ pub fn tg119() -> (rtopt::Case, MachineModel, Vec<Beam>, Mask) {
     let beams = setup_beams(&target.mask, &BeamSetup::default(), &m).expect("beams");
     let body = case.body_mask();
     (case, m, beams, body)
+}
+
+/// Peak resident memory of this process, MiB (VmHWM of `/proc/self/status`; NaN elsewhere).
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|v| v.parse::<f64>().ok()))
+                .flatten()
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
 }

@@ -327,6 +327,20 @@ pub struct Protocol {
 }
 
 impl Protocol {
+    /// The beam arrangement the protocol asks for: its `[beams]` angles (IEC 61217, degrees)
+    /// with the default beamlet size and margin, else the default nine equispaced beams.
+    pub fn beam_setup(&self) -> crate::beams::BeamSetup {
+        match &self.beams {
+            Some(b) => crate::beams::BeamSetup {
+                gantry_deg: b.gantry_deg.clone(),
+                couch_deg: b.couch_deg,
+                collimator_deg: b.collimator_deg,
+                ..Default::default()
+            },
+            None => crate::beams::BeamSetup::default(),
+        }
+    }
+
     /// Parse a protocol; `source` names the file in error messages.
     pub fn from_toml_str(text: &str, source: &Path) -> Result<Protocol> {
         let p: Protocol = toml::from_str(text).map_err(|e| {

@@ -76,6 +76,10 @@ pub fn optimisation_defaults() -> OptimizeOptions {
     }
 }
 
+/// Largest thread count [`Planner::with_threads`] accepts: far above any planning machine's
+/// cores, low enough that a mistyped number cannot exhaust the process's threads.
+pub const MAX_THREADS: usize = 1024;
+
 /// Settings shared by every stage after `prepare`.
 #[derive(Clone)]
 struct Settings {
@@ -228,8 +232,16 @@ impl Planner {
         let s = &self.settings;
         s.acceptance.validate()?;
         s.normalisation.validate()?;
-        if self.threads == Some(0) {
-            return Err(Error::Invalid("the thread count must be at least 1".into()));
+        match self.threads {
+            Some(0) => {
+                return Err(Error::Invalid("the thread count must be at least 1".into()));
+            }
+            Some(n) if n > MAX_THREADS => {
+                return Err(Error::Invalid(format!(
+                    "the thread count {n} is above the limit of {MAX_THREADS}"
+                )));
+            }
+            _ => {}
         }
         let rx = &s.protocol.prescription;
         let per_fraction = rx.total_dose_gy / rx.fractions.max(1) as f64;
@@ -262,7 +274,7 @@ impl Planner {
         if let Some(n) = self.threads {
             settings.optimize.threads = n as u32;
         }
-        let work = || prepare_in_pool(&self, settings);
+        let work = move || prepare_in_pool(self, settings);
         match &pool {
             Some(p) => p.install(work),
             None => work(),
@@ -313,23 +325,15 @@ impl Planner {
     }
 }
 
-fn prepare_in_pool(planner: &Planner, settings: Settings) -> Result<PreparedPlan> {
+/// Stage 1 inside the planner's pool; the case and the runner move into the prepared plan.
+fn prepare_in_pool(planner: Planner, settings: Settings) -> Result<PreparedPlan> {
     let p = &settings.protocol;
     let case = &planner.case;
     let runner = &planner.runner;
     let mut times = Vec::new();
     let target = case.structure(&p.prescription.target)?;
 
-    let setup = match (&planner.beam_setup, &p.beams) {
-        (Some(s), _) => s.clone(),
-        (None, Some(b)) => BeamSetup {
-            gantry_deg: b.gantry_deg.clone(),
-            couch_deg: b.couch_deg,
-            collimator_deg: b.collimator_deg,
-            ..BeamSetup::default()
-        },
-        (None, None) => BeamSetup::default(),
-    };
+    let setup = planner.beam_setup.clone().unwrap_or_else(|| p.beam_setup());
     let beams = runner.run(PlanStage::Beams, &mut times, || {
         let beams = beams::setup_beams(&target.mask, &setup, &settings.machine)?;
         let n: usize = beams.iter().map(|b| b.beamlets.len()).sum();
@@ -421,9 +425,9 @@ fn prepare_in_pool(planner: &Planner, settings: Settings) -> Result<PreparedPlan
         .collect();
     let problem = PlanningProblem::new_owned(matrix, &dose_grid, &beams, &structures, p)?;
     Ok(PreparedPlan {
-        case: case.clone(),
+        case: planner.case,
         settings,
-        runner: runner.clone(),
+        runner: planner.runner,
         pool: None,
         beams,
         dose_grid,

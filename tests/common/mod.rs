@@ -134,3 +134,17 @@ pub fn assert_dciodvfy_clean(path: &Path) {
     eprintln!("dciodvfy {}: {} errors", path.display(), errors.len());
     assert!(errors.is_empty(), "dciodvfy errors:\n{}", errors.join("\n"));
 }
+
+/// Peak resident memory of this process, MiB (VmHWM of `/proc/self/status`; NaN elsewhere).
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|v| v.parse::<f64>().ok()))
+                .flatten()
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}

@@ -120,7 +120,8 @@ pub(super) fn solve(p: &PlanningProblem<'_>, opts: &OptimizeOptions) -> Result<O
     let iterations = ipm.iterations;
     if opts.verbose {
         eprintln!(
-            "ipm: {iterations} iterations, residuals {:.2} s, Newton matrix {:.2} s, directions {:.2} s",
+            "ipm: {iterations} iterations, {} correctors, residuals {:.2} s, Newton matrix {:.2} s, directions {:.2} s",
+            ipm.correctors,
             ipm.seconds[0], ipm.seconds[1], ipm.seconds[2]
         );
     }
@@ -281,6 +282,14 @@ fn add_candidates(
         // join a tightly centred iterate; TG-119: joining at the current complementarity
         // stalls too).
         let mu = ipm.mu().max(recentre_mu * ipm.mu0);
+        // Beamlets fixed before the new rows joined may be needed to meet them (a lower
+        // DVH limit on voxels that were not candidates): all rejoin, fixing starts afresh.
+        let fixed: Vec<usize> = (0..ipm.model.n)
+            .filter(|&j| ipm.free_of[j] == u32::MAX)
+            .collect();
+        if !fixed.is_empty() {
+            ipm.release_beamlets(&fixed, mu);
+        }
         ipm.recentre(mu, mehrotra::START_SLACK_GY);
     }
     added

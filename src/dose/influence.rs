@@ -22,6 +22,13 @@ pub struct InfluenceMatrix {
     row_vals: Vec<f32>,
 }
 
+/// The entries of an [`InfluenceMatrix`] in both layouts (Gy per MU), without the indices.
+#[derive(Debug, Clone, Default)]
+pub struct MatrixValues {
+    row_vals: Vec<f32>,
+    col_vals: Vec<f32>,
+}
+
 /// Transpose a compressed matrix with `n_outer` outer slices (`ptr`, `idx`, `val`) and
 /// `n_inner` inner indices by counting sort; inner indices of the result stay sorted.
 fn transpose(
@@ -226,6 +233,55 @@ impl InfluenceMatrix {
             let r = self.col_rows[k] as usize;
             self.col_vals[k] = (self.col_vals[k] as f64 * factors[r]) as f32;
         }
+    }
+
+    /// A copy of the entries (both layouts), to rescale rows from later without drift
+    /// ([`InfluenceMatrix::set_row_scale`]).
+    pub fn values_snapshot(&self) -> MatrixValues {
+        MatrixValues {
+            row_vals: self.row_vals.clone(),
+            col_vals: self.col_vals.clone(),
+        }
+    }
+
+    /// Set every entry to `base` (a snapshot of this matrix) times `factors[r]` of its row:
+    /// repeated rescaling stays exact (no compounding of f32 rounding). Errors when the
+    /// snapshot or the factors do not match the matrix.
+    pub fn set_row_scale(&mut self, base: &MatrixValues, factors: &[f64]) -> Result<(), String> {
+        if factors.len() != self.n_rows
+            || base.row_vals.len() != self.row_vals.len()
+            || base.col_vals.len() != self.col_vals.len()
+        {
+            return Err(format!(
+                "row scale of {} factors / snapshot of {} entries for a matrix of {} rows, {} entries",
+                factors.len(),
+                base.row_vals.len(),
+                self.n_rows,
+                self.row_vals.len()
+            ));
+        }
+        let ptr = &self.row_ptr;
+        self.row_vals
+            .par_chunks_mut(1 << 14)
+            .enumerate()
+            .for_each(|(chunk, vals)| {
+                let k0 = chunk << 14;
+                // Row of the first entry of the chunk, then walk forward.
+                let mut r = ptr.partition_point(|&p| p <= k0) - 1;
+                for (i, v) in vals.iter_mut().enumerate() {
+                    let k = k0 + i;
+                    while ptr[r + 1] <= k {
+                        r += 1;
+                    }
+                    *v = (base.row_vals[k] as f64 * factors[r]) as f32;
+                }
+            });
+        let rows = &self.col_rows;
+        self.col_vals
+            .par_iter_mut()
+            .enumerate()
+            .for_each(|(k, v)| *v = (base.col_vals[k] as f64 * factors[rows[k] as usize]) as f32);
+        Ok(())
     }
 
     /// A new matrix with the columns scaled (e.g. to turn unit-fluence columns into segments).

@@ -15,4 +15,4 @@ pub use engine::{
 };
 pub use exact::{dose_from_weights, dose_from_weights_cancellable};
 pub use grid::{DoseGrid, StructureRows};
-pub use influence::InfluenceMatrix;
+pub use influence::{InfluenceMatrix, MatrixValues};

@@ -24,6 +24,7 @@
 //! ```
 
 mod acceptance;
+pub mod fidelity;
 mod normalize;
 mod observer;
 mod planned;
@@ -46,6 +47,7 @@ use crate::sequencing::{self, DeliveryMachine, SequencedPlan, SequencingOptions}
 pub use acceptance::{
     PlanAcceptance, PlanFigures, DEFAULT_MAX_DOSE_PER_FRACTION_GY, DEFAULT_MIN_GAMMA_PASS_PERCENT,
 };
+pub use fidelity::DoseFidelity;
 pub use normalize::Normalisation;
 pub use observer::{EventLog, PlanEvent, PlanObserver, PlanStage, StageTime};
 pub use planned::{InfluenceSummary, PlannedCase, DVH_BIN_GY};
@@ -98,6 +100,7 @@ struct Settings {
     gamma: GammaOptions,
     normalisation: Normalisation,
     acceptance: PlanAcceptance,
+    fidelity: DoseFidelity,
     input_files: Vec<PathBuf>,
 }
 
@@ -131,6 +134,7 @@ impl Planner {
                 gamma: GammaOptions::default(),
                 normalisation: Normalisation::default(),
                 acceptance: PlanAcceptance::default(),
+                fidelity: DoseFidelity::default(),
                 input_files,
             },
             beam_setup: None,
@@ -187,6 +191,13 @@ impl Planner {
     /// How the deliverable plan's MU are normalised (default: target D95 = prescription).
     pub fn with_normalisation(mut self, normalisation: Normalisation) -> Self {
         self.settings.normalisation = normalisation;
+        self
+    }
+
+    /// The dose-fidelity loop after each solve ([`fidelity`]; default: at most 3 re-solves,
+    /// until 99 % of the compared voxels agree within 1 % of the prescription).
+    pub fn with_dose_fidelity(mut self, fidelity: DoseFidelity) -> Self {
+        self.settings.fidelity = fidelity;
         self
     }
 
@@ -430,8 +441,11 @@ fn prepare_in_pool(planner: Planner, settings: Settings) -> Result<PreparedPlan>
         .iter()
         .map(|s| StructureRows::of(s, &dose_grid))
         .collect();
+    let base_values = matrix.values_snapshot();
     let problem = PlanningProblem::new_owned(matrix, &dose_grid, &beams, &structures, p)?;
     Ok(PreparedPlan {
+        base_values,
+        row_factors: None,
         case: planner.case,
         settings,
         runner: planner.runner,
@@ -582,6 +596,11 @@ pub struct PreparedPlan {
     influence: InfluenceSummary,
     structures: Vec<StructureRows>,
     problem: PlanningProblem<'static>,
+    /// Entries of the scatter-corrected matrix, which every variant starts from.
+    base_values: dose::MatrixValues,
+    /// Row factors of the dose-fidelity loop now applied to the problem's matrix (relative to
+    /// `base_values`); `None`: the matrix holds `base_values`.
+    row_factors: Option<Vec<f64>>,
     times: Vec<StageTime>,
 }
 
@@ -593,7 +612,12 @@ pub struct OptimisedPlan {
     pub protocol: Protocol,
     /// Beamlet weights (MU per fraction), the optimiser's dose, goals and solver figures.
     pub result: OptimizationResult,
-    /// Wall-clock time of the optimisation stage, s.
+    /// Untruncated dose of `result.weights_mu` (Gy total, dose-grid rows) when the
+    /// dose-fidelity loop computed it.
+    pub exact_dose_gy: Option<Vec<f64>>,
+    /// Each evaluation of the dose-fidelity loop (empty when it is off).
+    pub fidelity: Vec<fidelity::FidelityStep>,
+    /// Wall-clock time of the optimisation stages (solves and fidelity loop), s.
     pub seconds: f64,
 }
 
@@ -646,28 +670,135 @@ impl PreparedPlan {
 
     /// Stage 2: optimise the fluence of `variant` on the prepared matrix (no dose
     /// recalculation). Repeatable; cached beamlet-space data are reused.
+    ///
+    /// Every variant starts from the scatter-corrected matrix of `prepare`, so its result
+    /// does not depend on the variants solved before it; the dose-fidelity loop
+    /// ([`fidelity`]) then rescales the matrix's rows and solves again.
     pub fn optimise(&mut self, variant: &Variant) -> Result<OptimisedPlan> {
         let protocol = variant.apply(&self.settings.protocol)?;
         self.problem.set_goals_from(&protocol)?;
+        if self.row_factors.take().is_some() {
+            let ones = vec![1.0; self.problem.matrix().n_rows()];
+            self.problem.set_row_scale(&self.base_values, &ones)?;
+        }
         let mut opts = self.settings.optimize.clone();
         opts.observers.push(self.runner.solver_observer());
+        let correcting = self.settings.fidelity.max_corrections > 0;
+        let mut first_opts = opts.clone();
+        if correcting {
+            first_opts.tolerance = opts
+                .tolerance
+                .max(self.settings.fidelity.intermediate_tolerance);
+        }
         let mut times = Vec::new();
         let this = &*self;
         let result = this.in_pool(|| {
             this.runner.run(PlanStage::Optimisation, &mut times, || {
-                let r = this.problem.solve(&opts)?;
-                let summary = format!(
-                    "{} after {} iterations ({} rounds), objective {:.6}",
-                    r.status, r.iterations, r.rounds, r.objective
-                );
+                let r = this.problem.solve(&first_opts)?;
+                let summary = if correcting {
+                    format!(
+                        "{} iterations ({} rounds) to gap {:.0e}, objective {:.6}; the dose-fidelity loop refines it",
+                        r.iterations, r.rounds, first_opts.tolerance, r.objective
+                    )
+                } else {
+                    format!(
+                        "{} after {} iterations ({} rounds), objective {:.6}",
+                        r.status, r.iterations, r.rounds, r.objective
+                    )
+                };
                 Ok((r, summary))
             })
         })?;
+        let (result, exact_dose_gy, steps) = if correcting {
+            let pool = self.pool.clone();
+            let rx = protocol.prescription.total_dose_gy;
+            let work = || self.fidelity_loop(&opts, result, rx, &mut times);
+            let (r, e, st) = match &pool {
+                Some(p) => p.install(work),
+                None => work(),
+            }?;
+            (r, Some(e), st)
+        } else {
+            (result, None, Vec::new())
+        };
         Ok(OptimisedPlan {
             variant: variant.clone(),
             protocol,
             result,
+            exact_dose_gy,
+            fidelity: steps,
             seconds: times.iter().map(|t| t.seconds).sum(),
+        })
+    }
+
+    /// The dose-fidelity loop ([`fidelity`]): untruncated dose of the weights, rescale the
+    /// rows, solve again, until the agreement holds or the re-solves are spent. Returns the
+    /// last solution, its untruncated dose and every evaluation.
+    fn fidelity_loop(
+        &mut self,
+        opts: &OptimizeOptions,
+        first: OptimizationResult,
+        rx_gy: f64,
+        times: &mut Vec<StageTime>,
+    ) -> Result<(OptimizationResult, Vec<f64>, Vec<fidelity::FidelityStep>)> {
+        let settings = self.settings.fidelity.clone();
+        let mut final_opts = opts.clone();
+        final_opts.reuse_fixed_beamlets = true;
+        let mut loose_opts = final_opts.clone();
+        loose_opts.tolerance = opts.tolerance.max(settings.intermediate_tolerance);
+        let runner = self.runner.clone();
+        runner.run(PlanStage::DoseFidelity, times, || {
+            let mut result = first;
+            let mut steps = Vec::new();
+            let mut factors = vec![1.0; self.problem.matrix().n_rows()];
+            let mut last = false;
+            let exact = loop {
+                self.runner.cancel.check(PlanStage::DoseFidelity.name())?;
+                let exact = self.forward_dose_gy(&result.weights_mu)?;
+                let fid = crate::report::ModelFidelity::compute(
+                    &result.dose_gy,
+                    &exact,
+                    rx_gy,
+                    planned::FIDELITY_THRESHOLD_PERCENT_RX,
+                );
+                steps.push(fidelity::FidelityStep {
+                    p99_percent_rx: fid.p99_percent_rx,
+                    max_percent_rx: fid.max_percent_rx,
+                    objective: result.objective,
+                    iterations: result.iterations,
+                });
+                if last {
+                    break exact;
+                }
+                last = fid.p99_percent_rx <= settings.tolerance_percent_rx
+                    || steps.len() >= settings.max_corrections;
+                // The base matrix's dose of these weights: the optimiser's dose over the
+                // factors now applied.
+                let base: Vec<f64> = result
+                    .dose_gy
+                    .iter()
+                    .zip(&factors)
+                    .map(|(d, f)| d / f)
+                    .collect();
+                factors = fidelity::ratio_factors(&base, &exact, &factors);
+                self.problem.set_row_scale(&self.base_values, &factors)?;
+                self.row_factors = Some(factors.clone());
+                result = self
+                    .problem
+                    .solve(if last { &final_opts } else { &loose_opts })?;
+            };
+            let summary = format!(
+                "{} after {} re-solves, objective {:.6}; 99 % of voxels within {} % of Rx",
+                result.status,
+                steps.len() - 1,
+                result.objective,
+                steps
+                    .iter()
+                    .map(|s| format!("{:.2}", s.p99_percent_rx))
+                    .collect::<Vec<_>>()
+                    .join(" -> ")
+            );
+            Ok(((result, exact, steps), summary))
         })
     }
 

@@ -26,6 +26,9 @@ pub enum PlanStage {
     ScatterCorrection,
     /// Fluence optimisation of one variant.
     Optimisation,
+    /// Untruncated dose of the optimised weights, row rescaling and re-solves until the
+    /// optimiser's dose matches it (`plan::fidelity`).
+    DoseFidelity,
     /// Leaf sequencing of the optimised fluence.
     Sequencing,
     /// Untruncated dose of the deliverable segments and the MU normalisation.
@@ -46,6 +49,7 @@ impl PlanStage {
             PlanStage::InfluenceMatrix => "dose influence matrix",
             PlanStage::ScatterCorrection => "scatter correction",
             PlanStage::Optimisation => "optimisation",
+            PlanStage::DoseFidelity => "dose fidelity",
             PlanStage::Sequencing => "sequencing",
             PlanStage::DeliverableDose => "deliverable dose",
             PlanStage::Gamma => "gamma (deliverable)",

@@ -69,6 +69,8 @@ pub struct PlannedCase {
     pub gamma: GammaResult,
     /// The optimiser's dose against the untruncated dose of the optimised weights.
     pub fidelity: report::ModelFidelity,
+    /// Each evaluation of the dose-fidelity loop (empty when it was off).
+    pub fidelity_steps: Vec<report::FidelityStep>,
     /// Name of the optimiser backend.
     pub solver_name: String,
     pub report: Report,
@@ -113,7 +115,10 @@ pub(super) fn finish(
     let grid = &prep.dose_grid.grid;
     let del_full = prep.dose_grid.to_full(&deliverable_gy);
     let (gamma_result, fidelity) = runner.run(PlanStage::Gamma, &mut times, || {
-        let optimised_exact = prep.forward_dose_gy(&optimised.result.weights_mu)?;
+        let optimised_exact = match &optimised.exact_dose_gy {
+            Some(d) => d.clone(),
+            None => prep.forward_dose_gy(&optimised.result.weights_mu)?,
+        };
         let fidelity = report::ModelFidelity::compute(
             &optimised.result.dose_gy,
             &optimised_exact,
@@ -164,6 +169,7 @@ pub(super) fn finish(
             normalisation: s.normalisation,
             gamma: gamma_result,
             fidelity,
+            fidelity_steps: optimised.fidelity.clone(),
             solver_name: s.optimize.backend.name().to_string(),
             report: Report {
                 rtopt_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -332,6 +338,7 @@ impl PlannedCase {
                 mean_gamma: self.gamma.mean_gamma,
             },
             optimiser_vs_final: self.fidelity.clone(),
+            fidelity_corrections: self.fidelity_steps.clone(),
         };
         self.report.notes = vec![
             "Dose-volume constraints are enforced through their CVaR (Rockafellar-Uryasev) counterparts, which are conservative: the achieved DVH point is at least as good as the limit.".into(),

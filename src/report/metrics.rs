@@ -115,6 +115,20 @@ pub struct ModelFidelity {
     pub mean_signed_gy: f64,
 }
 
+/// One evaluation of the dose-fidelity loop (`plan::fidelity`): the optimiser's dose against the untruncated dose of the same
+/// weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FidelityStep {
+    /// 99th percentile of |optimiser - untruncated| over the compared voxels, % of Rx.
+    pub p99_percent_rx: f64,
+    /// Maximum of the same, % of Rx.
+    pub max_percent_rx: f64,
+    /// Objective of the solve evaluated here.
+    pub objective: f64,
+    /// Solver iterations of that solve.
+    pub iterations: u32,
+}
+
 impl ModelFidelity {
     /// Compare per-voxel total doses `optimiser_gy` and `exact_gy` (same rows), for voxels
     /// with `exact_gy > threshold_percent_rx / 100 * prescription_gy`.

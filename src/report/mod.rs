@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::optimize::GoalRole;
 use crate::sequencing::BeamSequencingReport;
 
-pub use metrics::{plan_quality, ModelFidelity, PlanQuality, StructureMetrics};
+pub use metrics::{plan_quality, FidelityStep, ModelFidelity, PlanQuality, StructureMetrics};
 
 /// One point of a cumulative DVH, as stored in the report.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
@@ -108,6 +108,10 @@ pub struct DeliverySummary {
     /// The optimiser's dose against the untruncated dose of the optimised weights.
     #[serde(default)]
     pub optimiser_vs_final: ModelFidelity,
+    /// Each evaluation of the dose-fidelity loop, the last one being `optimiser_vs_final`
+    /// (empty when the loop was off).
+    #[serde(default)]
+    pub fidelity_corrections: Vec<FidelityStep>,
 }
 
 /// Gamma agreement of the deliverable with the optimised dose.

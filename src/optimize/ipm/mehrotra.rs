@@ -391,8 +391,13 @@ impl<'a> Ipm<'a> {
         let keep: Vec<bool> = (0..nf)
             .map(|jj| !(self.st.x[jj] < 1e-3 * xbar && self.st.zl[jj] > 1e3 * mu / xbar))
             .collect();
+        self.fix_where(&keep)
+    }
+
+    /// Fix the free beamlets `jj` with `!keep[jj]` at zero. Returns how many were fixed.
+    fn fix_where(&mut self, keep: &[bool]) -> usize {
         let n_fix = keep.iter().filter(|k| !**k).count();
-        if n_fix == 0 {
+        if n_fix == 0 || n_fix == keep.len() {
             return 0;
         }
         let pick = |v: &Vec<f64>| -> Vec<f64> {
@@ -400,7 +405,7 @@ impl<'a> Ipm<'a> {
                 return vec![];
             }
             v.iter()
-                .zip(&keep)
+                .zip(keep)
                 .filter(|(_, k)| **k)
                 .map(|(x, _)| *x)
                 .collect()
@@ -411,12 +416,37 @@ impl<'a> Ipm<'a> {
         self.free = self
             .free
             .iter()
-            .zip(&keep)
+            .zip(keep)
             .filter(|(_, k)| **k)
             .map(|(j, _)| *j)
             .collect();
         self.set_free_map();
         n_fix
+    }
+
+    /// Start with the beamlets `fixed` (ascending, e.g. those a previous solve of a related
+    /// problem ended with at zero) fixed at zero; they stay fixed until the certificate at
+    /// convergence releases those it does not hold for. Call before the first iteration;
+    /// returns how many were fixed.
+    pub fn fix_initially(&mut self, fixed: &[usize]) -> usize {
+        let keep: Vec<bool> = self
+            .free
+            .iter()
+            .map(|j| fixed.binary_search(j).is_err())
+            .collect();
+        let n = self.fix_where(&keep);
+        if n > 0 {
+            let mu = self.mu0;
+            self.recentre(mu, START_SLACK_GY);
+        }
+        n
+    }
+
+    /// Beamlets fixed at zero now (ascending).
+    pub fn fixed(&self) -> Vec<usize> {
+        (0..self.model.n)
+            .filter(|&j| self.free_of[j] == u32::MAX)
+            .collect()
     }
 
     /// Release fixed beamlets `release` (their reduced gradient is negative): they rejoin at

@@ -78,6 +78,7 @@ pub struct Border {
 }
 
 /// The QP the interior-point method solves.
+#[derive(Clone)]
 pub struct Model {
     pub n: usize,
     pub fractions: f64,

@@ -1,8 +1,10 @@
-//! A digital water phantom with TG-119's C-shape geometry, built in memory: for the crate's
-//! doctests, for an embedder's smoke test of the whole pipeline in a second, and for
-//! commissioning-style checks that need a known geometry. Not a patient and not TG-119's
-//! published CT (that one ships as DICOM in `data/tg119`).
+//! Digital water phantoms built in memory: TG-119's C-shape geometry ([`c_shape`]) and a
+//! prostate-like pelvis with two organs at risk ([`prostate`]), for the crate's doctests,
+//! for an embedder's smoke test of the whole pipeline in a second, and for checks that need a
+//! known geometry of a second shape. Not patients and not TG-119's published CT (that one
+//! ships as DICOM in `data/tg119`).
 //!
+//! C-shape:
 //! Geometry (LPS, mm, the origin at the centre): a water cylinder of radius 60 mm along the
 //! patient axis z, 60 mm long (BODY, EXTERNAL, 0 HU); a core cylinder r <= 10 mm (Core,
 //! ORGAN); the target annulus 15 mm <= r <= 37 mm without the 30 mm wide gap towards
@@ -97,6 +99,101 @@ pub fn c_shape(voxel_mm: f64) -> Case {
     )
 }
 
+/// Prostate-like phantom: body semi-axes (x, y), mm, and length along z, mm.
+pub const PELVIS_SEMI_AXES_MM: [f64; 2] = [140.0, 95.0];
+pub const PELVIS_LENGTH_MM: f64 = 90.0;
+/// PTV ellipsoid semi-axes (x, y, z), mm, centred at the origin.
+pub const PROSTATE_PTV_SEMI_AXES_MM: [f64; 3] = [25.0, 20.0, 22.0];
+/// Rectum: cylinder along z of this radius, centre at y = this offset (posterior, LPS +y),
+/// 2 mm from the PTV, as long as the body.
+pub const RECTUM_RADIUS_MM: f64 = 10.0;
+pub const RECTUM_CENTRE_Y_MM: f64 = 32.0;
+/// Bladder: sphere of this radius, centre anterior (-y) and superior (+z) of the PTV.
+pub const BLADDER_RADIUS_MM: f64 = 25.0;
+pub const BLADDER_CENTRE_MM: [f64; 3] = [0.0, -38.0, 18.0];
+
+/// A prostate-like water pelvis on cubic voxels of `voxel_mm` (clamped to [1, 10] mm): an
+/// elliptic body cylinder (BODY, EXTERNAL), an ellipsoidal PTV at the centre (PTV), the
+/// rectum posterior of it (Rectum, ORGAN) and the bladder anterior-superior of it, whose
+/// lower part wraps the PTV's anterior surface (Bladder, ORGAN; the PTV voxels are removed
+/// from it). The shape differs from the C-shape: a convex target between two organs.
+pub fn prostate(voxel_mm: f64) -> Case {
+    let v = voxel_mm.clamp(1.0, 10.0);
+    let [ax, ay] = PELVIS_SEMI_AXES_MM;
+    let n_x = (2.0 * (ax + 2.0 * v) / v).ceil() as usize;
+    let n_y = (2.0 * (ay + 2.0 * v) / v).ceil() as usize;
+    let n_z = (PELVIS_LENGTH_MM / v).ceil() as usize + 2;
+    let grid = Grid3 {
+        dims: [n_x, n_y, n_z],
+        origin_mm: [
+            -0.5 * (n_x - 1) as f64 * v,
+            -0.5 * (n_y - 1) as f64 * v,
+            -0.5 * (n_z - 1) as f64 * v,
+        ],
+        spacing_mm: [v; 3],
+    };
+    let mut hu = Vec::with_capacity(grid.len());
+    let [mut body, mut ptv, mut rectum, mut bladder] = [(); 4].map(|_| Mask::empty(grid));
+    let [px, py, pz] = PROSTATE_PTV_SEMI_AXES_MM;
+    let [bx, by, bz] = BLADDER_CENTRE_MM;
+    for k in 0..n_z {
+        for j in 0..n_y {
+            for i in 0..n_x {
+                let [x, y, z] = grid.centre_mm(i, j, k);
+                let idx = grid.index(i, j, k);
+                let in_body =
+                    (x / ax).powi(2) + (y / ay).powi(2) <= 1.0 && z.abs() <= 0.5 * PELVIS_LENGTH_MM;
+                hu.push(if in_body { 0.0 } else { -1000.0 });
+                body.inside[idx] = in_body;
+                let in_ptv = (x / px).powi(2) + (y / py).powi(2) + (z / pz).powi(2) <= 1.0;
+                ptv.inside[idx] = in_ptv;
+                rectum.inside[idx] = in_body
+                    && x.hypot(y - RECTUM_CENTRE_Y_MM) <= RECTUM_RADIUS_MM
+                    && z.abs() <= 0.5 * PELVIS_LENGTH_MM - v;
+                let rb = ((x - bx).powi(2) + (y - by).powi(2) + (z - bz).powi(2)).sqrt();
+                bladder.inside[idx] = rb <= BLADDER_RADIUS_MM && !in_ptv;
+            }
+        }
+    }
+    let roi = |number: i64, name: &str, kind: RoiType, color: [u8; 3]| Roi {
+        number,
+        name: name.to_string(),
+        interpreted_type: kind.to_string(),
+        color,
+        contours: Vec::new(),
+    };
+    let ct = CtVolume {
+        grid,
+        hu,
+        meta: CtMeta {
+            patient_position: "HFS".into(),
+            series_description: "rtopt prostate-like water phantom".into(),
+            ..CtMeta::default()
+        },
+    };
+    Case::from_parts(
+        ct,
+        vec![
+            Structure {
+                roi: roi(1, "BODY", RoiType::External, [0, 160, 0]),
+                mask: body,
+            },
+            Structure {
+                roi: roi(2, "PTV", RoiType::Ptv, [255, 0, 0]),
+                mask: ptv,
+            },
+            Structure {
+                roi: roi(3, "Rectum", RoiType::Organ, [150, 75, 0]),
+                mask: rectum,
+            },
+            Structure {
+                roi: roi(4, "Bladder", RoiType::Organ, [255, 255, 0]),
+                mask: bladder,
+            },
+        ],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +235,39 @@ mod tests {
         assert!(case
             .check_names(&["OuterTarget".into(), "Core".into()])
             .is_ok());
+    }
+
+    #[test]
+    fn prostate_volumes_match_the_analytic_geometry() {
+        let case = prostate(2.0);
+        let vol = |name: &str| case.structure(name).unwrap().mask.volume_cm3();
+        let pi = std::f64::consts::PI;
+        let [px, py, pz] = PROSTATE_PTV_SEMI_AXES_MM.map(|a| a / 10.0);
+        let ptv = 4.0 / 3.0 * pi * px * py * pz;
+        let rectum = pi * 1.0f64.powi(2) * (PELVIS_LENGTH_MM / 10.0 - 0.4);
+        let body = pi * 14.0 * 9.5 * PELVIS_LENGTH_MM / 10.0;
+        for (name, want, tol) in [
+            ("PTV", ptv, 0.03),
+            ("Rectum", rectum, 0.05),
+            ("BODY", body, 0.02),
+        ] {
+            let got = vol(name);
+            assert!(
+                (got - want).abs() <= tol * want,
+                "{name}: {got:.2} cm3 vs analytic {want:.2} cm3"
+            );
+        }
+        // The bladder sphere minus its overlap with the PTV: smaller than the sphere, and
+        // no voxel in both.
+        let sphere = 4.0 / 3.0 * pi * 2.5f64.powi(3);
+        assert!(vol("Bladder") < sphere && vol("Bladder") > 0.8 * sphere);
+        let (p, b) = (
+            &case.structure("PTV").unwrap().mask,
+            &case.structure("Bladder").unwrap().mask,
+        );
+        assert!(!p.inside.iter().zip(&b.inside).any(|(a, c)| *a && *c));
+        // The rectum does not touch the PTV (2 mm apart).
+        let r = &case.structure("Rectum").unwrap().mask;
+        assert!(!p.inside.iter().zip(&r.inside).any(|(a, c)| *a && *c));
     }
 }

@@ -187,6 +187,10 @@ struct Calculation {
     /// Threads for the planner [default: one per core].
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// Re-solves of the dose-fidelity loop at most (0: none, the optimiser's first solution
+    /// is final) [default: 2].
+    #[arg(long, value_name = "N")]
+    fidelity_corrections: Option<usize>,
 }
 
 /// Plan acceptance limits (defaults and sources in docs/reliability.md).
@@ -381,6 +385,7 @@ fn main() -> ExitCode {
                 min_gamma_pass_percent: limits.min_gamma_pass,
                 ct_calibration: calculation.ct_calibration,
                 threads: calculation.threads,
+                fidelity_corrections: calculation.fidelity_corrections,
                 memory_budget_bytes: Some(budget),
             };
             match plan_cmd::plan(&args) {
@@ -427,6 +432,7 @@ fn main() -> ExitCode {
                 assume_hfs: select.assume_hfs,
                 ct_calibration: calculation.ct_calibration,
                 threads: calculation.threads,
+                fidelity_corrections: calculation.fidelity_corrections,
                 memory_budget_bytes: Some(budget),
                 ..Default::default()
             };

@@ -40,6 +40,8 @@ pub struct PlanArgs {
     pub ct_calibration: Option<PathBuf>,
     /// Threads of the planner's pool (default: one per core).
     pub threads: Option<usize>,
+    /// Re-solves of the dose-fidelity loop at most (`None`: the planner's default).
+    pub fidelity_corrections: Option<usize>,
     /// Memory budget, bytes (default: half the machine's memory).
     pub memory_budget_bytes: Option<u64>,
 }
@@ -154,6 +156,12 @@ fn planner(args: &PlanArgs) -> Result<Planner> {
     }
     if let Some(n) = args.threads {
         planner = planner.with_threads(n);
+    }
+    if let Some(n) = args.fidelity_corrections {
+        planner = planner.with_dose_fidelity(rtopt::plan::DoseFidelity {
+            max_corrections: n,
+            ..Default::default()
+        });
     }
     planner = planner.with_memory_budget(budget);
     Ok(planner

@@ -55,9 +55,16 @@ pub enum Error {
     /// Invalid arguments given through the library API or the command line.
     #[error("{0}")]
     Invalid(String),
-    /// The hard constraints of a protocol cannot all be met.
-    #[error("infeasible protocol: the hard constraints cannot all hold; conflicting: {}", .constraints.join("; "))]
-    Infeasible { constraints: Vec<String> },
+    /// The hard constraints of a protocol cannot all be met. `constraints` names the
+    /// conflicting ones in the protocol's words; `violations_gy[i]` (when known: the
+    /// interior-point backend's phase 1) is by how much constraint `i` gives way, Gy total,
+    /// in the relaxation with the least total violation (one elastic slack per hard
+    /// constraint, 1 per Gy).
+    #[error("infeasible protocol: the hard constraints cannot all hold; conflicting: {}", conflicts(.constraints, .violations_gy))]
+    Infeasible {
+        constraints: Vec<String>,
+        violations_gy: Vec<Option<f64>>,
+    },
     /// The solver stopped without a usable solution.
     #[error("optimisation failed: {0}")]
     Solver(String),
@@ -176,4 +183,17 @@ mod tests {
             Error::Dicom(DicomError::Tag { name: "Rows", .. })
         ));
     }
+}
+
+/// `"A (gives way by 1.23 Gy); B"` for [`Error::Infeasible`].
+fn conflicts(constraints: &[String], violations_gy: &[Option<f64>]) -> String {
+    constraints
+        .iter()
+        .enumerate()
+        .map(|(i, c)| match violations_gy.get(i).copied().flatten() {
+            Some(v) => format!("{c} (gives way by {v:.2} Gy at the least total violation)"),
+            None => c.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }

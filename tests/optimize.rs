@@ -128,7 +128,9 @@ goals = [{ type = "mean_max", dose_gy = 45 }]"#,
             ..Default::default()
         };
         match pb.solve(&opts) {
-            Err(Error::Infeasible { mut constraints }) => {
+            Err(Error::Infeasible {
+                mut constraints, ..
+            }) => {
                 constraints.sort();
                 assert_eq!(
                     constraints,

@@ -421,9 +421,26 @@ goals = [{ type = "mean_max", dose_gy = 45 }]"#,
     )
     .unwrap();
     match pb.solve(&OptimizeOptions::default()) {
-        Err(rtopt::Error::Infeasible { constraints }) => {
+        Err(e @ rtopt::Error::Infeasible { .. }) => {
+            println!("{e}");
+            let rtopt::Error::Infeasible {
+                constraints,
+                violations_gy,
+            } = e
+            else {
+                unreachable!()
+            };
             assert!(constraints.contains(&"BODY max dose <= 40 Gy".to_string()));
             assert!(!constraints.contains(&"Core mean dose <= 45 Gy".to_string()));
+            // Phase 1 gives the violations: the target's minimum (>= 47.5 Gy) cannot exceed
+            // the body's maximum (<= 40 Gy), so the named constraints give way by at least
+            // 7.5 Gy together, and the least-total-violation relaxation by no more.
+            let total: f64 = violations_gy
+                .iter()
+                .map(|v| v.expect("phase 1 violation"))
+                .sum();
+            println!("violations {violations_gy:?}, total {total:.4} Gy");
+            assert!((total - 7.5).abs() <= 0.05, "total violation {total} Gy");
         }
         other => panic!("expected Infeasible, got {other:?}"),
     }

@@ -1117,8 +1117,10 @@ impl<'a> PlanningProblem<'a> {
                 }
                 SolverStatus::Solved | SolverStatus::AlmostSolved => {}
                 SolverStatus::PrimalInfeasible | SolverStatus::AlmostPrimalInfeasible => {
+                    let constraints = self.diagnose(&form, &sol.z);
                     return Err(Error::Infeasible {
-                        constraints: self.diagnose(&form, &sol.z),
+                        violations_gy: vec![None; constraints.len()],
+                        constraints,
                     });
                 }
                 s => {

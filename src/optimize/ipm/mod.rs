@@ -454,11 +454,12 @@ fn phase1(
                     p.describe(gi)
                 );
             }
+            let v = (sigma > 1e-6).then_some(sigma);
             if mult >= NAME_MULTIPLIER {
-                named.push(p.describe(gi));
+                named.push((p.describe(gi), v));
             }
             if sigma > 1e-6 {
-                positive.push(p.describe(gi));
+                positive.push((p.describe(gi), v));
             }
         }
     }
@@ -468,7 +469,11 @@ fn phase1(
              constraint met)"
         )));
     }
+    let (constraints, violations_gy) = if named.is_empty() { positive } else { named }
+        .into_iter()
+        .unzip();
     Ok(Error::Infeasible {
-        constraints: if named.is_empty() { positive } else { named },
+        constraints,
+        violations_gy,
     })
 }

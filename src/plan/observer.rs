@@ -24,6 +24,8 @@ pub enum PlanStage {
     InfluenceMatrix,
     /// Row scaling of the truncated matrix to the untruncated dose of a reference fluence.
     ScatterCorrection,
+    /// Structure rows of the dose grid and their partial volumes from the contours.
+    StructureVolumes,
     /// Fluence optimisation of one variant.
     Optimisation,
     /// Leaf sequencing of the optimised fluence.
@@ -45,6 +47,7 @@ impl PlanStage {
             PlanStage::Beams => "beams",
             PlanStage::InfluenceMatrix => "dose influence matrix",
             PlanStage::ScatterCorrection => "scatter correction",
+            PlanStage::StructureVolumes => "structure volumes",
             PlanStage::Optimisation => "optimisation",
             PlanStage::Sequencing => "sequencing",
             PlanStage::DeliverableDose => "deliverable dose",

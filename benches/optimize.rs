@@ -158,7 +158,8 @@ fn tg119(c: &mut Criterion) {
     let structures: Vec<rtopt::dose::StructureRows> = ["OuterTarget", "Core", "BODY"]
         .iter()
         .map(|n| rtopt::dose::StructureRows::of(case.structure(n).unwrap(), &calc.dose_grid))
-        .collect();
+        .collect::<rtopt::Result<_>>()
+        .unwrap();
     let opts = OptimizeOptions::default();
     let mut g = c.benchmark_group("optimize");
     g.sample_size(10).measurement_time(Duration::from_secs(60));

@@ -27,6 +27,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::geometry::partial::{self, row_crossings, ContourSlab, DvhPoints, PartialMask};
 use crate::geometry::{Grid3, Mask};
 
 /// One contour of an ROI, points in LPS mm.
@@ -448,11 +449,13 @@ pub fn contour_warnings(ss: &StructureSet) -> Vec<String> {
     out
 }
 
-/// Rasterise one ROI's closed planar contours onto `grid` (even-odd rule, voxel centres).
-pub fn rasterize(roi: &Roi, grid: &Grid3) -> Result<Mask> {
-    let [nx, ny, nz] = grid.dims;
-    let (dx, dy, dz) = (grid.spacing_mm[0], grid.spacing_mm[1], grid.spacing_mm[2]);
-    // Group contours by slice.
+/// The closed planar contours of `roi` grouped by the slice of `grid` they lie on (the nearest
+/// one), after the checks every rasterisation makes: at least 3 finite points, planar, within
+/// half a slice of a slice and not entirely outside the grid's x/y extent (errors name the ROI,
+/// the contour and its z).
+fn contours_by_slice<'a>(roi: &'a Roi, grid: &Grid3) -> Result<BTreeMap<usize, Vec<&'a Contour>>> {
+    let nz = grid.dims[2];
+    let dz = grid.spacing_mm[2];
     let mut by_slice: BTreeMap<usize, Vec<&Contour>> = BTreeMap::new();
     for (ci, c) in roi.contours.iter().enumerate() {
         if c.geometric_type != "CLOSED_PLANAR" {
@@ -519,25 +522,28 @@ pub fn rasterize(roi: &Roi, grid: &Grid3) -> Result<Mask> {
         }
         by_slice.entry(k as usize).or_default().push(c);
     }
+    Ok(by_slice)
+}
+
+/// Rasterise one ROI's closed planar contours onto `grid` (even-odd rule, voxel centres).
+pub fn rasterize(roi: &Roi, grid: &Grid3) -> Result<Mask> {
+    let [nx, ny, nz] = grid.dims;
+    let dy = grid.spacing_mm[1];
+    let dx = grid.spacing_mm[0];
+    let by_slice = contours_by_slice(roi, grid)?;
     let mut mask = Mask::empty(*grid);
     let plane = nx * ny;
     let filled: Vec<(usize, Vec<bool>)> = by_slice
         .into_par_iter()
         .map(|(k, contours)| {
+            let polygons: Vec<&[[f64; 3]]> =
+                contours.iter().map(|c| c.points_mm.as_slice()).collect();
             let mut m = vec![false; plane];
             let mut xs: Vec<f64> = Vec::new();
             for j in 0..ny {
                 let y = grid.origin_mm[1] + j as f64 * dy;
                 xs.clear();
-                for c in &contours {
-                    // Edges (p_e, p_{e+1}), the last one closing the polygon.
-                    let next = c.points_mm.iter().cycle().skip(1);
-                    for (p, q) in c.points_mm.iter().zip(next) {
-                        if (p[1] <= y) != (q[1] <= y) {
-                            xs.push(p[0] + (y - p[1]) * (q[0] - p[0]) / (q[1] - p[1]));
-                        }
-                    }
-                }
+                row_crossings(&polygons, y, &mut xs);
                 xs.sort_by(|a, b| a.total_cmp(b));
                 for pair in xs.chunks_exact(2) {
                     let &[x0, x1] = pair else { continue };
@@ -567,6 +573,56 @@ pub fn rasterize(roi: &Roi, grid: &Grid3) -> Result<Mask> {
         dst.copy_from_slice(&m);
     }
     Ok(mask)
+}
+
+/// The contour planes of `roi` as slabs of `ct_grid`'s z axis: each plane stands for the CT
+/// slice it lies on (key: the slice index), the slab of one slice spacing centred on that
+/// slice, so the first and last planes count a full slice thickness (end caps as
+/// dicompyler-core's "area x plane thickness"). Checks as [`rasterize`].
+fn contour_slabs<'a>(roi: &'a Roi, ct_grid: &Grid3) -> Result<Vec<ContourSlab<'a>>> {
+    let dz = ct_grid.spacing_mm[2];
+    contours_by_slice(roi, ct_grid)?
+        .into_iter()
+        .map(|(k, cs)| {
+            let key = u16::try_from(k).map_err(|_| {
+                Error::Invalid(format!(
+                    "ROI '{}': CT slice {k} beyond the {} slices rtopt supports",
+                    roi.name,
+                    u16::MAX
+                ))
+            })?;
+            let zc = ct_grid.origin_mm[2] + k as f64 * dz;
+            Ok(ContourSlab {
+                key,
+                z_mm: zc,
+                z_lo_mm: zc - 0.5 * dz,
+                z_hi_mm: zc + 0.5 * dz,
+                polygons: cs.iter().map(|c| c.points_mm.as_slice()).collect(),
+            })
+        })
+        .collect()
+}
+
+/// The partial-volume occupancy of one ROI on `grid`, any grid in the CT's frame (the dose
+/// grid, or the CT grid itself): the fraction of each voxel inside the ROI
+/// ([`crate::geometry::partial`]), the planes as slabs of the CT slices (see
+/// [`supersample`]). The contours are checked against `ct_grid` as in [`rasterize`] (same
+/// errors). An ROI without closed planar contours gives an empty mask.
+pub fn partial_volume(roi: &Roi, ct_grid: &Grid3, grid: &Grid3) -> Result<PartialMask> {
+    Ok(partial::occupancy(grid, &contour_slabs(roi, ct_grid)?))
+}
+
+/// The partial volumes of one ROI on `grid` ([`partial_volume`]) and its supersampled DVH
+/// points there ([`partial::dvh_points`]: a point per deep cell, sub-cells along the contour,
+/// on each contour plane). Each contour plane stands for the CT slice it lies on, the slab of
+/// one slice spacing of `ct_grid` centred on that slice, so the first and last planes count a
+/// full slice thickness (end caps as dicompyler-core's "area x plane thickness"); within a
+/// plane the contours combine under the even-odd rule.
+pub fn supersample(roi: &Roi, ct_grid: &Grid3, grid: &Grid3) -> Result<(PartialMask, DvhPoints)> {
+    Ok(partial::occupancy_and_points(
+        grid,
+        &contour_slabs(roi, ct_grid)?,
+    ))
 }
 
 /// A structure rasterised on the CT grid.

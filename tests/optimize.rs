@@ -526,7 +526,8 @@ fn tg119_c_shape_meets_goals() {
     let structures: Vec<rtopt::dose::StructureRows> = ["OuterTarget", "Core", "BODY"]
         .iter()
         .map(|n| rtopt::dose::StructureRows::of(case.structure(n).unwrap(), &calc.dose_grid))
-        .collect();
+        .collect::<rtopt::Result<_>>()
+        .unwrap();
     let pb = PlanningProblem::new(&calc.matrix, &calc.dose_grid, &beams, &structures, &p).unwrap();
     let r = pb.solve(&OptimizeOptions::default()).unwrap();
     let d = |name: &str| {

@@ -321,7 +321,8 @@ fn tg119_ipm_matches_clarabel() {
     let structures: Vec<rtopt::dose::StructureRows> = ["OuterTarget", "Core", "BODY"]
         .iter()
         .map(|n| rtopt::dose::StructureRows::of(case.structure(n).unwrap(), &calc.dose_grid))
-        .collect();
+        .collect::<rtopt::Result<_>>()
+        .unwrap();
     let pb = PlanningProblem::new(&a, &calc.dose_grid, &beams, &structures, &p).unwrap();
     let t = std::time::Instant::now();
     pb.precompute();

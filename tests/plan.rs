@@ -5,7 +5,8 @@
 //! A. TG119 with a known PatientName/PatientID in every file, `RUST_LOG=trace`: outputs exist,
 //!    report.json parses, TG-119 goals met (Ezzell et al., Med Phys 36:5359, 2009: PTV D95 >=
 //!    50 Gy, D10 <= 55 Gy, Core D10 <= 25 Gy), no patient identity in the output, the report's
-//!    DVH agrees with a DVH recomputed from RTDOSE.dcm and the RTSTRUCT (D95, mean within 1 %).
+//!    DVH agrees with a DVH recomputed from RTDOSE.dcm and the RTSTRUCT (D95, mean within 0.1 %;
+//!    an independent fine-sampling DVH is `tests/partial_volume.rs`).
 //! B. The same command again into A's folder: refused without `--force` (a previous output),
 //!    with `--force` replaced by byte-identical RTPLAN and RTDOSE.
 //! C. A variant with the Core overdose weight x4: `rtopt compare A C` shows a lower Core D10
@@ -121,40 +122,47 @@ fn plan_tg119_end_to_end() {
     // Normalised to D95 = 50 Gy on the deliverable dose (exactly, up to the 0.5 % tolerance).
     assert!((f(&ptv["d95_gy"]) - 50.0).abs() < 0.25, "{ptv}");
     // Hot spots outside the target: 60.8 Gy before the protocol's overdose term above
-    // 52.5 Gy (data/protocols/tg119.toml), 56.5 Gy with it; 57 Gy (114 %) is the guard.
+    // 52.5 Gy (data/protocols/tg119.toml), 56.5 Gy with it when the plan was normalised on
+    // the voxel-centre D95 (x1.042); normalised on the supersampled D95 of a planning system
+    // (issue 17 item 4: x1.064, the same fluence 2.1 % hotter) 57.5 Gy. 58 Gy (116 %) is the
+    // guard.
     let hot = f(&goal(&ra, "BODY", "max dose <= 55 Gy")["achieved"]);
     println!("TG119 max dose outside the PTV {hot:.2} Gy");
-    assert!(hot <= 57.0, "hot spot outside the PTV: {hot:.2} Gy");
+    assert!(hot <= 58.0, "hot spot outside the PTV: {hot:.2} Gy");
     let core_d10 = f(&goal(&ra, "Core", "D10 <= 25 Gy")["achieved"]);
     println!("TG119 Core D10 {core_d10:.2} Gy (TG-119 'hard' goal 10 Gy; matRad 23.8 Gy)");
+    // The gamma compares the normalised deliverable with the un-normalised optimised dose, so
+    // the normalisation factor is part of it: 97.4 % at x1.042 (normalised on the voxel-centre
+    // D95), 94.1 % at x1.064 (on the supersampled D95 of a planning system, issue 17 item 4;
+    // the segments and their MU before normalisation are unchanged). 93 % is the guard (the
+    // acceptance check refuses below TG-218's 90 %).
     assert!(
-        f(&ra["delivery"]["gamma"]["pass_rate_percent"]) >= 95.0,
+        f(&ra["delivery"]["gamma"]["pass_rate_percent"]) >= 93.0,
         "deliverable vs optimised gamma: {}",
         ra["delivery"]["gamma"]
     );
 
-    // DVH in the report vs DVH recomputed from RTDOSE.dcm and the RTSTRUCT.
+    // DVH in the report vs DVH recomputed from RTDOSE.dcm and the RTSTRUCT: the structures
+    // supersampled on the RTDOSE grid, dose interpolated in the file's values.
     let rd = rtopt::io::dicom::rtdose::read_rtdose(&a.join("RTDOSE.dcm")).expect("RTDOSE reads");
     assert_eq!(rd.units, "GY");
     let loaded = rtopt::Case::load(case.path(), &Default::default()).expect("case");
+    let full: Vec<f64> = rd.dose.iter().map(|&v| v as f64).collect();
     for name in ["OuterTarget", "Core"] {
-        let mask = &loaded.structure(name).expect("s").mask;
-        let mut doses = Vec::new();
-        for idx in 0..rd.grid.len() {
-            let [i, j, k] = rd.grid.ijk(idx);
-            if rtopt::dose::grid::mask_at(mask, rd.grid.centre_mm(i, j, k)) {
-                doses.push(rd.dose[idx] as f64);
-            }
-        }
+        let roi = &loaded.structure(name).expect("s").roi;
+        let (_, points) =
+            rtopt::structures::supersample(roi, &loaded.ct.grid, &rd.grid).expect("points");
+        let doses = rtopt::dvh::WeightedDoses::new(&points.doses(&full), &points.weights());
         let s = structure(&ra, name);
-        let d95 = rtopt::dvh::dose_at_volume(&doses, 95.0);
-        let mean = rtopt::dvh::mean(&doses);
+        let d95 = doses.dose_at_volume(95.0);
+        let mean = doses.mean();
         for (what, ours, theirs) in [
             ("D95", d95, f(&s["d95_gy"])),
             ("mean", mean, f(&s["mean_gy"])),
         ] {
+            println!("{name} {what}: RTDOSE {ours:.4} Gy, report {theirs:.4} Gy");
             assert!(
-                (ours - theirs).abs() <= 0.01 * theirs,
+                (ours - theirs).abs() <= 0.001 * theirs,
                 "{name} {what}: RTDOSE {ours:.3} Gy vs report {theirs:.3} Gy"
             );
         }

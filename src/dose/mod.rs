@@ -14,5 +14,5 @@ pub use engine::{
     dose_at_points, influence_matrix, influence_matrix_cancellable, DoseCalculation, DoseOptions,
 };
 pub use exact::{dose_from_weights, dose_from_weights_cancellable};
-pub use grid::{DoseGrid, StructureRows};
+pub use grid::{DoseField, DoseGrid, DvhElements, StructureRows, WeightedRows};
 pub use influence::{InfluenceMatrix, MatrixValues};

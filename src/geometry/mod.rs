@@ -7,6 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 pub mod morph;
+pub mod partial;
+
+pub use partial::PartialMask;
 
 /// An axis-aligned voxel grid in LPS millimetres.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -84,7 +87,13 @@ impl Grid3 {
     /// Trilinear interpolation of `values` (one per voxel) at an LPS point; points outside
     /// the grid of voxel centres clamp to the nearest edge voxel.
     pub fn sample_trilinear(&self, values: &[f32], p_mm: [f64; 3]) -> f32 {
-        let c = self.continuous_index(p_mm);
+        self.trilinear_at_index(self.continuous_index(p_mm), |idx| values[idx] as f64) as f32
+    }
+
+    /// Trilinear interpolation at a continuous voxel coordinate `c` ([`Grid3::continuous_index`])
+    /// of the voxel values `value(linear index)`, clamped to the grid of voxel centres as
+    /// [`Grid3::sample_trilinear`] (corners of zero weight are not read).
+    pub fn trilinear_at_index(&self, c: [f64; 3], value: impl Fn(usize) -> f64) -> f64 {
         let mut i0 = [0usize; 3];
         let mut f = [0.0f64; 3];
         for a in 0..3 {
@@ -112,11 +121,11 @@ impl Grid3 {
                     let i = (i0[0] + dx).min(self.dims[0] - 1);
                     let j = (i0[1] + dy).min(self.dims[1] - 1);
                     let k = (i0[2] + dz).min(self.dims[2] - 1);
-                    acc += w * values[self.index(i, j, k)] as f64;
+                    acc += w * value(self.index(i, j, k));
                 }
             }
         }
-        acc as f32
+        acc
     }
 }
 

@@ -34,7 +34,9 @@ use clarabel::solver::{
 use serde::Serialize;
 
 use crate::beams::Beam;
-use crate::dose::{DoseGrid, InfluenceMatrix, MatrixValues, StructureRows};
+use crate::dose::{
+    DoseField, DoseGrid, DvhElements, InfluenceMatrix, MatrixValues, StructureRows, WeightedRows,
+};
 use crate::dvh;
 use crate::error::{Error, Result};
 pub use hessian::DenseSym;
@@ -234,6 +236,12 @@ struct GoalSpec {
     kind: GoalKind,
     /// Rows of `A` the goal acts on (structure minus exclusions), ascending.
     rows: Vec<u32>,
+    /// The same with partial volumes ([`StructureRows::weighted`]; an excluded structure's
+    /// weight is subtracted): the voxel weights for the solvers, which do not read them yet.
+    weighted: WeightedRows,
+    /// The DVH elements of the structure less the exclusions ([`StructureRows::dvh`]): what
+    /// [`PlanningProblem::evaluate_goals`] judges the goal on (shared by goals alike).
+    dvh: Arc<DvhElements>,
     /// `A_s^T A_s` for deviation goals (independent of weight and reference dose).
     hess: OnceLock<Arc<DenseSym>>,
     /// `A_s^T 1`.
@@ -316,6 +324,8 @@ pub struct PlanningProblem<'a> {
     rx_gy: f64,
     target_rows: Vec<u32>,
     structures: Vec<(String, Vec<u32>)>,
+    /// The dose grid of the rows (for the DVH points of [`PlanningProblem::evaluate_goals`]).
+    dose_grid: DoseGrid,
     goals: Vec<GoalSpec>,
     fluence: FluenceSection,
     /// Neighbouring beamlet pairs (columns) within a beam.
@@ -430,16 +440,16 @@ impl<'a> PlanningProblem<'a> {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let find = |name: &str| -> Result<&Vec<u32>> {
+        let find_rows = |name: &str| -> Result<&StructureRows> {
             structures
                 .iter()
                 .find(|s| s.name == name)
-                .map(|s| &s.rows)
                 .ok_or_else(|| Error::StructureNotFound {
                     name: name.to_string(),
                     present: present(),
                 })
         };
+        let find = |name: &str| find_rows(name).map(|s| &s.rows);
         for name in protocol.referenced_structures() {
             find(&name)?;
         }
@@ -454,6 +464,7 @@ impl<'a> PlanningProblem<'a> {
         }
         let target_rows = sorted(find(&protocol.prescription.target)?);
         let mut goals = Vec::new();
+        let mut dvhs: Vec<(&str, &[String], Arc<DvhElements>)> = Vec::new();
         for sg in &protocol.structures {
             let rows = sorted(find(&sg.name)?);
             for g in &sg.goals {
@@ -469,10 +480,41 @@ impl<'a> PlanningProblem<'a> {
                         g.kind.describe()
                     )));
                 }
+                let excluded: Vec<&WeightedRows> = g
+                    .exclude
+                    .iter()
+                    .map(|ex| find_rows(ex).map(|s| &s.weighted))
+                    .collect::<Result<_>>()?;
+                let weighted = find_rows(&sg.name)?
+                    .weighted
+                    .minus(&excluded, matrix.n_rows());
+                let dvh = match dvhs
+                    .iter()
+                    .find(|(n, ex, _)| *n == sg.name.as_str() && *ex == g.exclude.as_slice())
+                {
+                    Some((_, _, d)) => d.clone(),
+                    None => {
+                        let ex: Vec<&DvhElements> = g
+                            .exclude
+                            .iter()
+                            .map(|ex| find_rows(ex).map(|s| &s.dvh))
+                            .collect::<Result<_>>()?;
+                        let what = format!("goal '{} {}'", sg.name, g.kind.describe());
+                        let d = Arc::new(find_rows(&sg.name)?.dvh.minus(
+                            &ex,
+                            matrix.n_rows(),
+                            &what,
+                        )?);
+                        dvhs.push((&sg.name, &g.exclude, d.clone()));
+                        d
+                    }
+                };
                 goals.push(GoalSpec {
                     structure: sg.name.clone(),
                     kind: g.kind.clone(),
                     rows,
+                    weighted,
+                    dvh,
                     hess: OnceLock::new(),
                     colsum: OnceLock::new(),
                 });
@@ -505,6 +547,7 @@ impl<'a> PlanningProblem<'a> {
                 .iter()
                 .map(|s| (s.name.clone(), sorted(&s.rows)))
                 .collect(),
+            dose_grid: dose_grid.clone(),
             goals,
             fluence: protocol.fluence.clone(),
             pairs,
@@ -521,6 +564,13 @@ impl<'a> PlanningProblem<'a> {
             .iter()
             .map(|g| (g.structure.clone(), g.kind.describe()))
             .collect()
+    }
+
+    /// The partial-volume rows of goal `goal` (its structure less its exclusions, each row
+    /// with the occupied fraction of its voxel, [`StructureRows::weighted`]): the voxel
+    /// weights for a solver that weighs voxels. The solvers use the goal's whole rows today.
+    pub fn voxel_weights(&self, goal: usize) -> Option<&WeightedRows> {
+        self.goals.get(goal).map(|g| &g.weighted)
     }
 
     /// Index of the first goal of `structure` whose description contains `text`.
@@ -1261,7 +1311,10 @@ impl<'a> PlanningProblem<'a> {
             .goals
             .iter()
             .enumerate()
-            .map(|(gi, g)| self.evaluate(gi, g, &dose, info.slacks.get(gi).copied().flatten()))
+            .map(|(gi, g)| {
+                let slack = info.slacks.get(gi).copied().flatten();
+                self.evaluate(g, &DoseField::new(&dose, &self.dose_grid), slack, false)
+            })
             .collect();
         Ok(OptimizationResult {
             weights_mu: x,
@@ -1279,7 +1332,9 @@ impl<'a> PlanningProblem<'a> {
     }
 
     /// Evaluate every goal on a total dose (Gy per dose-grid row), e.g. the deliverable dose
-    /// after sequencing, with the same conventions as the optimiser's own goal table.
+    /// after sequencing, with the same conventions as the optimiser's own goal table but on
+    /// the structures' DVH elements ([`StructureRows::dvh`]: supersampled points with
+    /// trilinear dose, as a planning system's DVH); the optimiser's table is on its own rows.
     pub fn evaluate_goals(&self, dose_gy: &[f64]) -> Result<Vec<GoalResult>> {
         if dose_gy.len() != self.a.n_rows() {
             return Err(Error::Invalid(format!(
@@ -1288,17 +1343,29 @@ impl<'a> PlanningProblem<'a> {
                 self.a.n_rows()
             )));
         }
+        let field = DoseField::new(dose_gy, &self.dose_grid);
         Ok(self
             .goals
             .iter()
-            .enumerate()
-            .map(|(i, g)| self.evaluate(i, g, dose_gy, None))
+            .map(|g| self.evaluate(g, &field, None, true))
             .collect())
     }
 
-    fn evaluate(&self, _gi: usize, g: &GoalSpec, dose: &[f64], slack: Option<f64>) -> GoalResult {
-        let d: Vec<f64> = g.rows.iter().map(|&r| dose[r as usize]).collect();
-        let nv = d.len() as f64;
+    /// One goal on `dose`: on its DVH elements when `weighted`, else on its rows, each a
+    /// whole voxel (the optimiser's view).
+    fn evaluate(
+        &self,
+        g: &GoalSpec,
+        dose: &DoseField,
+        slack: Option<f64>,
+        weighted: bool,
+    ) -> GoalResult {
+        let d = if weighted {
+            g.dvh.doses(dose)
+        } else {
+            let d: Vec<f64> = g.rows.iter().map(|&r| dose.rows[r as usize]).collect();
+            dvh::WeightedDoses::uniform(&d)
+        };
         let role = if g.kind.is_objective() {
             GoalRole::Objective
         } else if g.kind.mode() == Mode::Report {
@@ -1316,51 +1383,43 @@ impl<'a> PlanningProblem<'a> {
         };
         let (achieved, objective_value, met, cvar) = match g.kind {
             GoalKind::Underdose { dose_gy, weight } => {
-                let v = d
-                    .iter()
-                    .map(|&x| (dose_gy - x).max(0.0).powi(2))
-                    .sum::<f64>()
-                    / nv;
-                (dvh::min(&d), Some(weight * v), None, None)
+                let v = d.mean_of(|x| (dose_gy - x).max(0.0).powi(2));
+                (d.min(), Some(weight * v), None, None)
             }
             GoalKind::Overdose { dose_gy, weight } => {
-                let v = d
-                    .iter()
-                    .map(|&x| (x - dose_gy).max(0.0).powi(2))
-                    .sum::<f64>()
-                    / nv;
-                (dvh::max(&d), Some(weight * v), None, None)
+                let v = d.mean_of(|x| (x - dose_gy).max(0.0).powi(2));
+                (d.max(), Some(weight * v), None, None)
             }
             GoalKind::Deviation { dose_gy, weight } => {
-                let v = d.iter().map(|&x| (x - dose_gy).powi(2)).sum::<f64>() / nv;
-                (dvh::mean(&d), Some(weight * v), None, None)
+                let v = d.mean_of(|x| (x - dose_gy).powi(2));
+                (d.mean(), Some(weight * v), None, None)
             }
             GoalKind::MeanDose { weight } => {
-                let m = dvh::mean(&d);
+                let m = d.mean();
                 (m, Some(weight * m), None, None)
             }
             GoalKind::Eud { a, weight } => {
-                let e = (d.iter().map(|&x| x.max(0.0).powf(a)).sum::<f64>() / nv).powf(1.0 / a);
+                let e = d.mean_of(|x| x.max(0.0).powf(a)).powf(1.0 / a);
                 (e, Some(weight * e), None, None)
             }
             GoalKind::MaxPenalty { weight } => {
-                let m = dvh::max(&d);
+                let m = d.max();
                 (m, Some(weight * m), None, None)
             }
             GoalKind::MaxDose { dose_gy, .. } => {
-                let m = dvh::max(&d);
+                let m = d.max();
                 (m, None, Some(within(m, dose_gy, true)), None)
             }
             GoalKind::MinDose { dose_gy, .. } => {
-                let m = dvh::min(&d);
+                let m = d.min();
                 (m, None, Some(within(m, dose_gy, false)), None)
             }
             GoalKind::MeanMax { dose_gy, .. } => {
-                let m = dvh::mean(&d);
+                let m = d.mean();
                 (m, None, Some(within(m, dose_gy, true)), None)
             }
             GoalKind::MeanMin { dose_gy, .. } => {
-                let m = dvh::mean(&d);
+                let m = d.mean();
                 (m, None, Some(within(m, dose_gy, false)), None)
             }
             GoalKind::DvhMax {
@@ -1368,8 +1427,8 @@ impl<'a> PlanningProblem<'a> {
                 volume_pct,
                 ..
             } => {
-                let dx = dvh::dose_at_volume(&d, volume_pct);
-                let cv = dvh::upper_cvar(&d, volume_pct);
+                let dx = d.dose_at_volume(volume_pct);
+                let cv = d.upper_cvar(volume_pct);
                 (dx, None, Some(within(dx, dose_gy, true)), Some(cv))
             }
             GoalKind::DvhMin {
@@ -1377,8 +1436,8 @@ impl<'a> PlanningProblem<'a> {
                 volume_pct,
                 ..
             } => {
-                let dx = dvh::dose_at_volume(&d, volume_pct);
-                let cv = dvh::lower_cvar(&d, 100.0 - volume_pct);
+                let dx = d.dose_at_volume(volume_pct);
+                let cv = d.lower_cvar(100.0 - volume_pct);
                 (dx, None, Some(within(dx, dose_gy, false)), Some(cv))
             }
         };

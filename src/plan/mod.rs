@@ -436,11 +436,19 @@ fn prepare_in_pool(planner: Planner, settings: Settings) -> Result<PreparedPlan>
         Ok(((), format!("{scaled} rows rescaled")))
     })?;
 
-    let structures: Vec<StructureRows> = case
-        .structures
-        .iter()
-        .map(|s| StructureRows::of(s, &dose_grid))
-        .collect();
+    let structures = runner.run(PlanStage::StructureVolumes, &mut times, || {
+        let structures = case
+            .structures
+            .iter()
+            .map(|s| StructureRows::of(s, &dose_grid))
+            .collect::<Result<Vec<StructureRows>>>()?;
+        let partial: usize = structures.iter().map(|s| s.weighted.rows.len()).sum();
+        let summary = format!(
+            "{} structures, {partial} rows with partial volumes",
+            structures.len()
+        );
+        Ok((structures, summary))
+    })?;
     let base_values = matrix.values_snapshot();
     let problem = PlanningProblem::new_owned(matrix, &dose_grid, &beams, &structures, p)?;
     Ok(PreparedPlan {

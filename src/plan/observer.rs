@@ -24,6 +24,8 @@ pub enum PlanStage {
     InfluenceMatrix,
     /// Row scaling of the truncated matrix to the untruncated dose of a reference fluence.
     ScatterCorrection,
+    /// Structure rows of the dose grid and their partial volumes from the contours.
+    StructureVolumes,
     /// Fluence optimisation of one variant.
     Optimisation,
     /// Untruncated dose of the optimised weights, row rescaling and re-solves until the
@@ -48,6 +50,7 @@ impl PlanStage {
             PlanStage::Beams => "beams",
             PlanStage::InfluenceMatrix => "dose influence matrix",
             PlanStage::ScatterCorrection => "scatter correction",
+            PlanStage::StructureVolumes => "structure volumes",
             PlanStage::Optimisation => "optimisation",
             PlanStage::DoseFidelity => "dose fidelity",
             PlanStage::Sequencing => "sequencing",

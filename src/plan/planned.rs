@@ -87,12 +87,25 @@ pub(super) fn finish(
     let p = &optimised.protocol;
     let runner = &prep.runner;
     let target = prep.case.structure(&p.prescription.target)?;
-    let target_rows = prep.dose_grid.rows_in(&target.mask);
+    // The target's partial-volume rows (prepare made one entry per case structure, in order).
+    let target_rows = prep
+        .case
+        .structures
+        .iter()
+        .zip(&prep.structures)
+        .find(|(c, _)| std::ptr::eq(*c, target))
+        .map(|(_, r)| &r.dvh)
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "target '{}' has no structure rows in the prepared plan",
+                target.roi.name
+            ))
+        })?;
     let mut sequenced = seq.sequenced;
 
     let (deliverable_gy, mu_scale) = runner.run(PlanStage::DeliverableDose, &mut times, || {
         let mut d = prep.forward_dose_gy(&seq.deliverable_weights_mu)?;
-        let td: Vec<f64> = target_rows.iter().map(|&r| d[r as usize]).collect();
+        let td = target_rows.doses(&crate::dose::DoseField::new(&d, &prep.dose_grid));
         let f = s.normalisation.factor(&td, p.prescription.total_dose_gy);
         if f != 1.0 {
             for v in d.iter_mut() {
@@ -181,7 +194,12 @@ pub(super) fn finish(
                 input_hashes: hash_files(&s.input_files)?,
                 structures: Vec::new(),
                 protocol_metrics: Vec::new(),
-                quality: report::plan_quality(&[], &[], 0.0, 0.0),
+                quality: report::plan_quality(
+                    &[],
+                    &crate::dvh::WeightedDoses::uniform(&[]),
+                    0.0,
+                    0.0,
+                ),
                 goals: Vec::new(),
                 beams: Vec::new(),
                 optimizer: Default::default(),
@@ -191,7 +209,7 @@ pub(super) fn finish(
                 dvh: Vec::new(),
             },
         };
-        planned.build_report(goal_rows)?;
+        planned.build_report(goal_rows, &prep.structures)?;
         Ok((planned, String::new()))
     })?;
     let mut planned = planned;
@@ -222,25 +240,38 @@ fn hash_files(files: &[PathBuf]) -> Result<Vec<(String, String)>> {
 }
 
 impl PlannedCase {
-    fn build_report(&mut self, goals: Vec<crate::optimize::GoalResult>) -> Result<()> {
+    /// Fill the report from the goal results and the structures' rows (`rows`: one entry
+    /// per case structure, in the case's order, as [`PreparedPlan`] holds them). Structure
+    /// metrics and DVHs weigh each voxel by its partial volume.
+    fn build_report(
+        &mut self,
+        goals: Vec<crate::optimize::GoalResult>,
+        rows: &[crate::dose::StructureRows],
+    ) -> Result<()> {
         let voxel_cm3 = self.dose_grid.grid.voxel_volume_cm3();
         let p = &self.protocol;
         let rx = p.prescription.total_dose_gy;
         let mut structures = Vec::new();
         let mut dvh = Vec::new();
         let mut metrics = Vec::new();
-        let mut target_doses = Vec::new();
-        for s in &self.case.structures {
-            let rows = self.dose_grid.rows_in(&s.mask);
-            let d: Vec<f64> = rows
-                .iter()
-                .map(|&r| self.deliverable_gy[r as usize])
-                .collect();
+        let mut target_doses = crate::dvh::WeightedDoses::uniform(&[]);
+        if rows.len() != self.case.structures.len() {
+            return Err(Error::Invalid(format!(
+                "report: {} structure row sets for {} structures",
+                rows.len(),
+                self.case.structures.len()
+            )));
+        }
+        let field = crate::dose::DoseField::new(&self.deliverable_gy, &self.dose_grid);
+        for (s, sr) in self.case.structures.iter().zip(rows) {
+            let d = sr.dvh.doses(&field);
             structures.push(StructureMetrics::compute(
                 &s.roi.name,
                 &s.roi.interpreted_type,
                 &d,
                 voxel_cm3,
+                sr.volume_cm3(&self.dose_grid),
+                sr.weighted.rows.len(),
             ));
             dvh.push(DvhCurve::compute(&s.roi.name, s.roi.color, &d, DVH_BIN_GY));
             if s.roi.name == p.prescription.target {
@@ -254,7 +285,7 @@ impl PlannedCase {
                         metrics.push(ProtocolMetric {
                             structure: s.roi.name.clone(),
                             metric: format!("D{v}"),
-                            value: crate::dvh::dose_at_volume(&d, v),
+                            value: d.dose_at_volume(v),
                             unit: "Gy".into(),
                         });
                     }

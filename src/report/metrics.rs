@@ -1,18 +1,26 @@
 //! Plan-quality metrics (definitions and references in `docs/metrics.md`).
 //!
-//! All volumes are counted in dose-grid voxels of equal volume; doses are total doses in Gy.
+//! Structure volumes and DVH metrics count each dose-grid voxel by the fraction of it the
+//! structure occupies (partial volumes from the contours, [`crate::dvh::WeightedDoses`]);
+//! the prescription isodose volume counts whole voxels. Doses are total doses in Gy.
 
 use serde::{Deserialize, Serialize};
 
-use crate::dvh;
+use crate::dvh::WeightedDoses;
 
 /// Dose statistics of one structure.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StructureMetrics {
     pub name: String,
     pub interpreted_type: String,
-    /// Volume on the dose grid, cm3.
+    /// Volume the contours enclose, from the partial volumes on the dose grid, cm3.
     pub volume_cm3: f64,
+    /// The volume the DVH and its percentages cover, cm3: that of the supersampled DVH points
+    /// (the contours' volume on the planes within the dose grid), or of the rows of a
+    /// structure known only as a voxel mask.
+    #[serde(default)]
+    pub dvh_volume_cm3: f64,
+    /// Dose-grid voxels with a computed dose that the structure occupies (any fraction).
     pub n_voxels: usize,
     pub min_gy: f64,
     pub mean_gy: f64,
@@ -24,23 +32,31 @@ pub struct StructureMetrics {
 }
 
 impl StructureMetrics {
-    /// Metrics of a structure from its voxel doses (Gy) and the dose-voxel volume (cm3).
-    pub fn compute(name: &str, interpreted_type: &str, doses_gy: &[f64], voxel_cm3: f64) -> Self {
-        let mut desc = doses_gy.to_vec();
-        desc.sort_by(|a, b| b.total_cmp(a));
-        let s = dvh::stats(doses_gy);
+    /// Metrics of a structure from the weighted doses of its DVH elements (weights in
+    /// dose-grid voxels), the dose-voxel volume (cm3), the volume its contours enclose (cm3)
+    /// and the number of dose-grid voxels it occupies.
+    pub fn compute(
+        name: &str,
+        interpreted_type: &str,
+        doses: &WeightedDoses,
+        voxel_cm3: f64,
+        volume_cm3: f64,
+        n_voxels: usize,
+    ) -> Self {
+        let s = doses.stats();
         StructureMetrics {
             name: name.to_string(),
             interpreted_type: interpreted_type.to_string(),
-            volume_cm3: doses_gy.len() as f64 * voxel_cm3,
-            n_voxels: doses_gy.len(),
+            volume_cm3,
+            dvh_volume_cm3: doses.total_weight() * voxel_cm3,
+            n_voxels,
             min_gy: s.min_gy,
             mean_gy: s.mean_gy,
             max_gy: s.max_gy,
-            d98_gy: dvh::dose_at_volume_sorted(&desc, 98.0),
-            d95_gy: dvh::dose_at_volume_sorted(&desc, 95.0),
-            d50_gy: dvh::dose_at_volume_sorted(&desc, 50.0),
-            d2_gy: dvh::dose_at_volume_sorted(&desc, 2.0),
+            d98_gy: doses.dose_at_volume(98.0),
+            d95_gy: doses.dose_at_volume(95.0),
+            d50_gy: doses.dose_at_volume(50.0),
+            d2_gy: doses.dose_at_volume(2.0),
         }
     }
 }
@@ -66,23 +82,27 @@ pub struct PlanQuality {
     pub gradient_index: f64,
 }
 
-/// Quality indices from all computed voxel doses, the target's voxel doses and the
-/// prescription, with voxel volume `voxel_cm3`.
+/// Quality indices from all computed voxel doses (whole voxels), the target's weighted voxel
+/// doses and the prescription, with voxel volume `voxel_cm3`.
 pub fn plan_quality(
     all_doses_gy: &[f64],
-    target_doses_gy: &[f64],
+    target: &WeightedDoses,
     prescription_gy: f64,
     voxel_cm3: f64,
 ) -> PlanQuality {
     let count_ge = |d: &[f64], t: f64| d.iter().filter(|&&v| v >= t).count() as f64;
-    let tv = target_doses_gy.len() as f64 * voxel_cm3;
+    let tv = target.total_weight() * voxel_cm3;
     let piv = count_ge(all_doses_gy, prescription_gy) * voxel_cm3;
     let piv50 = count_ge(all_doses_gy, 0.5 * prescription_gy) * voxel_cm3;
-    let tv_piv = count_ge(target_doses_gy, prescription_gy) * voxel_cm3;
+    let tv_piv = if target.is_empty() {
+        0.0
+    } else {
+        target.volume_at_dose(prescription_gy) / 100.0 * tv
+    };
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
-    let d2 = dvh::dose_at_volume(target_doses_gy, 2.0);
-    let d98 = dvh::dose_at_volume(target_doses_gy, 98.0);
-    let d50 = dvh::dose_at_volume(target_doses_gy, 50.0);
+    let d2 = target.dose_at_volume(2.0);
+    let d98 = target.dose_at_volume(98.0);
+    let d50 = target.dose_at_volume(50.0);
     PlanQuality {
         prescription_gy,
         target_volume_cm3: tv,
@@ -181,7 +201,7 @@ mod tests {
         let mut all = target.clone();
         all.extend_from_slice(&[55.0; 4]);
         all.extend_from_slice(&[10.0; 20]);
-        let q = plan_quality(&all, &target, 50.0, 1.0);
+        let q = plan_quality(&all, &WeightedDoses::uniform(&target), 50.0, 1.0);
         // TV = 10, PIV = 12, TV_PIV = 8: CI = 64 / 120
         assert!((q.paddick_ci - 64.0 / 120.0).abs() < 1e-12);
         assert!((q.rtog_ci - 1.2).abs() < 1e-12);

@@ -30,12 +30,18 @@ pub struct DvhCurve {
 }
 
 impl DvhCurve {
-    /// Cumulative DVH of `doses_gy` sampled every `bin_gy`.
-    pub fn compute(structure: &str, color: [u8; 3], doses_gy: &[f64], bin_gy: f64) -> Self {
+    /// Cumulative DVH of the weighted voxel doses `doses` sampled every `bin_gy`.
+    pub fn compute(
+        structure: &str,
+        color: [u8; 3],
+        doses: &crate::dvh::WeightedDoses,
+        bin_gy: f64,
+    ) -> Self {
         DvhCurve {
             structure: structure.to_string(),
             color,
-            points: crate::dvh::cumulative_dvh(doses_gy, bin_gy)
+            points: doses
+                .cumulative(bin_gy)
                 .into_iter()
                 .map(|p| DvhSample {
                     dose_gy: p.dose_gy,

@@ -163,6 +163,19 @@ impl Error {
     }
 }
 
+/// `"A (gives way by 1.23 Gy); B"` for [`Error::Infeasible`].
+fn conflicts(constraints: &[String], violations_gy: &[Option<f64>]) -> String {
+    constraints
+        .iter()
+        .enumerate()
+        .map(|(i, c)| match violations_gy.get(i).copied().flatten() {
+            Some(v) => format!("{c} (gives way by {v:.2} Gy at the least total violation)"),
+            None => c.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::{DicomError, Error, ErrorKind};
@@ -183,17 +196,4 @@ mod tests {
             Error::Dicom(DicomError::Tag { name: "Rows", .. })
         ));
     }
-}
-
-/// `"A (gives way by 1.23 Gy); B"` for [`Error::Infeasible`].
-fn conflicts(constraints: &[String], violations_gy: &[Option<f64>]) -> String {
-    constraints
-        .iter()
-        .enumerate()
-        .map(|(i, c)| match violations_gy.get(i).copied().flatten() {
-            Some(v) => format!("{c} (gives way by {v:.2} Gy at the least total violation)"),
-            None => c.clone(),
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
 }

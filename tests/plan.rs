@@ -9,7 +9,7 @@
 //!    an independent fine-sampling DVH is `tests/partial_volume.rs`).
 //! B. The same command again into A's folder: refused without `--force` (a previous output),
 //!    with `--force` replaced by byte-identical RTPLAN and RTDOSE.
-//! C. A variant with the Core overdose weight x4: `rtopt compare A C` shows a lower Core D10
+//! C. A variant with the Core overdose weight x2: `rtopt compare A C` shows a lower Core D10
 //!    for C (the dosimetrist's question: which variant spares the core more at equal coverage).
 
 mod common;
@@ -195,21 +195,24 @@ fn plan_tg119_end_to_end() {
         assert!(*x == y, "{name} differs between two identical runs");
     }
 
-    // ---- C: Core weight x4, then compare ----
+    // ---- C: Core weight x2, then compare ----
+    // (x2, not x4: with the dose-fidelity loop the x4 variant is refused, exit 4, 2026-12-02:
+    // the MU normalisation to the contour-sampled PTV D95, x1.026 because the optimiser still
+    // constrains D95 on voxel centres, lifts PTV D10 to 55.4 Gy > 55 Gy; issue 17.)
     let text = std::fs::read_to_string(&protocol).expect("protocol");
     let heavier = text.replace(
         "{ type = \"overdose\", dose_gy = 10.0, weight = 300.0 }",
-        "{ type = \"overdose\", dose_gy = 10.0, weight = 1200.0 }",
+        "{ type = \"overdose\", dose_gy = 10.0, weight = 600.0 }",
     );
     assert_ne!(heavier, text, "the variant must change the Core weight");
-    let variant = work.path().join("tg119_core_x4.toml");
+    let variant = work.path().join("tg119_core_x2.toml");
     std::fs::write(&variant, heavier).expect("write variant");
     plan(case.path(), &variant, &c);
     let rc = report(&c);
     let core_d10_c = f(&goal(&rc, "Core", "D10 <= 25 Gy")["achieved"]);
     assert!(
         core_d10_c < core_d10,
-        "Core weight x4 must lower Core D10: {core_d10_c:.2} vs {core_d10:.2} Gy"
+        "Core weight x2 must lower Core D10: {core_d10_c:.2} vs {core_d10:.2} Gy"
     );
     let html = work.path().join("compare.html");
     let cmp = rtopt(&[

@@ -13,7 +13,7 @@
 //! reaches the voxel. The additive variant `c = D_exact(x_k) - A x_k` of Siebers et al.
 //! (Med Phys 29:231, 2002) reaches the same fixed point; the ratio form keeps every goal's
 //! formulation unchanged (no per-voxel offsets in the rows). The loop stops when 99 % of the
-//! body voxels above [`super::planned::FIDELITY_THRESHOLD_PERCENT_RX`] agree within
+//! body voxels above 10 % of the prescription (the report's fidelity threshold) agree within
 //! [`DoseFidelity::tolerance_percent_rx`], or after [`DoseFidelity::max_corrections`]. The
 //! solves before the last one stop at a loose gap (their weights only feed the next
 //! correction) and start from the previous solve's zero beamlets; the last one is solved to
@@ -53,9 +53,9 @@ const MAX_FACTOR: f64 = 4.0;
 const FLOOR_OF_MAX: f64 = 0.01;
 
 /// Row factors (relative to the base matrix) that make `A_base x` reproduce `exact` for the
-/// weights that gave `base_dose = A_base x`: `exact / base_dose` clamped to
-/// [`MIN_FACTOR`, `MAX_FACTOR`] where the matrix dose is at least [`FLOOR_OF_MAX`] of its
-/// maximum, `previous` elsewhere. Both doses in the same unit.
+/// weights that gave `base_dose = A_base x`: `exact / base_dose` clamped to 0.5 ..= 4 where
+/// the matrix dose is at least 1 % of its maximum, `previous` elsewhere. Both doses in the
+/// same unit.
 pub fn ratio_factors(base_dose: &[f64], exact: &[f64], previous: &[f64]) -> Vec<f64> {
     let max = base_dose.iter().cloned().fold(0.0f64, f64::max);
     base_dose

@@ -21,20 +21,6 @@ use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use rtopt::optimize::protocol::Protocol;
 use rtopt::plan::{DoseFidelity, Planner, Variant};
 
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<f64>().ok())
-            })
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
 fn bench(c: &mut Criterion) {
     let case = rtopt::Case::load(Path::new("data/tg119"), &Default::default()).expect("TG119");
     let protocol = Protocol::load(Path::new("data/protocols/tg119.toml")).expect("protocol");
@@ -47,7 +33,7 @@ fn bench(c: &mut Criterion) {
         .prepare()
         .expect("prepare");
     prepared.problem().precompute();
-    let before = rss_mib();
+    let before = common::rss_mib();
     let base = prepared.optimise(&Variant::default()).expect("solve");
     eprintln!(
         "solve/tg119: {} iterations, objective {:.6}, RSS before {before:.0} MiB, peak {:.0} MiB",

@@ -31,18 +31,8 @@ pub const TARGET_LENGTH_MM: f64 = 40.0;
 /// `voxel_mm` is clamped to [1, 10] mm.
 pub fn c_shape(voxel_mm: f64) -> Case {
     let v = voxel_mm.clamp(1.0, 10.0);
-    let half = BODY_RADIUS_MM + 2.0 * v;
-    let n_xy = (2.0 * half / v).ceil() as usize;
-    let n_z = (BODY_LENGTH_MM / v).ceil() as usize + 2;
-    let grid = Grid3 {
-        dims: [n_xy, n_xy, n_z],
-        origin_mm: [
-            -0.5 * (n_xy - 1) as f64 * v,
-            -0.5 * (n_xy - 1) as f64 * v,
-            -0.5 * (n_z - 1) as f64 * v,
-        ],
-        spacing_mm: [v; 3],
-    };
+    let grid = centred_grid(v, [BODY_RADIUS_MM, BODY_RADIUS_MM], BODY_LENGTH_MM);
+    let [n_xy, _, n_z] = grid.dims;
     let mut hu = Vec::with_capacity(grid.len());
     let mut body = Mask::empty(grid);
     let mut core = Mask::empty(grid);
@@ -64,39 +54,64 @@ pub fn c_shape(voxel_mm: f64) -> Case {
             }
         }
     }
-    let roi = |number: i64, name: &str, kind: RoiType, color: [u8; 3]| Roi {
-        number,
-        name: name.to_string(),
-        interpreted_type: kind.to_string(),
-        color,
-        contours: Vec::new(),
-    };
+    water_case(
+        grid,
+        hu,
+        "rtopt C-shape water phantom",
+        vec![
+            ("BODY", RoiType::External, [0, 160, 0], body),
+            ("OuterTarget", RoiType::Ptv, [255, 0, 0], target),
+            ("Core", RoiType::Organ, [0, 0, 255], core),
+        ],
+    )
+}
+
+/// A grid of cubic `v` mm voxels centred on the origin, covering `semi_axes_mm` (x, y) plus
+/// two voxels and `length_mm` along z plus one voxel at each end.
+fn centred_grid(v: f64, semi_axes_mm: [f64; 2], length_mm: f64) -> Grid3 {
+    let n = |half: f64| (2.0 * (half + 2.0 * v) / v).ceil() as usize;
+    let (n_x, n_y) = (n(semi_axes_mm[0]), n(semi_axes_mm[1]));
+    let n_z = (length_mm / v).ceil() as usize + 2;
+    let centre = |k: usize| -0.5 * (k - 1) as f64 * v;
+    Grid3 {
+        dims: [n_x, n_y, n_z],
+        origin_mm: [centre(n_x), centre(n_y), centre(n_z)],
+        spacing_mm: [v; 3],
+    }
+}
+
+/// The case of a water phantom: its CT (HFS, `description`) and its structures
+/// `(name, type, colour, mask)`, numbered from 1 in order, without contours.
+fn water_case(
+    grid: Grid3,
+    hu: Vec<f32>,
+    description: &str,
+    structures: Vec<(&str, RoiType, [u8; 3], Mask)>,
+) -> Case {
     let ct = CtVolume {
         grid,
         hu,
         meta: CtMeta {
             patient_position: "HFS".into(),
-            series_description: "rtopt C-shape water phantom".into(),
+            series_description: description.into(),
             ..CtMeta::default()
         },
     };
-    Case::from_parts(
-        ct,
-        vec![
-            Structure {
-                roi: roi(1, "BODY", RoiType::External, [0, 160, 0]),
-                mask: body,
+    let structures = structures
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, kind, color, mask))| Structure {
+            roi: Roi {
+                number: i as i64 + 1,
+                name: name.to_string(),
+                interpreted_type: kind.to_string(),
+                color,
+                contours: Vec::new(),
             },
-            Structure {
-                roi: roi(2, "OuterTarget", RoiType::Ptv, [255, 0, 0]),
-                mask: target,
-            },
-            Structure {
-                roi: roi(3, "Core", RoiType::Organ, [0, 0, 255]),
-                mask: core,
-            },
-        ],
-    )
+            mask,
+        })
+        .collect();
+    Case::from_parts(ct, structures)
 }
 
 /// Prostate-like phantom: body semi-axes (x, y), mm, and length along z, mm.
@@ -120,18 +135,8 @@ pub const BLADDER_CENTRE_MM: [f64; 3] = [0.0, -38.0, 18.0];
 pub fn prostate(voxel_mm: f64) -> Case {
     let v = voxel_mm.clamp(1.0, 10.0);
     let [ax, ay] = PELVIS_SEMI_AXES_MM;
-    let n_x = (2.0 * (ax + 2.0 * v) / v).ceil() as usize;
-    let n_y = (2.0 * (ay + 2.0 * v) / v).ceil() as usize;
-    let n_z = (PELVIS_LENGTH_MM / v).ceil() as usize + 2;
-    let grid = Grid3 {
-        dims: [n_x, n_y, n_z],
-        origin_mm: [
-            -0.5 * (n_x - 1) as f64 * v,
-            -0.5 * (n_y - 1) as f64 * v,
-            -0.5 * (n_z - 1) as f64 * v,
-        ],
-        spacing_mm: [v; 3],
-    };
+    let grid = centred_grid(v, PELVIS_SEMI_AXES_MM, PELVIS_LENGTH_MM);
+    let [n_x, n_y, n_z] = grid.dims;
     let mut hu = Vec::with_capacity(grid.len());
     let [mut body, mut ptv, mut rectum, mut bladder] = [(); 4].map(|_| Mask::empty(grid));
     let [px, py, pz] = PROSTATE_PTV_SEMI_AXES_MM;
@@ -155,41 +160,15 @@ pub fn prostate(voxel_mm: f64) -> Case {
             }
         }
     }
-    let roi = |number: i64, name: &str, kind: RoiType, color: [u8; 3]| Roi {
-        number,
-        name: name.to_string(),
-        interpreted_type: kind.to_string(),
-        color,
-        contours: Vec::new(),
-    };
-    let ct = CtVolume {
+    water_case(
         grid,
         hu,
-        meta: CtMeta {
-            patient_position: "HFS".into(),
-            series_description: "rtopt prostate-like water phantom".into(),
-            ..CtMeta::default()
-        },
-    };
-    Case::from_parts(
-        ct,
+        "rtopt prostate-like water phantom",
         vec![
-            Structure {
-                roi: roi(1, "BODY", RoiType::External, [0, 160, 0]),
-                mask: body,
-            },
-            Structure {
-                roi: roi(2, "PTV", RoiType::Ptv, [255, 0, 0]),
-                mask: ptv,
-            },
-            Structure {
-                roi: roi(3, "Rectum", RoiType::Organ, [150, 75, 0]),
-                mask: rectum,
-            },
-            Structure {
-                roi: roi(4, "Bladder", RoiType::Organ, [255, 255, 0]),
-                mask: bladder,
-            },
+            ("BODY", RoiType::External, [0, 160, 0], body),
+            ("PTV", RoiType::Ptv, [255, 0, 0], ptv),
+            ("Rectum", RoiType::Organ, [150, 75, 0], rectum),
+            ("Bladder", RoiType::Organ, [255, 255, 0], bladder),
         ],
     )
 }

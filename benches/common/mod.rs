@@ -25,13 +25,24 @@ pub fn tg119() -> (rtopt::Case, MachineModel, Vec<Beam>, Mask) {
 
 /// Peak resident memory of this process, MiB (VmHWM of `/proc/self/status`; NaN elsewhere).
 pub fn peak_rss_mib() -> f64 {
+    status_mib("VmHWM")
+}
+
+/// Current resident memory of this process, MiB (VmRSS; NaN elsewhere).
+pub fn rss_mib() -> f64 {
+    status_mib("VmRSS")
+}
+
+/// A `kB` line of `/proc/self/status`, in MiB.
+fn status_mib(key: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|v| v.parse::<f64>().ok()))
-                .flatten()
+            s.lines().find(|l| l.starts_with(key)).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)

@@ -250,6 +250,7 @@ impl Planner {
         let s = &self.settings;
         s.acceptance.validate()?;
         s.normalisation.validate()?;
+        s.fidelity.validate()?;
         match self.threads {
             Some(0) => {
                 return Err(Error::Invalid("the thread count must be at least 1".into()));

@@ -466,3 +466,86 @@ goals = [{ type = "mean_max", dose_gy = 45 }]"#,
     let vb = r.goal("BODY", "max dose <= 40 Gy").unwrap();
     assert!((vb.achieved_gy - (40.0 + vb.violation_gy.unwrap())).abs() < 1e-3);
 }
+
+#[test]
+fn multipliers_predict_the_cost_of_tightening() {
+    // Every hard goal's multiplier (objective per Gy) against a re-solve with the limit moved
+    // by 0.05 Gy. The optimal objective is convex in the limit, so the measured change lies
+    // at or above the first-order prediction, and for a small step close to it.
+    let case = small();
+    let p = protocol(
+        "",
+        r#"[[structure]]
+name = "Core"
+goals = [{ type = "overdose", dose_gy = 20, weight = 300 }, { type = "dvh_max", dose_gy = 22, volume_pct = 10 }, { type = "mean_max", dose_gy = 14 }]
+
+[[structure]]
+name = "OuterTarget"
+goals = [{ type = "dvh_min", dose_gy = 48, volume_pct = 95 }, { type = "max_dose", dose_gy = 53 }]"#,
+    );
+    let mut pb = PlanningProblem::new(
+        &case.matrix,
+        &case.dose_grid,
+        &case.beams,
+        &case.structures,
+        &p,
+    )
+    .unwrap();
+    let opts = OptimizeOptions {
+        full_rows_limit: usize::MAX,
+        tolerance: 1e-8,
+        ..Default::default()
+    };
+    let base = pb.solve(&opts).unwrap();
+    let delta = 0.05;
+    let mut binding = 0;
+    for (gi, g) in base.goals.clone().iter().enumerate() {
+        if g.role != GoalRole::Constraint {
+            assert_eq!(
+                g.objective_per_gy, None,
+                "{} {}",
+                g.structure, g.description
+            );
+            continue;
+        }
+        let m = g.objective_per_gy.expect("IPM multiplier");
+        let cost = pb.tightening_cost(gi, delta, &base, &opts).unwrap();
+        let predicted = cost.predicted_change.unwrap();
+        assert!((predicted - m * delta).abs() < 1e-12);
+        let scale = 1e-6 * base.objective.abs();
+        println!(
+            "{} {}: {m:.4} per Gy, predicted {predicted:.4}, measured {:.4}, payers {:?}",
+            g.structure, g.description, cost.objective_change, cost.payers
+        );
+        assert!(
+            cost.objective_change >= predicted - scale,
+            "{}: measured {} below the first-order {predicted}",
+            g.description,
+            cost.objective_change
+        );
+        assert!(
+            cost.objective_change <= 1.1 * predicted + scale,
+            "{}: measured {} far above the first-order {predicted}",
+            g.description,
+            cost.objective_change
+        );
+        if m > 1e-3 * base.objective.abs() {
+            binding += 1;
+            // Someone pays: the largest payer's change is positive.
+            assert!(cost.payers[0].change > 0.0, "{:?}", cost.payers);
+        }
+    }
+    assert!(
+        binding >= 1,
+        "no binding constraint: the test would prove nothing"
+    );
+    // The limits are restored.
+    let again = pb.solve(&opts).unwrap();
+    assert!((again.objective - base.objective).abs() <= 1e-6 * base.objective.abs());
+    // Not a hard constraint: a clear error.
+    let e = pb
+        .tightening_cost(0, delta, &base, &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a hard constraint"), "{e}");
+}

@@ -183,6 +183,36 @@ pub struct GoalResult {
     pub met: Option<bool>,
     /// With `relax`: the optimiser's slack, Gy (0 when the constraint holds).
     pub violation_gy: Option<f64>,
+    /// Hard constraints (interior-point backend): how much the objective would rise, to
+    /// first order, if the limit were tightened by 1 Gy (the constraint's Lagrange
+    /// multiplier; 0 when the limit does not bind). [`PlanningProblem::tightening_cost`]
+    /// measures it by a re-solve and says which objectives pay.
+    pub objective_per_gy: Option<f64>,
+}
+
+/// An objective term's share of a [`TighteningCost`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ObjectivePayer {
+    pub structure: String,
+    pub description: String,
+    /// Change of the weighted term (positive: it got worse).
+    pub change: f64,
+}
+
+/// What tightening a hard constraint costs ([`PlanningProblem::tightening_cost`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TighteningCost {
+    pub structure: String,
+    /// The constraint in the protocol's words.
+    pub description: String,
+    /// How far the limit was moved, Gy (total).
+    pub delta_gy: f64,
+    /// The multiplier's prediction `objective_per_gy * delta_gy` (interior point only).
+    pub predicted_change: Option<f64>,
+    /// The measured change of the whole objective (objective terms plus fluence terms).
+    pub objective_change: f64,
+    /// Each objective term's change, largest first.
+    pub payers: Vec<ObjectivePayer>,
 }
 
 /// Result of a fluence optimisation.
@@ -626,6 +656,93 @@ impl<'a> PlanningProblem<'a> {
             .ok_or_else(|| Error::Invalid(format!("'{} {desc}' has no dose", g.structure)))?;
         *d = dose_gy;
         Ok(())
+    }
+
+    /// What tightening hard goal `goal` by `delta_gy` costs, measured: the problem is solved
+    /// again with the limit moved by `delta_gy` in the stricter direction (down for upper
+    /// limits, up for lower ones), from the zero set of `base`'s solve, and each objective
+    /// term's change is reported, largest first. The limit is restored afterwards.
+    /// `base` is the solution of the problem as it stands (with the same `opts`).
+    ///
+    /// [`GoalResult::objective_per_gy`] is the first-order prediction of the same number
+    /// (the multiplier); this is the answer to "why can't the Core get less?".
+    pub fn tightening_cost(
+        &mut self,
+        goal: usize,
+        delta_gy: f64,
+        base: &OptimizationResult,
+        opts: &OptimizeOptions,
+    ) -> Result<TighteningCost> {
+        if !(delta_gy.is_finite() && delta_gy > 0.0) {
+            return Err(Error::Invalid(format!(
+                "tightening step {delta_gy} Gy must be a positive number"
+            )));
+        }
+        let g = self
+            .goals
+            .get(goal)
+            .ok_or_else(|| Error::Invalid(format!("no goal {goal}")))?;
+        let (structure, description) = (g.structure.clone(), g.kind.describe());
+        let upper = match g.kind {
+            GoalKind::MaxDose { mode, .. }
+            | GoalKind::MeanMax { mode, .. }
+            | GoalKind::DvhMax { mode, .. } => (mode == Mode::Hard).then_some(true),
+            GoalKind::MinDose { mode, .. }
+            | GoalKind::MeanMin { mode, .. }
+            | GoalKind::DvhMin { mode, .. } => (mode == Mode::Hard).then_some(false),
+            _ => None,
+        }
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "'{structure} {description}' is not a hard constraint: only a hard limit has a tightening cost"
+            ))
+        })?;
+        if base.goals.len() != self.goals.len() {
+            return Err(Error::Invalid(format!(
+                "the base solution has {} goals, the problem {}",
+                base.goals.len(),
+                self.goals.len()
+            )));
+        }
+        let limit = g.kind.clone().dose_gy_mut().map_or(0.0, |d| *d);
+        let tighter = if upper {
+            limit - delta_gy
+        } else {
+            limit + delta_gy
+        };
+        if tighter < 0.0 {
+            return Err(Error::Invalid(format!(
+                "'{structure} {description}': tightening by {delta_gy} Gy gives a negative limit"
+            )));
+        }
+        let mut ropts = opts.clone();
+        ropts.reuse_fixed_beamlets = true;
+        ropts.normalize = None;
+        self.set_goal_limit(goal, tighter)?;
+        let solved = self.solve(&ropts);
+        self.set_goal_limit(goal, limit)?;
+        let r = solved?;
+        let mut payers: Vec<ObjectivePayer> = base
+            .goals
+            .iter()
+            .zip(&r.goals)
+            .filter_map(|(a, b)| {
+                Some(ObjectivePayer {
+                    structure: a.structure.clone(),
+                    description: a.description.clone(),
+                    change: b.objective_value? - a.objective_value?,
+                })
+            })
+            .collect();
+        payers.sort_by(|a, b| b.change.total_cmp(&a.change));
+        Ok(TighteningCost {
+            structure,
+            description,
+            delta_gy,
+            predicted_change: base.goals[goal].objective_per_gy.map(|m| m * delta_gy),
+            objective_change: r.objective - base.objective,
+            payers,
+        })
     }
 
     /// Number of beamlets (columns).
@@ -1088,7 +1205,20 @@ impl<'a> PlanningProblem<'a> {
     /// the solver stops without a solution.
     pub fn solve(&self, opts: &OptimizeOptions) -> Result<OptimizationResult> {
         match opts.backend {
-            Backend::Ipm => ipm::solve(self, opts),
+            Backend::Ipm => {
+                let r = ipm::solve(self, opts);
+                if opts.reuse_fixed_beamlets && matches!(r, Err(Error::Solver(_))) {
+                    // Starting from the previous zero set can leave the Newton matrix too
+                    // ill-conditioned (seen at a 1e-9 gap on the synthetic C-shape): the
+                    // same problem cold.
+                    let cold = OptimizeOptions {
+                        reuse_fixed_beamlets: false,
+                        ..opts.clone()
+                    };
+                    return ipm::solve(self, &cold);
+                }
+                r
+            }
             Backend::Clarabel => self.solve_clarabel(opts),
         }
     }
@@ -1230,6 +1360,7 @@ impl<'a> PlanningProblem<'a> {
                         n_variables,
                         n_constraint_rows,
                         slacks,
+                        multipliers: Vec::new(),
                         t0,
                     },
                 );
@@ -1313,7 +1444,11 @@ impl<'a> PlanningProblem<'a> {
             .enumerate()
             .map(|(gi, g)| {
                 let slack = info.slacks.get(gi).copied().flatten();
-                self.evaluate(g, &DoseField::new(&dose, &self.dose_grid), slack, false)
+                let mut r = self.evaluate(g, &DoseField::new(&dose, &self.dose_grid), slack, false);
+                if r.role == GoalRole::Constraint {
+                    r.objective_per_gy = info.multipliers.get(gi).copied().flatten();
+                }
+                r
             })
             .collect();
         Ok(OptimizationResult {
@@ -1451,6 +1586,7 @@ impl<'a> PlanningProblem<'a> {
             objective_value,
             met,
             violation_gy: slack,
+            objective_per_gy: None,
         }
     }
 }
@@ -1463,6 +1599,8 @@ struct FinishInfo {
     n_variables: usize,
     n_constraint_rows: usize,
     slacks: Vec<Option<f64>>,
+    /// Per goal: the objective's first-order increase per Gy of tightening (empty: unknown).
+    multipliers: Vec<Option<f64>>,
     t0: Instant,
 }
 

@@ -126,6 +126,11 @@ pub(super) fn solve(p: &PlanningProblem<'_>, opts: &OptimizeOptions) -> Result<O
     let n_constraint_rows =
         ipm.st.fam.iter().map(|f| f.sl.len()).sum::<usize>() + ipm.st.dsl.len() + ipm.st.bsl.len();
     let objective = ipm.objective();
+    let multipliers = if opts.relax {
+        Vec::new()
+    } else {
+        goal_multipliers(p, &ipm)
+    };
     let iterations = ipm.iterations;
     if opts.verbose {
         eprintln!(
@@ -147,9 +152,33 @@ pub(super) fn solve(p: &PlanningProblem<'_>, opts: &OptimizeOptions) -> Result<O
             n_variables,
             n_constraint_rows,
             slacks,
+            multipliers,
             t0,
         },
     )
+}
+
+/// Each hard goal's Lagrange multiplier, summed over its rows: the first-order increase of
+/// the objective when the goal's limit is tightened by 1 Gy (`dObj/dh`; rows are in Gy
+/// total). Max/min dose: the sum over the voxel rows; mean: the dense row; DVH (CVaR): the
+/// border row (the voxel rows of a CVaR only define its excesses). `None` for objectives.
+fn goal_multipliers(p: &PlanningProblem<'_>, ipm: &Ipm<'_>) -> Vec<Option<f64>> {
+    let mut m: Vec<Option<f64>> = vec![None; p.goals.len()];
+    let mut add = |g: usize, v: f64| *m[g].get_or_insert(0.0) += v;
+    for (f, fs) in ipm.model.fams.iter().zip(&ipm.st.fam) {
+        let defines_excess = f.u.as_ref().is_some_and(|u| u.border.is_some());
+        if p.goals[f.goal].kind.is_objective() || defines_excess {
+            continue;
+        }
+        add(f.goal, fs.lam.iter().sum());
+    }
+    for (d, l) in ipm.model.dense.iter().zip(&ipm.st.dlam) {
+        add(d.goal, *l);
+    }
+    for (b, l) in ipm.model.borders.iter().zip(&ipm.st.blam) {
+        add(b.goal, *l);
+    }
+    m
 }
 
 fn settings(opts: &OptimizeOptions) -> Settings {

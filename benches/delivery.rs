@@ -67,6 +67,8 @@ fn setup() -> (Vec<Beam>, Vec<f64>, DeliveryMachine, CtMeta) {
             y_max_mm: 200.0,
         },
         min_segment_mu: 1.0,
+        min_segment_area_mm2: 0.0,
+        min_leaf_opening_mm: 0.0,
     };
     let ct = CtMeta {
         study_instance_uid: "2.25.1".into(),

@@ -137,6 +137,14 @@ pub struct MachineModel {
     pub jaws: Jaws,
     /// Smallest deliverable segment, MU.
     pub min_segment_mu: f64,
+    /// Smallest open area of a segment, mm^2 (inside the jaws): smaller segments are dropped
+    /// by sequencing, as a TPS's minimum-segment-area rule does (`docs/sequencing.md`).
+    #[serde(default = "default_min_segment_area_mm2")]
+    pub min_segment_area_mm2: f64,
+    /// Smallest opening of an open leaf pair, mm: narrower openings are widened about their
+    /// centre (small, narrow apertures are the least accurately modelled and measured).
+    #[serde(default = "default_min_leaf_opening_mm")]
+    pub min_leaf_opening_mm: f64,
     /// Photon pencil-beam kernel (see `docs/dose.md`).
     pub beam_model: PencilBeamModel,
     /// CT calibration file ([`CtCalibration`], TOML), relative to the machine file's folder;
@@ -159,6 +167,18 @@ pub struct MachineModel {
     /// (`--max-mu-per-fraction`).
     #[serde(default = "default_max_mu_per_fraction")]
     pub max_mu_per_fraction: f64,
+}
+
+/// Default of [`MachineModel::min_segment_area_mm2`]: 100 mm^2 (1 cm^2), the lower end of
+/// the 1-2 cm^2 clinics use for step-and-shoot segments (`docs/sequencing.md`).
+pub fn default_min_segment_area_mm2() -> f64 {
+    100.0
+}
+
+/// Default of [`MachineModel::min_leaf_opening_mm`]: 5 mm, one beamlet of the default
+/// 5 mm grid (`docs/sequencing.md` gives the reasons and the effect of 10 mm).
+pub fn default_min_leaf_opening_mm() -> f64 {
+    5.0
 }
 
 /// Default of [`MachineModel::max_mu_per_beam`]: 2,000 MU.
@@ -286,6 +306,12 @@ impl MachineModel {
         pos(self.max_mu_per_fraction, "max_mu_per_fraction")?;
         if !(self.min_segment_mu.is_finite() && self.min_segment_mu >= 0.0) {
             return Err("field `min_segment_mu` must be >= 0".into());
+        }
+        if !(self.min_segment_area_mm2.is_finite() && self.min_segment_area_mm2 >= 0.0) {
+            return Err("field `min_segment_area_mm2` must be >= 0".into());
+        }
+        if !(self.min_leaf_opening_mm.is_finite() && self.min_leaf_opening_mm >= 0.0) {
+            return Err("field `min_leaf_opening_mm` must be >= 0".into());
         }
         let b = &self.mlc.leaf_boundaries_mm;
         if b.len() < 2 || b.windows(2).any(|w| !(w[1] > w[0])) {

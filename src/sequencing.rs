@@ -10,7 +10,11 @@
 //!    boundaries; closed pairs are parked with the minimum gap (under the X1 jaw, or between
 //!    their neighbours when the MLC forbids interdigitation); jaws are the bounding box of the
 //!    open leaves, clipped to the jaw limits.
-//! 5. Minimum segment MU: segments below the machine's minimum are rounded up to it (at least
+//! 5. Minimum opening and area (machine file): open leaf pairs narrower than
+//!    `min_leaf_opening_mm` are widened about their centre; a segment below
+//!    `min_segment_area_mm2` has every open pair widened by the same length (within the
+//!    beamlet grid) until it reaches the area, or is dropped where the grid leaves no room.
+//! 6. Minimum segment MU: segments below the machine's minimum are rounded up to it (at least
 //!    half of it) or dropped (below half), and the fluence change is reported.
 //!
 //! All positions are mm in the isocentre plane of the beam-limiting-device frame (IEC 61217):
@@ -34,6 +38,11 @@ pub struct DeliveryMachine {
     pub jaws: Jaws,
     /// Smallest deliverable segment, MU.
     pub min_segment_mu: f64,
+    /// Smallest open area of a segment inside the jaws, mm^2 (smaller ones are dropped).
+    pub min_segment_area_mm2: f64,
+    /// Smallest opening of an open leaf pair, mm (narrower ones are widened about their
+    /// centre); the mechanical `mlc.min_leaf_gap_mm` still applies to closed pairs.
+    pub min_leaf_opening_mm: f64,
 }
 
 impl From<&MachineModel> for DeliveryMachine {
@@ -44,6 +53,8 @@ impl From<&MachineModel> for DeliveryMachine {
             mlc: m.mlc.clone(),
             jaws: m.jaws.clone(),
             min_segment_mu: m.min_segment_mu,
+            min_segment_area_mm2: m.min_segment_area_mm2,
+            min_leaf_opening_mm: m.min_leaf_opening_mm,
         }
     }
 }
@@ -71,7 +82,7 @@ pub struct SequencingOptions {
 impl Default for SequencingOptions {
     fn default() -> Self {
         SequencingOptions {
-            levels: 10,
+            levels: 15,
             method: Method::Sweep,
             min_segment_mu: None,
         }
@@ -132,6 +143,15 @@ pub struct BeamSequencingReport {
     pub stratification_error: f64,
     /// Adjacent-pair leaf collisions left when the MLC forbids interdigitation (0 otherwise).
     pub interdigitation_violations: usize,
+    /// Segments below the machine's minimum area: enlarged to it (every open leaf pair
+    /// widened alike), or dropped where the beamlet grid left no room.
+    #[serde(default)]
+    pub enlarged_segments: usize,
+    #[serde(default)]
+    pub small_area_segments: usize,
+    /// Leaf-pair openings widened to the machine's minimum opening.
+    #[serde(default)]
+    pub widened_openings: usize,
 }
 
 /// A sequenced plan.
@@ -366,6 +386,14 @@ pub fn pair_rows(
     Ok(owner)
 }
 
+/// What [`apertures`] changed: leaf collisions left, openings widened, segments enlarged.
+#[derive(Default)]
+struct ApertureCounts {
+    violations: usize,
+    widened: usize,
+    enlarged: usize,
+}
+
 /// Turn integer segments into MLC apertures of a beam.
 fn apertures(
     beam: &Beam,
@@ -373,13 +401,14 @@ fn apertures(
     owner: &[Option<usize>],
     segs: &[LevelSegment],
     unit_mu: f64,
-    violations: &mut usize,
+    counts: &mut ApertureCounts,
 ) -> Vec<Segment> {
     let g = &beam.grid;
     let w = g.size_x_mm;
     let mlc = &machine.mlc;
     let bnd = &mlc.leaf_boundaries_mm;
     let gap = mlc.min_leaf_gap_mm.max(0.0);
+    let min_open = gap.max(machine.min_leaf_opening_mm);
     let n_pairs = owner.len();
     let mut out = Vec::with_capacity(segs.len());
     for s in segs {
@@ -391,10 +420,13 @@ fn apertures(
                 if let Some((l, r)) = s.rows[iy] {
                     let mut a = g.x0_mm + (l as f64 - 0.5) * w;
                     let mut b = g.x0_mm + (r as f64 - 0.5) * w;
-                    if b - a < gap {
+                    if b - a < min_open {
+                        if b - a < min_open - 1e-9 && min_open > gap {
+                            counts.widened += 1;
+                        }
                         let c = 0.5 * (a + b);
-                        a = c - 0.5 * gap;
-                        b = c + 0.5 * gap;
+                        a = c - 0.5 * min_open;
+                        b = c + 0.5 * min_open;
                     }
                     leaves[p] = [a, b];
                     open[p] = true;
@@ -404,6 +436,33 @@ fn apertures(
                     y2 = y2.max(bnd[p + 1]);
                 }
             }
+        }
+        // Minimum segment area: widen every open pair by the same length, within the
+        // beamlet grid (outside it the dose model has no beamlet); a segment that still
+        // falls short is dropped by the caller.
+        let area: f64 = (0..n_pairs)
+            .filter(|&p| open[p])
+            .map(|p| (leaves[p][1] - leaves[p][0]) * (bnd[p + 1] - bnd[p]))
+            .sum();
+        if area > 0.0 && area < machine.min_segment_area_mm2 {
+            let heights: f64 = (0..n_pairs)
+                .filter(|&p| open[p])
+                .map(|p| bnd[p + 1] - bnd[p])
+                .sum();
+            let grow = (machine.min_segment_area_mm2 - area) / heights;
+            let lo = (g.x0_mm - 0.5 * w).max(mlc.x_min_mm);
+            let hi = (g.x0_mm + (g.nx as f64 - 0.5) * w).min(mlc.x_max_mm);
+            x1 = f64::MAX;
+            x2 = f64::MIN;
+            for p in (0..n_pairs).filter(|&p| open[p]) {
+                let [a, b] = leaves[p];
+                let want = (b - a + grow).min(hi - lo);
+                let c = (0.5 * (a + b)).clamp(lo + 0.5 * want, hi - 0.5 * want);
+                leaves[p] = [c - 0.5 * want, c + 0.5 * want];
+                x1 = x1.min(leaves[p][0]);
+                x2 = x2.max(leaves[p][1]);
+            }
+            counts.enlarged += 1;
         }
         let j = &machine.jaws;
         let jaw_x = [x1.max(j.x_min_mm), x2.min(j.x_max_mm)];
@@ -444,7 +503,7 @@ fn apertures(
             for p in 0..n_pairs.saturating_sub(1) {
                 let (a, b) = (leaves[p], leaves[p + 1]);
                 if a[0] > b[1] + 1e-9 || b[0] > a[1] + 1e-9 {
-                    *violations += 1;
+                    counts.violations += 1;
                 }
             }
         }
@@ -506,13 +565,20 @@ pub fn sequence_plan(
             Method::ReducingLevels => reducing_levels(&lv),
         };
         let total_levels: u32 = segs.iter().map(|s| s.weight).sum();
-        let mut violations = 0;
-        let mut segments = apertures(beam, machine, &owner, &segs, unit, &mut violations);
-        // Minimum segment MU.
+        let mut counts = ApertureCounts::default();
+        let mut segments = apertures(beam, machine, &owner, &segs, unit, &mut counts);
+        // Minimum segment area, then minimum segment MU.
         let before = level_sum(&segs, g.ny, g.nx);
         let mut after_w: Vec<f64> = segments.iter().map(|s| s.mu).collect();
+        let mut small = 0;
+        for (m, seg) in after_w.iter_mut().zip(&segments) {
+            if open_area_mm2(seg, &mlc.leaf_boundaries_mm) < machine.min_segment_area_mm2 - 1e-6 {
+                *m = 0.0;
+                small += 1;
+            }
+        }
         let (mut dropped, mut rounded) = (0, 0);
-        for m in after_w.iter_mut() {
+        for m in after_w.iter_mut().filter(|m| **m > 0.0) {
             if *m < min_mu {
                 if *m >= 0.5 * min_mu {
                     *m = min_mu;
@@ -562,7 +628,10 @@ pub fn sequence_plan(
                 0.0
             },
             stratification_error: if den > 0.0 { num / den } else { 0.0 },
-            interdigitation_violations: violations,
+            interdigitation_violations: counts.violations,
+            enlarged_segments: counts.enlarged,
+            small_area_segments: small,
+            widened_openings: counts.widened,
         });
         out.push(SequencedBeam {
             beam_index: bi,
@@ -575,6 +644,24 @@ pub fn sequence_plan(
         beams: out,
         reports,
     })
+}
+
+/// Open area of a segment in the isocentre plane, mm^2: each leaf pair's opening inside the
+/// X jaws times its width inside the Y jaws (without MLC, the jaw rectangle).
+pub fn open_area_mm2(seg: &Segment, leaf_boundaries_mm: &[f64]) -> f64 {
+    let [x1, x2] = seg.jaw_x_mm;
+    let [y1, y2] = seg.jaw_y_mm;
+    if seg.leaf_pairs_mm.is_empty() || leaf_boundaries_mm.len() != seg.leaf_pairs_mm.len() + 1 {
+        return (x2 - x1).max(0.0) * (y2 - y1).max(0.0);
+    }
+    seg.leaf_pairs_mm
+        .iter()
+        .enumerate()
+        .map(|(p, &[a, b])| {
+            overlap(a, b, x1, x2)
+                * overlap(leaf_boundaries_mm[p], leaf_boundaries_mm[p + 1], y1, y2)
+        })
+        .sum()
 }
 
 fn overlap(a0: f64, a1: f64, b0: f64, b1: f64) -> f64 {

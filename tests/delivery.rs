@@ -20,8 +20,8 @@ use rtopt::io::dicom::rtplan::read_rtplan;
 use rtopt::io::dicom::rtplan::{rtplan_bytes, write_rtplan, PlanExport, TargetPrescription};
 use rtopt::machine::{default_leaf_boundaries_mm, Jaws, Mlc};
 use rtopt::sequencing::{
-    deliverable_weights, level_sum, reducing_levels, sequence_plan, sweep, sweep_row_units, tnmu,
-    DeliveryMachine, Method, SequencingOptions,
+    deliverable_weights, level_sum, open_area_mm2, reducing_levels, sequence_plan, sweep,
+    sweep_row_units, tnmu, DeliveryMachine, Method, Segment, SequencingOptions,
 };
 use rtopt::Case;
 
@@ -59,6 +59,8 @@ fn machine(interdigitation: bool) -> DeliveryMachine {
             y_max_mm: 200.0,
         },
         min_segment_mu: 0.1,
+        min_segment_area_mm2: 0.0,
+        min_leaf_opening_mm: 0.0,
     }
 }
 
@@ -313,7 +315,7 @@ fn sequenced_plan_reproduces_stratified_fluence_and_mu() {
         let wmax = (0..b.beamlets.len())
             .map(|k| s.weights[b.first_column + k])
             .fold(0.0, f64::max);
-        assert!((unit - wmax / 10.0).abs() < 1e-12);
+        assert!((unit - wmax / opts.levels as f64).abs() < 1e-12);
         // Segment MU sum = beam MU = TNMU x MU per level.
         let sum: f64 = sb.segments.iter().map(|g| g.mu).sum();
         assert!((sum - sb.meterset_mu).abs() < 1e-9);
@@ -404,6 +406,63 @@ fn min_segment_mu_drops_or_rounds_and_reports() {
         assert!(rep.dropped_segments + rep.rounded_up_segments > 0);
         assert!(rep.min_mu_fluence_change > 0.0);
     }
+}
+
+#[test]
+fn min_segment_area_and_leaf_opening_hold_on_every_segment() {
+    let s = synthetic();
+    let plain = sequence_plan(
+        &s.beams,
+        &s.weights,
+        &machine(true),
+        &SequencingOptions::default(),
+    )
+    .expect("plain");
+    let mut m = machine(true);
+    m.min_segment_area_mm2 = 400.0; // 4 cm^2: above some of this plan's segments
+    m.min_leaf_opening_mm = 10.0; // two 5 mm beamlets
+    let seq = sequence_plan(&s.beams, &s.weights, &m, &SequencingOptions::default()).expect("s");
+    let (mut small, mut widened, mut plain_small, mut plain_narrow) = (0, 0, 0, 0);
+    for ((sb, rep), pb) in seq.beams.iter().zip(&seq.reports).zip(&plain.beams) {
+        let bnd = &sb.leaf_boundaries_mm;
+        for g in &sb.segments {
+            assert!(open_area_mm2(g, bnd) >= 400.0, "{}", open_area_mm2(g, bnd));
+            // Open pairs (inside the Y jaws) are at least 10 mm wide; parked pairs keep the
+            // mechanical 0.5 mm gap.
+            for (p, &[a, b]) in g.leaf_pairs_mm.iter().enumerate() {
+                let inside = bnd[p] >= g.jaw_y_mm[0] - 1e-9 && bnd[p + 1] <= g.jaw_y_mm[1] + 1e-9;
+                let w = b - a;
+                assert!(
+                    !inside || w >= 10.0 - 1e-9 || (w - 0.5).abs() < 1e-9,
+                    "pair {p}: {w} mm"
+                );
+            }
+        }
+        for g in &pb.segments {
+            plain_small += usize::from(open_area_mm2(g, bnd) < 400.0);
+            plain_narrow += g
+                .leaf_pairs_mm
+                .iter()
+                .filter(|[a, b]| b - a > 0.6 && b - a < 10.0 - 1e-9)
+                .count();
+        }
+        small += rep.small_area_segments + rep.enlarged_segments;
+        widened += rep.widened_openings;
+    }
+    // The rules did something on this plan, and the report counts it.
+    assert!(
+        plain_small > 0 && plain_narrow > 0,
+        "{plain_small} {plain_narrow}"
+    );
+    assert!(small > 0 && widened > 0, "{small} {widened}");
+    // A 5 mm x 5 mm aperture has 25 mm^2.
+    let g = Segment {
+        mu: 1.0,
+        leaf_pairs_mm: vec![[0.0, 5.0]; 2],
+        jaw_x_mm: [0.0, 5.0],
+        jaw_y_mm: [0.0, 5.0],
+    };
+    assert!((open_area_mm2(&g, &[0.0, 5.0, 10.0]) - 25.0).abs() < 1e-12);
 }
 
 #[test]

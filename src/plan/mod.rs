@@ -28,6 +28,7 @@ pub mod fidelity;
 mod normalize;
 mod observer;
 mod planned;
+pub mod segment_weights;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -51,6 +52,7 @@ pub use fidelity::DoseFidelity;
 pub use normalize::Normalisation;
 pub use observer::{EventLog, PlanEvent, PlanObserver, PlanStage, StageTime};
 pub use planned::{InfluenceSummary, PlannedCase, DVH_BIN_GY};
+pub use segment_weights::{SegmentWeightOptions, SegmentWeightSummary};
 
 pub use crate::dose::scatter_correction;
 use observer::StageRunner;
@@ -101,6 +103,7 @@ struct Settings {
     normalisation: Normalisation,
     acceptance: PlanAcceptance,
     fidelity: DoseFidelity,
+    segment_weights: SegmentWeightOptions,
     input_files: Vec<PathBuf>,
 }
 
@@ -135,6 +138,7 @@ impl Planner {
                 normalisation: Normalisation::default(),
                 acceptance: PlanAcceptance::default(),
                 fidelity: DoseFidelity::default(),
+                segment_weights: SegmentWeightOptions::default(),
                 input_files,
             },
             beam_setup: None,
@@ -194,10 +198,17 @@ impl Planner {
         self
     }
 
-    /// The dose-fidelity loop after each solve ([`fidelity`]; default: at most 3 re-solves,
+    /// The dose-fidelity loop after each solve ([`fidelity`]; default: at most 2 re-solves,
     /// until 99 % of the compared voxels agree within 1 % of the prescription).
     pub fn with_dose_fidelity(mut self, fidelity: DoseFidelity) -> Self {
         self.settings.fidelity = fidelity;
+        self
+    }
+
+    /// Whether the segments' MU are re-optimised after sequencing ([`segment_weights`];
+    /// default on).
+    pub fn with_segment_weights(mut self, opts: SegmentWeightOptions) -> Self {
+        self.settings.segment_weights = opts;
         self
     }
 
@@ -324,8 +335,18 @@ impl Planner {
         self.settings.optimize.normalize = None;
         let mut prepared = self.prepare()?;
         let optimised = prepared.optimise(&Variant::default())?;
-        let mut times = Vec::new();
+        // The exported problem is the one the plan's last solve used (after the
+        // dose-fidelity loop, if any). Its recorded solve time must be a cold solve of
+        // that problem, as the peer's is: solve it once more without the previous zero set.
+        let mut cold = prepared.settings.optimize.clone();
+        cold.reuse_fixed_beamlets = false;
         let p = &prepared;
+        let result = if optimised.fidelity.is_empty() {
+            optimised.result
+        } else {
+            p.in_pool(|| p.problem.solve(&cold))?
+        };
+        let mut times = Vec::new();
         p.in_pool(|| {
             p.runner.run(PlanStage::Export, &mut times, || {
                 crate::optimize::export::write_problem(
@@ -335,12 +356,12 @@ impl Planner {
                     &p.problem,
                     &p.structures,
                     p.dose_grid.grid.voxel_volume_cm3(),
-                    Some((&optimised.result, &p.settings.optimize)),
+                    Some((&result, &p.settings.optimize)),
                 )?;
                 Ok(((), out_dir.display().to_string()))
             })
         })?;
-        Ok(optimised.result)
+        Ok(result)
     }
 }
 
@@ -637,7 +658,13 @@ pub struct SequencedStage {
     pub sequenced: SequencedPlan,
     /// Beamlet weights the segments deliver (MU per fraction).
     pub deliverable_weights_mu: Vec<f64>,
+    /// The segment-weight optimisation, when it ran.
+    pub segment_weights: Option<SegmentWeightSummary>,
+    /// Its model's dose of the final segment MU, Gy total per dose-grid row.
+    pub segment_model_dose_gy: Option<Vec<f64>>,
+    /// Wall-clock time of sequencing and of the segment-weight optimisation, s.
     pub seconds: f64,
+    pub segment_weight_seconds: f64,
 }
 
 impl PreparedPlan {
@@ -753,6 +780,11 @@ impl PreparedPlan {
         let settings = self.settings.fidelity.clone();
         let mut final_opts = opts.clone();
         final_opts.reuse_fixed_beamlets = true;
+        if self.settings.segment_weights.enabled {
+            // The segment problem is the final optimisation: the beamlet solution only has
+            // to be sequenced, so its last re-solve stops at the intermediate gap too.
+            final_opts.tolerance = opts.tolerance.max(settings.intermediate_tolerance);
+        }
         let mut loose_opts = final_opts.clone();
         loose_opts.tolerance = opts.tolerance.max(settings.intermediate_tolerance);
         let runner = self.runner.clone();
@@ -811,35 +843,92 @@ impl PreparedPlan {
         })
     }
 
-    /// Stage 3: leaf sequencing of an optimised fluence.
+    /// Stage 3: leaf sequencing of an optimised fluence, then (unless switched off) the
+    /// segment-weight optimisation ([`segment_weights`]).
     pub fn sequence(&self, optimised: &OptimisedPlan) -> Result<SequencedStage> {
         let mut times = Vec::new();
-        let (sequenced, deliverable_weights_mu) = self.in_pool(|| {
+        let machine = DeliveryMachine::from(&self.settings.machine);
+        let sequenced = self.in_pool(|| {
             self.runner.run(PlanStage::Sequencing, &mut times, || {
-                let machine = DeliveryMachine::from(&self.settings.machine);
                 let sequenced = sequencing::sequence_plan(
                     &self.beams,
                     &optimised.result.weights_mu,
                     &machine,
                     &self.settings.sequencing,
                 )?;
-                let x = sequencing::deliverable_weights(
-                    &self.beams,
-                    &sequenced.beams,
-                    self.problem.n_beamlets(),
-                )?;
                 let n: usize = sequenced.beams.iter().map(|b| b.segments.len()).sum();
                 let summary = format!(
                     "{n} segments, {:.0} MU per fraction before normalisation",
                     sequenced.total_mu()
                 );
-                Ok(((sequenced, x), summary))
+                Ok((sequenced, summary))
             })
         })?;
+        let (sequenced, segment_weights) = if self.settings.segment_weights.enabled {
+            let min_mu = self
+                .settings
+                .sequencing
+                .min_segment_mu
+                .unwrap_or(machine.min_segment_mu);
+            let inputs = segment_weights::SegmentProblemInputs {
+                beams: &self.beams,
+                matrix: self.problem.matrix(),
+                dose_grid: &self.dose_grid,
+                structures: &self.structures,
+                protocol: &optimised.protocol,
+                options: &self.settings.optimize,
+                optimised_dose_gy: &optimised.result.dose_gy,
+                exact_dose_gy: optimised.exact_dose_gy.as_deref(),
+                min_segment_mu: min_mu,
+            };
+            let plan = self.in_pool(|| {
+                self.runner.run(PlanStage::SegmentWeights, &mut times, || {
+                    let out = segment_weights::optimise_segment_weights(&inputs, &sequenced)?;
+                    let sw = &out.summary;
+                    let line = match &sw.kept_because {
+                        Some(why) => why.clone(),
+                        None => format!(
+                            "{} -> {} segments, {:.0} -> {:.0} MU, goal objective {:.4} -> {:.4} ({} iterations)",
+                            sw.segments_in,
+                            sw.segments_out,
+                            sw.mu_sequenced,
+                            sw.mu_optimised,
+                            sw.goal_objective_sequenced,
+                            sw.goal_objective_optimised,
+                            sw.iterations
+                        ),
+                    };
+                    Ok((out, line))
+                })
+            })?;
+            (plan.plan, Some((plan.summary, plan.model_dose_gy)))
+        } else {
+            (sequenced, None)
+        };
+        let (segment_weights, segment_model_dose_gy) = match segment_weights {
+            Some((s, d)) => (Some(s), d),
+            None => (None, None),
+        };
+        let deliverable_weights_mu = sequencing::deliverable_weights(
+            &self.beams,
+            &sequenced.beams,
+            self.problem.n_beamlets(),
+        )?;
         Ok(SequencedStage {
             sequenced,
             deliverable_weights_mu,
-            seconds: times.iter().map(|t| t.seconds).sum(),
+            segment_weights,
+            segment_model_dose_gy,
+            seconds: times
+                .iter()
+                .filter(|t| t.stage == PlanStage::Sequencing)
+                .map(|t| t.seconds)
+                .sum(),
+            segment_weight_seconds: times
+                .iter()
+                .filter(|t| t.stage == PlanStage::SegmentWeights)
+                .map(|t| t.seconds)
+                .sum(),
         })
     }
 
@@ -861,6 +950,12 @@ impl PreparedPlan {
             stage: PlanStage::Sequencing,
             seconds: sequenced.seconds,
         });
+        if sequenced.segment_weights.is_some() {
+            times.push(StageTime {
+                stage: PlanStage::SegmentWeights,
+                seconds: sequenced.segment_weight_seconds,
+            });
+        }
         let this = &*self;
         this.in_pool(|| planned::finish(this, optimised, sequenced, times))
     }

@@ -33,6 +33,8 @@ pub enum PlanStage {
     DoseFidelity,
     /// Leaf sequencing of the optimised fluence.
     Sequencing,
+    /// Re-optimisation of the segments' MU against the goals (`plan::segment_weights`).
+    SegmentWeights,
     /// Untruncated dose of the deliverable segments and the MU normalisation.
     DeliverableDose,
     /// Gamma agreement of the deliverable with the optimised dose.
@@ -54,6 +56,7 @@ impl PlanStage {
             PlanStage::Optimisation => "optimisation",
             PlanStage::DoseFidelity => "dose fidelity",
             PlanStage::Sequencing => "sequencing",
+            PlanStage::SegmentWeights => "segment weights",
             PlanStage::DeliverableDose => "deliverable dose",
             PlanStage::Gamma => "gamma (deliverable)",
             PlanStage::Report => "report",

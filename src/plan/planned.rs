@@ -73,6 +73,8 @@ pub struct PlannedCase {
     pub fidelity_steps: Vec<report::FidelityStep>,
     /// Name of the optimiser backend.
     pub solver_name: String,
+    /// The segment-weight optimisation after sequencing, when it ran.
+    pub segment_weights: Option<report::SegmentWeightSummary>,
     pub report: Report,
 }
 
@@ -102,9 +104,18 @@ pub(super) fn finish(
             ))
         })?;
     let mut sequenced = seq.sequenced;
+    let mut seg_weights = seq.segment_weights;
 
     let (deliverable_gy, mu_scale) = runner.run(PlanStage::DeliverableDose, &mut times, || {
         let mut d = prep.forward_dose_gy(&seq.deliverable_weights_mu)?;
+        if let (Some(sw), Some(model)) = (seg_weights.as_mut(), &seq.segment_model_dose_gy) {
+            sw.model_vs_deliverable = Some(report::ModelFidelity::compute(
+                model,
+                &d,
+                p.prescription.total_dose_gy,
+                FIDELITY_THRESHOLD_PERCENT_RX,
+            ));
+        }
         let td = target_rows.doses(&crate::dose::DoseField::new(&d, &prep.dose_grid));
         let f = s.normalisation.factor(&td, p.prescription.total_dose_gy);
         if f != 1.0 {
@@ -184,6 +195,7 @@ pub(super) fn finish(
             fidelity,
             fidelity_steps: optimised.fidelity.clone(),
             solver_name: s.optimize.backend.name().to_string(),
+            segment_weights: seg_weights.clone(),
             report: Report {
                 rtopt_version: env!("CARGO_PKG_VERSION").to_string(),
                 case: String::new(),
@@ -303,7 +315,8 @@ impl PlannedCase {
         let goal_rows: Vec<GoalRow> = goals
             .iter()
             .zip(metrics_of)
-            .map(|(g, metric)| GoalRow {
+            .enumerate()
+            .map(|(i, (g, metric))| GoalRow {
                 structure: g.structure.clone(),
                 goal: g.description.clone(),
                 kind: g.role,
@@ -312,6 +325,7 @@ impl PlannedCase {
                 unit: "Gy".into(),
                 objective_value: g.objective_value,
                 met: g.met,
+                objective_per_gy: self.optimized.goals.get(i).and_then(|o| o.objective_per_gy),
             })
             .collect();
         let beams: Vec<BeamRow> = self
@@ -370,6 +384,12 @@ impl PlannedCase {
             },
             optimiser_vs_final: self.fidelity.clone(),
             fidelity_corrections: self.fidelity_steps.clone(),
+            segment_weights: self.segment_weights.clone(),
+            mu_per_cgy: mu_per_cgy(
+                self.sequenced.total_mu(),
+                rx,
+                self.protocol.prescription.fractions,
+            ),
         };
         self.report.notes = vec![
             "Dose-volume constraints are enforced through their CVaR (Rockafellar-Uryasev) counterparts, which are conservative: the achieved DVH point is at least as good as the limit.".into(),
@@ -485,6 +505,16 @@ impl PlannedCase {
         })?;
         crate::io::atomic::write_file(&dir.join("report.html"), html.as_bytes())?;
         Ok(())
+    }
+}
+
+/// MU efficiency: MU per fraction over the prescribed dose per fraction in cGy.
+fn mu_per_cgy(mu_per_fraction: f64, rx_total_gy: f64, fractions: u32) -> f64 {
+    let cgy = rx_total_gy * 100.0 / fractions.max(1) as f64;
+    if cgy > 0.0 {
+        mu_per_fraction / cgy
+    } else {
+        0.0
     }
 }
 

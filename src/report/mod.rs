@@ -73,6 +73,10 @@ pub struct GoalRow {
     /// Constraints and report goals: whether the limit holds (within 0.5 %). Objectives: none.
     #[serde(default)]
     pub met: Option<bool>,
+    /// Hard constraints: the optimiser's first-order objective increase per Gy of tightening
+    /// the limit (its Lagrange multiplier; 0: the limit does not bind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective_per_gy: Option<f64>,
 }
 
 /// The optimiser's figures in the report.
@@ -118,6 +122,44 @@ pub struct DeliverySummary {
     /// (empty when the loop was off).
     #[serde(default)]
     pub fidelity_corrections: Vec<FidelityStep>,
+    /// The segment-weight optimisation after sequencing (absent when it was off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_weights: Option<SegmentWeightSummary>,
+    /// MU efficiency: MU per fraction per cGy of prescribed dose per fraction.
+    #[serde(default)]
+    pub mu_per_cgy: f64,
+}
+
+/// What the segment-weight optimisation did (`plan::segment_weights`; `report.json`:
+/// `delivery.segment_weights`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SegmentWeightSummary {
+    /// Segments handed over by sequencing, and kept after the minimum-MU rule.
+    pub segments_in: usize,
+    pub segments_out: usize,
+    /// Segments the optimum put below half the minimum MU (dropped) or between half and the
+    /// minimum (rounded up to it).
+    pub dropped: usize,
+    pub rounded_up: usize,
+    /// Solver status and iterations of the segment problem.
+    pub status: String,
+    pub iterations: u32,
+    /// Sum of the goals' objective terms on the segment model's dose: the sequenced MU
+    /// before, the optimised (and minimum-MU-rounded) MU after.
+    pub goal_objective_sequenced: f64,
+    pub goal_objective_optimised: f64,
+    /// Total MU per fraction before and after.
+    pub mu_sequenced: f64,
+    pub mu_optimised: f64,
+    /// Non-zeros of the segment dose matrix.
+    pub matrix_nnz: usize,
+    /// The segment model's dose of the final MU against the untruncated deliverable dose
+    /// (before normalisation), over the voxels above 10 % of Rx.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_vs_deliverable: Option<ModelFidelity>,
+    /// Why the sequenced weights were kept, when they were (an infeasible segment problem).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_because: Option<String>,
 }
 
 /// Gamma agreement of the deliverable with the optimised dose.
@@ -206,7 +248,7 @@ impl Report {
     /// value, constraints and report goals with met / NOT MET. Columns are as wide as their
     /// longest entry, so no line depends on the terminal width.
     pub fn goal_table(&self) -> String {
-        let rows: Vec<[String; 6]> = self
+        let rows: Vec<[String; 7]> = self
             .goals
             .iter()
             .map(|g| {
@@ -216,6 +258,10 @@ impl Report {
                     (None, Some(v)) => format!("term {v:.4}"),
                     (None, None) => "-".to_string(),
                 };
+                let cost = g
+                    .objective_per_gy
+                    .map(|c| format!("{c:+.4}"))
+                    .unwrap_or_else(|| "-".into());
                 [
                     g.structure.clone(),
                     g.goal.clone(),
@@ -223,6 +269,7 @@ impl Report {
                     g.metric.clone(),
                     format!("{:.2} {}", g.achieved, g.unit),
                     status,
+                    cost,
                 ]
             })
             .collect();
@@ -233,6 +280,7 @@ impl Report {
             "metric",
             "achieved",
             "status / objective",
+            "objective per Gy tighter",
         ];
         let mut w = head.map(|h| h.chars().count());
         for r in &rows {
@@ -240,25 +288,27 @@ impl Report {
                 w[k] = w[k].max(c.chars().count());
             }
         }
-        let line = |cells: [&str; 6]| {
+        let line = |cells: [&str; 7]| {
             format!(
-                "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {:>w4$}  {}\n",
+                "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {:>w4$}  {:<w5$}  {}\n",
                 cells[0],
                 cells[1],
                 cells[2],
                 cells[3],
                 cells[4],
                 cells[5],
+                cells[6],
                 w0 = w[0],
                 w1 = w[1],
                 w2 = w[2],
                 w3 = w[3],
-                w4 = w[4]
+                w4 = w[4],
+                w5 = w[5]
             )
         };
         let mut s = line(head);
         for r in &rows {
-            s.push_str(&line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]));
+            s.push_str(&line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5], &r[6]]));
         }
         s
     }

@@ -191,6 +191,10 @@ struct Calculation {
     /// is final) [default: 2].
     #[arg(long, value_name = "N")]
     fidelity_corrections: Option<usize>,
+    /// Keep the sequenced segment MU instead of re-optimising them against the goals
+    /// (docs/sequencing.md).
+    #[arg(long)]
+    no_segment_weights: bool,
 }
 
 /// Plan acceptance limits (defaults and sources in docs/reliability.md).
@@ -386,6 +390,7 @@ fn main() -> ExitCode {
                 ct_calibration: calculation.ct_calibration,
                 threads: calculation.threads,
                 fidelity_corrections: calculation.fidelity_corrections,
+                no_segment_weights: calculation.no_segment_weights,
                 memory_budget_bytes: Some(budget),
             };
             match plan_cmd::plan(&args) {
@@ -433,6 +438,7 @@ fn main() -> ExitCode {
                 ct_calibration: calculation.ct_calibration,
                 threads: calculation.threads,
                 fidelity_corrections: calculation.fidelity_corrections,
+                no_segment_weights: calculation.no_segment_weights,
                 memory_budget_bytes: Some(budget),
                 ..Default::default()
             };

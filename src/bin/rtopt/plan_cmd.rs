@@ -42,6 +42,8 @@ pub struct PlanArgs {
     pub threads: Option<usize>,
     /// Re-solves of the dose-fidelity loop at most (`None`: the planner's default).
     pub fidelity_corrections: Option<usize>,
+    /// Keep the sequenced segment MU (no segment-weight optimisation).
+    pub no_segment_weights: bool,
     /// Memory budget, bytes (default: half the machine's memory).
     pub memory_budget_bytes: Option<u64>,
 }
@@ -162,6 +164,10 @@ fn planner(args: &PlanArgs) -> Result<Planner> {
             max_corrections: n,
             ..Default::default()
         });
+    }
+    if args.no_segment_weights {
+        planner =
+            planner.with_segment_weights(rtopt::plan::SegmentWeightOptions { enabled: false });
     }
     planner = planner.with_memory_budget(budget);
     Ok(planner

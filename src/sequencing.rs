@@ -577,6 +577,13 @@ pub fn sequence_plan(
                 small += 1;
             }
         }
+        if small > 0 && small == segments.len() {
+            return Err(Error::Invalid(format!(
+                "beam {}: every one of its {small} segments is below the machine's \
+                 min_segment_area_mm2 ({} mm^2) even after enlarging within the beamlet grid",
+                beam.number, machine.min_segment_area_mm2
+            )));
+        }
         let (mut dropped, mut rounded) = (0, 0);
         for m in after_w.iter_mut().filter(|m| **m > 0.0) {
             if *m < min_mu {
@@ -739,6 +746,17 @@ pub fn beam_weights_from_segments(
     out
 }
 
+/// The beam a sequenced beam belongs to (an error when its index is out of range).
+pub fn beam_of<'b>(beams: &'b [Beam], sb: &SequencedBeam) -> Result<&'b Beam> {
+    beams.get(sb.beam_index).ok_or_else(|| {
+        Error::Invalid(format!(
+            "sequenced beam refers to beam index {} of {}",
+            sb.beam_index,
+            beams.len()
+        ))
+    })
+}
+
 /// Deliverable plan-wide beamlet weights (influence-matrix column order) from sequenced beams.
 pub fn deliverable_weights(
     beams: &[Beam],
@@ -747,13 +765,7 @@ pub fn deliverable_weights(
 ) -> Result<Vec<f64>> {
     let mut x = vec![0.0; n_cols];
     for sb in seq {
-        let beam = beams.get(sb.beam_index).ok_or_else(|| {
-            Error::Invalid(format!(
-                "sequenced beam refers to beam index {} of {}",
-                sb.beam_index,
-                beams.len()
-            ))
-        })?;
+        let beam = beam_of(beams, sb)?;
         let end = beam.first_column + beam.beamlets.len();
         if end > n_cols {
             return Err(Error::Invalid(format!(

@@ -455,6 +455,12 @@ fn min_segment_area_and_leaf_opening_hold_on_every_segment() {
         "{plain_small} {plain_narrow}"
     );
     assert!(small > 0 && widened > 0, "{small} {widened}");
+    // An area no segment can reach: a clear error naming the machine parameter.
+    m.min_segment_area_mm2 = 1.0e7;
+    let e = sequence_plan(&s.beams, &s.weights, &m, &SequencingOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("min_segment_area_mm2"), "{e}");
     // A 5 mm x 5 mm aperture has 25 mm^2.
     let g = Segment {
         mu: 1.0,

@@ -877,7 +877,7 @@ impl PreparedPlan {
                 structures: &self.structures,
                 protocol: &optimised.protocol,
                 options: &self.settings.optimize,
-                optimised_dose_gy: &optimised.result.dose_gy,
+                optimised_weights_mu: &optimised.result.weights_mu,
                 exact_dose_gy: optimised.exact_dose_gy.as_deref(),
                 min_segment_mu: min_mu,
             };

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 
 use rtopt::dvh;
-use rtopt::optimize::synthetic::{c_shape, SyntheticCase};
+use rtopt::optimize::synthetic::{c_shape, c_shape_partial, SyntheticCase};
 use rtopt::optimize::{
     Backend, GoalKind, GoalRole, OptimizationResult, OptimizeOptions, PlanningProblem, Protocol,
 };
@@ -65,20 +65,24 @@ fn goal_objective(r: &OptimizationResult) -> f64 {
     r.goals.iter().filter_map(|g| g.objective_value).sum()
 }
 
-/// Hard constraints on the exact dose statistic (tolerance 1e-6 Gy).
+/// Hard constraints on the exact dose statistic (tolerance 1e-6 Gy): max and min on the
+/// whole voxels (centre rule), volume averages on the partial-volume weights (all 1 in
+/// [`c_shape`]).
 fn check_constraints(case: &SyntheticCase, p: &Protocol, r: &OptimizationResult) {
     for sg in &p.structures {
-        let rows = &case
-            .structures
-            .iter()
-            .find(|s| s.name == sg.name)
-            .unwrap()
-            .rows;
+        let s = case.structures.iter().find(|s| s.name == sg.name).unwrap();
         for g in &sg.goals {
             if g.kind.is_objective() || !g.exclude.is_empty() {
                 continue;
             }
-            let d: Vec<f64> = rows.iter().map(|&v| r.dose_gy[v as usize]).collect();
+            let d: Vec<f64> = s.rows.iter().map(|&v| r.dose_gy[v as usize]).collect();
+            let dw: Vec<f64> = s
+                .weighted
+                .rows
+                .iter()
+                .map(|&v| r.dose_gy[v as usize])
+                .collect();
+            let w = dvh::WeightedDoses::new(&dw, &s.weighted.weights);
             let tol = 1e-6;
             match g.kind {
                 GoalKind::MaxDose { dose_gy, .. } => {
@@ -88,18 +92,18 @@ fn check_constraints(case: &SyntheticCase, p: &Protocol, r: &OptimizationResult)
                     assert!(dvh::min(&d) >= dose_gy - tol, "{} min", sg.name)
                 }
                 GoalKind::MeanMax { dose_gy, .. } => {
-                    assert!(dvh::mean(&d) <= dose_gy + tol, "{} mean", sg.name)
+                    assert!(w.mean() <= dose_gy + tol, "{} mean", sg.name)
                 }
                 GoalKind::MeanMin { dose_gy, .. } => {
-                    assert!(dvh::mean(&d) >= dose_gy - tol, "{} mean", sg.name)
+                    assert!(w.mean() >= dose_gy - tol, "{} mean", sg.name)
                 }
                 GoalKind::DvhMax {
                     dose_gy,
                     volume_pct,
                     ..
                 } => {
-                    let cv = dvh::upper_cvar(&d, volume_pct);
-                    let dx = dvh::dose_at_volume(&d, volume_pct);
+                    let cv = w.upper_cvar(volume_pct);
+                    let dx = w.dose_at_volume(volume_pct);
                     assert!(cv <= dose_gy + tol, "{} CVaR {cv}", sg.name);
                     assert!(dx <= dose_gy + tol, "{} D{volume_pct} {dx}", sg.name);
                 }
@@ -108,8 +112,8 @@ fn check_constraints(case: &SyntheticCase, p: &Protocol, r: &OptimizationResult)
                     volume_pct,
                     ..
                 } => {
-                    let cv = dvh::lower_cvar(&d, 100.0 - volume_pct);
-                    let dx = dvh::dose_at_volume(&d, volume_pct);
+                    let cv = w.lower_cvar(100.0 - volume_pct);
+                    let dx = w.dose_at_volume(volume_pct);
                     assert!(cv >= dose_gy - tol, "{} CVaR {cv}", sg.name);
                     assert!(dx >= dose_gy - tol, "{} D{volume_pct} {dx}", sg.name);
                 }
@@ -221,6 +225,44 @@ name = "OuterTarget"
 goals = [{ type = "dvh_min", dose_gy = 46.5, volume_pct = 95 }, { type = "dvh_max", dose_gy = 52, volume_pct = 10 }]"#,
         usize::MAX,
     );
+}
+
+#[test]
+fn partial_volume_weights_match_clarabel() {
+    // Voxels weighted by the occupied fraction (multiples of 1/32): both backends solve the
+    // same weighted problem, hard limits hold on the weighted DVH, and the objective the
+    // solver reports is the weighted one recomputed here from the dose.
+    let case = c_shape_partial(30, 6, 5, 6.0);
+    let t = &case.structures[0];
+    assert!(t.weighted.rows.len() > t.rows.len());
+    assert!(t.weighted.weights.iter().any(|&w| w < 0.5));
+    let extra = r#"[[structure]]
+name = "Core"
+goals = [{ type = "overdose", dose_gy = 20, weight = 300 }, { type = "dvh_max", dose_gy = 26, volume_pct = 10 }, { type = "mean_max", dose_gy = 16 }]
+
+[[structure]]
+name = "OuterTarget"
+goals = [{ type = "underdose", dose_gy = 49, weight = 200 }, { type = "dvh_min", dose_gy = 45.5, volume_pct = 95 }, { type = "dvh_max", dose_gy = 53, volume_pct = 10 }, { type = "min_dose", dose_gy = 40 }]"#;
+    let (ipm, _) = compare_on(&case, "partial volumes", "", extra, usize::MAX);
+    let dev = &ipm.goals[0];
+    assert_eq!(dev.structure, "OuterTarget");
+    let (num, den) =
+        t.weighted
+            .rows
+            .iter()
+            .zip(&t.weighted.weights)
+            .fold((0.0, 0.0), |(n, d), (&r, &w)| {
+                let w = w as f64;
+                (n + w * (ipm.dose_gy[r as usize] - 50.0).powi(2), d + w)
+            });
+    let expect = 1000.0 * num / den;
+    let got = dev.objective_value.unwrap();
+    assert!(
+        (got - expect).abs() <= 1e-9 * expect,
+        "weighted deviation {got} vs {expect}"
+    );
+    // Constraint generation on the weighted rows reaches the same optimum.
+    compare_on(&case, "partial volumes, candidates", "", extra, 200);
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use rtopt::optimize::export::write_problem;
-use rtopt::optimize::synthetic::c_shape;
+use rtopt::optimize::synthetic::c_shape_partial;
 use rtopt::optimize::{OptimizeOptions, PlanningProblem, Protocol};
 
 /// A Python that imports cvxpy: `RTOPT_PEER_PYTHON` (then it must work: CI sets it), the
@@ -81,7 +81,8 @@ goals = [
 
 #[test]
 fn cvxpy_peer_agrees_with_rtopt_on_the_exported_problem() {
-    let case = c_shape(30, 6, 5, 6.0);
+    // Partial volumes, so that the exported voxel weights are exercised.
+    let case = c_shape_partial(30, 6, 5, 6.0);
     let protocol = Protocol::from_toml_str(PROTOCOL, Path::new("peer.toml")).unwrap();
     let problem = PlanningProblem::new(
         &case.matrix,
@@ -130,6 +131,18 @@ fn cvxpy_peer_agrees_with_rtopt_on_the_exported_problem() {
     assert_eq!(meta["goals"][12]["in_problem"], true);
     assert_eq!(meta["goals"][9]["role"], "report");
     assert_eq!(meta["goals"][9]["in_problem"], false);
+    // Goal 0 (OuterTarget deviation) is volume-weighted: boundary voxels count in part.
+    let g0 = &meta["goals"][0];
+    let (nw, nv) = (
+        g0["total_weight"].as_f64().unwrap(),
+        g0["n_voxels"].as_f64().unwrap(),
+    );
+    assert!(nw < nv, "total weight {nw} of {nv} voxels");
+    // Goal 4 (OuterTarget max dose) acts on whole voxels.
+    assert_eq!(
+        meta["goals"][4]["total_weight"].as_f64(),
+        meta["goals"][4]["n_voxels"].as_f64()
+    );
 
     let Some(py) = peer_python() else {
         eprintln!(

@@ -25,8 +25,8 @@ import scipy.sparse as sp
 def load(export_dir):
     with open(os.path.join(export_dir, "problem.json")) as f:
         meta = json.load(f)
-    if meta.get("format") != "rtopt-problem" or meta.get("version") != 1:
-        raise SystemExit(f"{export_dir}/problem.json: not an rtopt-problem version 1 file")
+    if meta.get("format") != "rtopt-problem" or meta.get("version") != 2:
+        raise SystemExit(f"{export_dir}/problem.json: not an rtopt-problem version 2 file")
     a = sp.load_npz(os.path.join(export_dir, "influence.npz")).tocsr().astype(np.float64)
     arrays = dict(np.load(os.path.join(export_dir, "problem.npz")))
     return meta, a, arrays
@@ -34,6 +34,20 @@ def load(export_dir):
 
 def active_goals(meta):
     return [g for g in meta["goals"] if g["in_problem"]]
+
+
+def wmean(w, v):
+    """Weighted mean: each voxel counted with the fraction of it the structure occupies."""
+    return float(np.dot(w, v) / np.sum(w))
+
+
+def cvar(dv, w, p, upper):
+    """Weighted CVaR: mean of the hottest (upper) or coldest fraction p of the volume."""
+    order = np.argsort(-dv if upper else dv, kind="stable")
+    s, ws = dv[order], w[order]
+    m = p * np.sum(w)
+    take = np.clip(m - (np.cumsum(ws) - ws), 0.0, ws)
+    return float(np.dot(take, s) / m)
 
 
 def objective_value(meta, a, arrays, x):
@@ -46,17 +60,18 @@ def objective_value(meta, a, arrays, x):
         if g["role"] != "objective":
             continue
         dv = d[arrays[g["rows_key"]]]
+        vw = arrays[g["weights_key"]]
         w, t = k.get("weight", 0.0), k["type"]
         if t == "deviation":
-            total += w * np.mean((dv - k["dose_gy"]) ** 2)
+            total += w * wmean(vw, (dv - k["dose_gy"]) ** 2)
         elif t == "overdose":
-            total += w * np.mean(np.maximum(dv - k["dose_gy"], 0.0) ** 2)
+            total += w * wmean(vw, np.maximum(dv - k["dose_gy"], 0.0) ** 2)
         elif t == "underdose":
-            total += w * np.mean(np.maximum(k["dose_gy"] - dv, 0.0) ** 2)
+            total += w * wmean(vw, np.maximum(k["dose_gy"] - dv, 0.0) ** 2)
         elif t == "mean_dose":
-            total += w * np.mean(dv)
+            total += w * wmean(vw, dv)
         elif t == "eud":
-            total += w * np.mean(np.maximum(dv, 0.0) ** k["a"]) ** (1.0 / k["a"])
+            total += w * wmean(vw, np.maximum(dv, 0.0) ** k["a"]) ** (1.0 / k["a"])
         elif t == "max_penalty":
             total += w * np.max(dv)
         else:
@@ -82,6 +97,7 @@ def violations(meta, a, arrays, x):
         if g["role"] != "constraint":
             continue
         k, dv = g["goal"], d[arrays[g["rows_key"]]]
+        vw = arrays[g["weights_key"]]
         t, lim = k["type"], k["dose_gy"]
         name = f'{g["structure"]}: {g["description"]}'
         if t == "max_dose":
@@ -89,23 +105,14 @@ def violations(meta, a, arrays, x):
         elif t == "min_dose":
             v = lim - np.min(dv)
         elif t == "mean_max":
-            v = np.mean(dv) - lim
+            v = wmean(vw, dv) - lim
         elif t == "mean_min":
-            v = lim - np.mean(dv)
-        elif t in ("dvh_max", "dvh_min"):
-            # Exact CVaR of the voxel doses (tail mean over a fraction p of equal volumes).
-            n = len(dv)
-            if t == "dvh_max":
-                p = k["volume_pct"] / 100.0
-                s = np.sort(dv)[::-1]
-            else:
-                p = 1.0 - k["volume_pct"] / 100.0
-                s = np.sort(dv)
-            m = p * n
-            whole = int(np.floor(m))
-            tail = s[:whole].sum() + (m - whole) * (s[whole] if whole < n else 0.0)
-            cvar = tail / m
-            v = cvar - lim if t == "dvh_max" else lim - cvar
+            v = lim - wmean(vw, dv)
+        elif t == "dvh_max":
+            # Exact weighted CVaR of the voxel doses (tail mean over a fraction p of the volume).
+            v = cvar(dv, vw, k["volume_pct"] / 100.0, True) - lim
+        elif t == "dvh_min":
+            v = lim - cvar(dv, vw, 1.0 - k["volume_pct"] / 100.0, False)
         else:
             raise SystemExit(f"unknown constraint type {t}")
         out[name] = max(0.0, float(v))
@@ -121,20 +128,28 @@ def build(meta, a, arrays):
     for g in active_goals(meta):
         k = g["goal"]
         rows = arrays[g["rows_key"]]
+        vw = arrays[g["weights_key"]]
         ag = f * a[rows, :]
-        nv = len(rows)
+        nv = float(np.sum(vw))
         dv = ag @ x
+        # Squared terms weigh voxel v by w_v: sum w_v h_v^2 = ||sqrt(w) h||^2.
+        sw = np.sqrt(vw)
         t = k["type"]
         if t == "deviation":
-            terms.append(k["weight"] / nv * cp.sum_squares(dv - k["dose_gy"]))
+            terms.append(k["weight"] / nv * cp.sum_squares(cp.multiply(sw, dv - k["dose_gy"])))
         elif t == "overdose":
-            terms.append(k["weight"] / nv * cp.sum_squares(cp.pos(dv - k["dose_gy"])))
+            terms.append(
+                k["weight"] / nv * cp.sum_squares(cp.multiply(sw, cp.pos(dv - k["dose_gy"])))
+            )
         elif t == "underdose":
-            terms.append(k["weight"] / nv * cp.sum_squares(cp.pos(k["dose_gy"] - dv)))
+            terms.append(
+                k["weight"] / nv * cp.sum_squares(cp.multiply(sw, cp.pos(k["dose_gy"] - dv)))
+            )
         elif t == "mean_dose":
-            terms.append(k["weight"] * cp.sum(dv) / nv)
+            terms.append(k["weight"] * (vw @ dv) / nv)
         elif t == "eud":
-            terms.append(k["weight"] * nv ** (-1.0 / k["a"]) * cp.pnorm(dv, k["a"]))
+            a_ = k["a"]
+            terms.append(k["weight"] * nv ** (-1.0 / a_) * cp.pnorm(cp.multiply(vw ** (1.0 / a_), dv), a_))
         elif t == "max_penalty":
             terms.append(k["weight"] * cp.max(dv))
         elif t == "max_dose":
@@ -142,17 +157,17 @@ def build(meta, a, arrays):
         elif t == "min_dose":
             cons.append(dv >= k["dose_gy"])
         elif t == "mean_max":
-            cons.append(cp.sum(dv) / nv <= k["dose_gy"])
+            cons.append((vw @ dv) / nv <= k["dose_gy"])
         elif t == "mean_min":
-            cons.append(cp.sum(dv) / nv >= k["dose_gy"])
+            cons.append((vw @ dv) / nv >= k["dose_gy"])
         elif t == "dvh_max":
             p = k["volume_pct"] / 100.0
             tv = cp.Variable()
-            cons.append(tv + cp.sum(cp.pos(dv - tv)) / (p * nv) <= k["dose_gy"])
+            cons.append(tv + (vw @ cp.pos(dv - tv)) / (p * nv) <= k["dose_gy"])
         elif t == "dvh_min":
             p = 1.0 - k["volume_pct"] / 100.0
             tv = cp.Variable()
-            cons.append(tv - cp.sum(cp.pos(tv - dv)) / (p * nv) >= k["dose_gy"])
+            cons.append(tv - (vw @ cp.pos(tv - dv)) / (p * nv) >= k["dose_gy"])
         else:
             raise SystemExit(f"unknown goal type {t}")
     fl = meta["fluence"]

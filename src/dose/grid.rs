@@ -14,12 +14,13 @@ pub struct StructureRows {
     /// RTROIInterpretedType (3006,00A4).
     pub roi_type: RoiType,
     /// Rows of the dose grid whose voxel centre lies in the structure's CT-grid mask
-    /// ([`DoseGrid::rows_in`]), ascending: each a whole voxel. The optimiser's rows.
+    /// ([`DoseGrid::rows_in`]), ascending: each a whole voxel. The optimiser's rows for max
+    /// and min limits.
     pub rows: Vec<u32>,
     /// The partial-volume rows: every computed row whose voxel the structure occupies at all,
     /// with the occupied fraction of the voxel's box, from the contours
-    /// ([`structures::supersample`]). The optimiser's voxel weights, once its objective
-    /// weighs voxels (it reads [`StructureRows::rows`] today).
+    /// ([`structures::supersample`]). The optimiser's rows and voxel weights for goals that
+    /// are volume averages ([`crate::optimize::GoalKind::is_volume_weighted`]).
     pub weighted: WeightedRows,
     /// What the structure's DVH is computed on: its supersampled points with trilinear dose
     /// (a structure with contours), or its rows (a structure known only as a mask). The
@@ -218,6 +219,24 @@ impl StructureRows {
             dvh: DvhElements::Rows(weighted.clone()),
             weighted,
             volume_voxels: rows.len() as f64,
+            rows,
+        }
+    }
+
+    /// Rows (centre rule) with known partial volumes `weighted`, which are also the DVH
+    /// elements (each row's dose is the voxel's): a phantom whose shapes are analytic.
+    pub fn with_partial_volumes(
+        name: &str,
+        roi_type: RoiType,
+        rows: Vec<u32>,
+        weighted: WeightedRows,
+    ) -> Self {
+        StructureRows {
+            name: name.to_string(),
+            roi_type,
+            dvh: DvhElements::Rows(weighted.clone()),
+            volume_voxels: weighted.total_weight(),
+            weighted,
             rows,
         }
     }

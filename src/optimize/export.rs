@@ -6,6 +6,8 @@
 //!   `float32`, Gy per MU for one fraction; rows = dose-grid voxels, columns = beamlets), with
 //!   the pipeline's scatter correction already applied;
 //! * `problem.npz`: `goal_<k>_rows` (int32 voxel rows of goal `k`, exclusions removed),
+//!   `goal_<k>_weights` (float64, the weight of each row in the goal's sums: the occupied
+//!   fraction of the voxel for volume-averaged goals, else 1),
 //!   `structure_<k>_rows`, `fluence_pairs` (int32, n x 2: neighbouring beamlets of one beam),
 //!   and, when a solution is given, `x_rtopt` (MU per fraction) and `dose_rtopt_gy` (total);
 //! * `problem.json`: sizes, fractions, goals with their parameters and roles, fluence terms,
@@ -21,7 +23,8 @@ use crate::io::npz::{write_npz, NpyArray};
 
 /// Format name and version in `problem.json`.
 pub const FORMAT: &str = "rtopt-problem";
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2: goals carry voxel weights (`goal_<k>_weights`).
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Serialize)]
 struct StructureEntry {
@@ -43,7 +46,10 @@ struct GoalEntry {
     in_problem: bool,
     goal: GoalKind,
     rows_key: String,
+    weights_key: String,
     n_voxels: usize,
+    /// Sum of the row weights: the `N` of the goal's normalised terms.
+    total_weight: f64,
 }
 
 #[derive(Serialize)]
@@ -89,13 +95,15 @@ struct ProblemJson<'a> {
 }
 
 const OBJECTIVE_DEFINITION: &str = "d = fractions * (A @ x) (total Gy), x >= 0 (MU per fraction). \
-minimise the sum over objective goals g (rows R_g, N_g = |R_g|) of: deviation w/N sum (d-D)^2; \
-overdose w/N sum max(d-D,0)^2; underdose w/N sum max(D-d,0)^2; mean_dose w*mean(d); \
+Goal g has rows R_g with weights w_v (goal_<k>_weights), N = sum w_v, mean(f) = 1/N sum w_v f(d_v). \
+minimise the sum over objective goals of: deviation w*mean((d-D)^2); \
+overdose w*mean(max(d-D,0)^2); underdose w*mean(max(D-d,0)^2); mean_dose w*mean(d); \
 eud w*(mean(d^a))^(1/a); max_penalty w*max(d); plus smoothness_weight/n_pairs * sum over \
 fluence_pairs (x_i-x_j)^2 and total_mu_weight * sum x. Hard constraints: max_dose d<=D, \
 min_dose d>=D, mean_max mean(d)<=D, mean_min mean(d)>=D, dvh_max CVaR upper \
-min_t t + 1/(pN) sum max(d-t,0) <= D with p = volume_pct/100, dvh_min CVaR lower \
-max_t t - 1/(pN) sum max(t-d,0) >= D with p = 1 - volume_pct/100; x <= max_beamlet_mu when set.";
+min_t t + 1/(pN) sum w_v max(d_v-t,0) <= D with p = volume_pct/100, dvh_min CVaR lower \
+max_t t - 1/(pN) sum w_v max(t-d_v,0) >= D with p = 1 - volume_pct/100; \
+x <= max_beamlet_mu when set.";
 
 /// Write the problem (and, when given, rtopt's solution of it) into the folder `out_dir`
 /// (an existing folder only as `replace` allows, see [`crate::outputs`]).
@@ -152,6 +160,9 @@ pub fn write_problem(
     for (k, g) in problem.goals.iter().enumerate() {
         let key = format!("goal_{k}_rows");
         arrays.push((key.clone(), NpyArray::indices(&g.rows)?));
+        let wkey = format!("goal_{k}_weights");
+        let w: Vec<f64> = g.wts.iter().map(|&w| w as f64).collect();
+        arrays.push((wkey.clone(), NpyArray::f64(&w)));
         let role = if g.kind.is_objective() {
             GoalRole::Objective
         } else if g.kind.mode() == Mode::Hard {
@@ -167,7 +178,9 @@ pub fn write_problem(
             in_problem: PlanningProblem::is_active(g, false),
             goal: g.kind.clone(),
             rows_key: key,
+            weights_key: wkey,
             n_voxels: g.rows.len(),
+            total_weight: g.total_w,
         });
     }
     let pairs: Vec<u32> = problem

@@ -264,18 +264,42 @@ pub fn fluence_maps(beams: &[Beam], weights_mu: &[f64]) -> Result<Vec<FluenceMap
 struct GoalSpec {
     structure: String,
     kind: GoalKind,
-    /// Rows of `A` the goal acts on (structure minus exclusions), ascending.
+    /// Rows of `A` the goal acts on, ascending: for a volume-weighted goal
+    /// ([`GoalKind::is_volume_weighted`]) every row its structure less the exclusions occupies
+    /// at all ([`StructureRows::weighted`]), else the rows whose voxel centre lies inside.
     rows: Vec<u32>,
-    /// The same with partial volumes ([`StructureRows::weighted`]; an excluded structure's
-    /// weight is subtracted): the voxel weights for the solvers, which do not read them yet.
+    /// Weight of each row in the goal's sums and DVH points: the occupied fraction of the
+    /// voxel (volume-weighted goals) or 1.
+    wts: Vec<f32>,
+    /// Sum of `wts`, voxels: the `N` of the normalised terms.
+    total_w: f64,
+    /// The partial-volume rows of the structure less its exclusions ([`StructureRows::weighted`];
+    /// an excluded structure's weight is subtracted).
     weighted: WeightedRows,
     /// The DVH elements of the structure less the exclusions ([`StructureRows::dvh`]): what
     /// [`PlanningProblem::evaluate_goals`] judges the goal on (shared by goals alike).
     dvh: Arc<DvhElements>,
-    /// `A_s^T A_s` for deviation goals (independent of weight and reference dose).
+    /// `A_s^T W_s A_s` for deviation goals, `W_s = diag(wts)` (independent of weight and
+    /// reference dose).
     hess: OnceLock<Arc<DenseSym>>,
-    /// `A_s^T 1`.
+    /// `A_s^T w_s`.
     colsum: OnceLock<Vec<f64>>,
+}
+
+impl GoalSpec {
+    /// Weight of row `r` in the goal (0 when the goal does not hold it).
+    fn weight_of(&self, r: u32) -> f64 {
+        self.rows
+            .binary_search(&r)
+            .map(|k| self.wts[k] as f64)
+            .unwrap_or(0.0)
+    }
+
+    /// The goal's doses on `dose` (one per matrix row), with its row weights.
+    fn row_doses(&self, dose: &[f64]) -> dvh::WeightedDoses {
+        let d: Vec<f64> = self.rows.iter().map(|&r| dose[r as usize]).collect();
+        dvh::WeightedDoses::new(&d, &self.wts)
+    }
 }
 
 /// Who owns a constraint row (for infeasibility diagnosis).
@@ -539,10 +563,21 @@ impl<'a> PlanningProblem<'a> {
                         d
                     }
                 };
+                // Volume averages (objectives, means, DVH limits) weigh each voxel by the
+                // fraction the structure occupies; max and min limits act on whole voxels.
+                let (rows, wts) = if g.kind.is_volume_weighted() && !weighted.rows.is_empty() {
+                    (weighted.rows.clone(), weighted.weights.clone())
+                } else {
+                    let w = vec![1.0f32; rows.len()];
+                    (rows, w)
+                };
+                let total_w = wts.iter().map(|&w| w as f64).sum();
                 goals.push(GoalSpec {
                     structure: sg.name.clone(),
                     kind: g.kind.clone(),
                     rows,
+                    wts,
+                    total_w,
                     weighted,
                     dvh,
                     hess: OnceLock::new(),
@@ -790,16 +825,16 @@ impl<'a> PlanningProblem<'a> {
     fn hess(&self, g: &GoalSpec) -> Arc<DenseSym> {
         g.hess
             .get_or_init(|| {
-                let m = hessian::row_mask(self.a.n_rows(), &g.rows);
-                Arc::new(hessian::gram(&self.a, &m))
+                let w = hessian::row_weights(self.a.n_rows(), &g.rows, &g.wts);
+                Arc::new(hessian::gram(&self.a, &w))
             })
             .clone()
     }
 
     fn colsum<'g>(&self, g: &'g GoalSpec) -> &'g [f64] {
         g.colsum.get_or_init(|| {
-            let m = hessian::row_mask(self.a.n_rows(), &g.rows);
-            hessian::column_sums(&self.a, &m)
+            let w = hessian::row_weights(self.a.n_rows(), &g.rows, &g.wts);
+            hessian::column_sums(&self.a, &w)
         })
     }
 
@@ -913,7 +948,8 @@ impl<'a> PlanningProblem<'a> {
             if !Self::is_active(g, opts.relax) {
                 continue;
             }
-            let nv = g.rows.len() as f64;
+            // N of the normalised terms: the goal's voxels, each counted with its weight.
+            let nv = g.total_w;
             let own = Owner::Goal(gi);
             let cset: &[u32] = cand[gi].as_deref().unwrap_or(&g.rows);
             // relax slack: theta shifted by sigma (>= 0) with linear penalty
@@ -949,12 +985,14 @@ impl<'a> PlanningProblem<'a> {
                     }
                 }
                 GoalKind::Eud { a: ea, weight } => {
-                    // ||d||_a <= tau via power cones (r_v, tau, d_v), sum r_v = tau.
+                    // (sum_v w_v d_v^a)^(1/a) <= tau via power cones (r_v, tau, d_v),
+                    // r_v >= d_v^a / tau^(a-1), and sum_v w_v r_v = tau; the term is
+                    // N^(-1/a) tau = (1/N sum_v w_v d_v^a)^(1/a).
                     let tau = new_var(&mut q, weight * nv.powf(-1.0 / ea));
                     let mut sum_entries = vec![(tau, -1.0)];
-                    for &v in &g.rows {
+                    for (&v, &wv) in g.rows.iter().zip(&g.wts) {
                         let r = new_var(&mut q, 0.0);
-                        sum_entries.push((r, 1.0));
+                        sum_entries.push((r, wv as f64));
                         pw.push([(r, -1.0)], 0.0, own);
                         pw.push([(tau, -1.0)], 0.0, own);
                         pw.push(vrow(v, -f), 0.0, own);
@@ -971,7 +1009,7 @@ impl<'a> PlanningProblem<'a> {
                     };
                     for &v in cset {
                         let u = new_var(&mut q, 0.0);
-                        pdiag.push((u, 2.0 * weight / nv));
+                        pdiag.push((u, 2.0 * weight * g.weight_of(v) / nv));
                         // u >= 0 is implied: minimising u^2 subject to u >= s (d - D)
                         // gives u = max(s (d - D), 0).
                         nn.push(vrow(v, s * f).chain([(u, -1.0)]), s * dose_gy, own);
@@ -1048,7 +1086,7 @@ impl<'a> PlanningProblem<'a> {
                         let u = new_var(&mut q, 0.0);
                         nn.push(vrow(v, s * f).chain([(t, -s), (u, -1.0)]), 0.0, own);
                         nn.push([(u, -1.0)], 0.0, own);
-                        main.push((u, 1.0 / (p * nv)));
+                        main.push((u, g.weight_of(v) / (p * nv)));
                     }
                     nn.push(main.into_iter().chain(sig(-1.0)), s * dose_gy, own);
                     hinges.push(Hinge {
@@ -1486,8 +1524,8 @@ impl<'a> PlanningProblem<'a> {
             .collect())
     }
 
-    /// One goal on `dose`: on its DVH elements when `weighted`, else on its rows, each a
-    /// whole voxel (the optimiser's view).
+    /// One goal on `dose`: on its DVH elements when `weighted`, else on its rows with their
+    /// weights (the optimiser's view).
     fn evaluate(
         &self,
         g: &GoalSpec,
@@ -1498,8 +1536,7 @@ impl<'a> PlanningProblem<'a> {
         let d = if weighted {
             g.dvh.doses(dose)
         } else {
-            let d: Vec<f64> = g.rows.iter().map(|&r| dose.rows[r as usize]).collect();
-            dvh::WeightedDoses::uniform(&d)
+            g.row_doses(dose.rows)
         };
         let role = if g.kind.is_objective() {
             GoalRole::Objective

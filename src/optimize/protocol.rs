@@ -167,6 +167,18 @@ impl GoalKind {
         )
     }
 
+    /// True for goals that are volume averages (the squared-dose objectives, mean dose,
+    /// gEUD, mean limits and DVH limits): the optimiser weighs each voxel by the fraction of
+    /// it the structure occupies, as the DVH does. Max and min limits and the maximum
+    /// penalty act on the voxels whose centre lies inside, each a whole voxel: a boundary
+    /// voxel shared by a target and an organ would otherwise carry both limits.
+    pub fn is_volume_weighted(&self) -> bool {
+        !matches!(
+            self,
+            GoalKind::MaxDose { .. } | GoalKind::MinDose { .. } | GoalKind::MaxPenalty { .. }
+        )
+    }
+
     /// The mode of a constraint (objectives: `Hard`, meaning "in the optimisation").
     pub fn mode(&self) -> Mode {
         match self {

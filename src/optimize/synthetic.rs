@@ -11,7 +11,7 @@
 use rayon::prelude::*;
 
 use crate::beams::{Beam, BeamletGrid};
-use crate::dose::{DoseGrid, InfluenceMatrix, StructureRows};
+use crate::dose::{DoseGrid, InfluenceMatrix, StructureRows, WeightedRows};
 use crate::geometry::Grid3;
 use crate::structures::RoiType;
 
@@ -31,8 +31,34 @@ fn profile(u_mm: f64, width_mm: f64, sigma_mm: f64) -> f64 {
 
 /// Build the phantom: `n_side x n_side` voxels in-plane (3 mm), `n_slices` slices (2.5 mm),
 /// `n_beams` equally spaced coplanar beams (gantry `0, 360/n, ...`), beamlets
-/// `beamlet_mm` wide covering the target plus a 5 mm margin.
+/// `beamlet_mm` wide covering the target plus a 5 mm margin. Every structure voxel is whole
+/// (weight 1).
 pub fn c_shape(n_side: usize, n_slices: usize, n_beams: usize, beamlet_mm: f64) -> SyntheticCase {
+    build(n_side, n_slices, n_beams, beamlet_mm, false)
+}
+
+/// [`c_shape`] with partial volumes: each structure's voxels carry the fraction of the voxel
+/// its analytic shape occupies (4 x 4 x 2 sub-points per voxel, so weights are multiples of
+/// 1/32), and its DVH is computed on those weighted voxels.
+pub fn c_shape_partial(
+    n_side: usize,
+    n_slices: usize,
+    n_beams: usize,
+    beamlet_mm: f64,
+) -> SyntheticCase {
+    build(n_side, n_slices, n_beams, beamlet_mm, true)
+}
+
+/// Sub-points per voxel along x, y and z for [`c_shape_partial`].
+const SUB: [usize; 3] = [4, 4, 2];
+
+fn build(
+    n_side: usize,
+    n_slices: usize,
+    n_beams: usize,
+    beamlet_mm: f64,
+    partial: bool,
+) -> SyntheticCase {
     let grid = Grid3 {
         dims: [n_side, n_side, n_slices],
         origin_mm: [
@@ -57,19 +83,58 @@ pub fn c_shape(n_side: usize, n_slices: usize, n_beams: usize, beamlet_mm: f64) 
             }
         }
     }
+    // Which of OuterTarget, Core, BODY a point lies in.
+    let inside = |p: [f64; 3]| -> [bool; 3] {
+        let rad = p[0].hypot(p[1]);
+        let in_len = p[2].abs() <= half_len;
+        [
+            in_len && (15.0..=37.0).contains(&rad) && !(p[1] > 0.0 && p[0].abs() < 15.0),
+            in_len && rad <= 10.0,
+            rad <= r_body,
+        ]
+    };
     let (mut ptv, mut core, mut body) = (Vec::new(), Vec::new(), Vec::new());
     for (r, p) in pos.iter().enumerate() {
+        let [t, c, _] = inside(*p);
         body.push(r as u32);
-        let rad = p[0].hypot(p[1]);
-        if p[2].abs() > half_len {
-            continue;
-        }
-        if rad <= 10.0 {
+        if c {
             core.push(r as u32);
-        } else if (15.0..=37.0).contains(&rad) && !(p[1] > 0.0 && p[0].abs() < 15.0) {
+        } else if t {
             ptv.push(r as u32);
         }
     }
+    // Occupied fraction of each computed voxel, per structure.
+    let weighted: Option<[WeightedRows; 3]> = partial.then(|| {
+        let mut out: [WeightedRows; 3] = Default::default();
+        let n_sub = (SUB[0] * SUB[1] * SUB[2]) as f64;
+        for (r, p) in pos.iter().enumerate() {
+            let mut count = [0usize; 3];
+            for k in 0..SUB[2] {
+                for j in 0..SUB[1] {
+                    for i in 0..SUB[0] {
+                        let off = |n: usize, idx: usize, h: f64| {
+                            ((idx as f64 + 0.5) / n as f64 - 0.5) * h
+                        };
+                        let q = [
+                            p[0] + off(SUB[0], i, grid.spacing_mm[0]),
+                            p[1] + off(SUB[1], j, grid.spacing_mm[1]),
+                            p[2] + off(SUB[2], k, grid.spacing_mm[2]),
+                        ];
+                        for (c, inside) in count.iter_mut().zip(inside(q)) {
+                            *c += inside as usize;
+                        }
+                    }
+                }
+            }
+            for (w, c) in out.iter_mut().zip(count) {
+                if c > 0 {
+                    w.rows.push(r as u32);
+                    w.weights.push((c as f64 / n_sub) as f32);
+                }
+            }
+        }
+        out
+    });
     let z_extent = half_len.min(1.25 * n_slices as f64) + 5.0;
     let lat_extent = 37.0 + 5.0;
     let nx = (2.0 * lat_extent / beamlet_mm).ceil() as usize;
@@ -145,10 +210,17 @@ pub fn c_shape(n_side: usize, n_slices: usize, n_beams: usize, beamlet_mm: f64) 
         matrix: InfluenceMatrix::from_columns(n_rows, columns),
         dose_grid: DoseGrid { grid, voxels },
         beams,
-        structures: vec![
-            StructureRows::new("OuterTarget", RoiType::Ptv, ptv),
-            StructureRows::new("Core", RoiType::Organ, core),
-            StructureRows::new("BODY", RoiType::External, body),
-        ],
+        structures: match weighted {
+            None => vec![
+                StructureRows::new("OuterTarget", RoiType::Ptv, ptv),
+                StructureRows::new("Core", RoiType::Organ, core),
+                StructureRows::new("BODY", RoiType::External, body),
+            ],
+            Some([wt, wc, wb]) => vec![
+                StructureRows::with_partial_volumes("OuterTarget", RoiType::Ptv, ptv, wt),
+                StructureRows::with_partial_volumes("Core", RoiType::Organ, core, wc),
+                StructureRows::with_partial_volumes("BODY", RoiType::External, body, wb),
+            ],
+        },
     }
 }

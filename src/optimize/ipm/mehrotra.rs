@@ -13,7 +13,7 @@
 
 use rayon::prelude::*;
 
-use super::model::Model;
+use super::model::{Family, Model};
 use super::newton::{Compact, Factor, Parts, RankOne};
 use crate::dose::InfluenceMatrix;
 
@@ -280,13 +280,9 @@ impl<'a> Ipm<'a> {
         self.st.bsl = (0..self.model.borders.len())
             .map(|bi| {
                 let b = &self.model.borders[bi];
-                let beta = self.model.fams[b.family]
-                    .u
-                    .as_ref()
-                    .map(|u| u.beta)
-                    .unwrap_or(0.0);
-                let su: f64 = self.st.fam[b.family].u.iter().sum();
-                let v = ycoef_dot(&b.ycoef, &self.st.y) + beta * su - b.h;
+                let v = ycoef_dot(&b.ycoef, &self.st.y)
+                    + border_sum(&self.model.fams[b.family], &self.st.fam[b.family].u)
+                    - b.h;
                 (-v).max(delta)
             })
             .collect();
@@ -338,7 +334,7 @@ impl<'a> Ipm<'a> {
 
     /// Append candidate voxels to family `fi` with row values `vals`, centred at the current
     /// complementarity (no restart). Call [`Ipm::rebuild_compact`] afterwards.
-    pub fn add_voxels(&mut self, fi: usize, new: Vec<u32>, vals: &[f64]) {
+    pub fn add_voxels(&mut self, fi: usize, new: Vec<u32>, wv: Vec<f64>, vals: &[f64]) {
         let mu = self.mu().max(1e-6 * self.mu0);
         let fs = self.init_rows(fi, vals, mu, NEW_ROW_DELTA_GY);
         let st = &mut self.st.fam[fi];
@@ -347,6 +343,7 @@ impl<'a> Ipm<'a> {
         st.sl.extend(fs.sl);
         st.lam.extend(fs.lam);
         self.model.fams[fi].voxels.extend(new);
+        self.model.fams[fi].wv.extend(wv);
     }
 
     /// Restrict the constant terms to the free beamlets.
@@ -594,7 +591,14 @@ impl<'a> Ipm<'a> {
         }
         for (fi, f) in self.model.fams.iter().enumerate() {
             if let Some(up) = &f.u {
-                o += 0.5 * up.quad * self.st.fam[fi].u.iter().map(|u| u * u).sum::<f64>();
+                o += 0.5
+                    * up.quad
+                    * self.st.fam[fi]
+                        .u
+                        .iter()
+                        .zip(&f.wv)
+                        .map(|(u, w)| w * u * u)
+                        .sum::<f64>();
             }
         }
         o + self
@@ -635,7 +639,7 @@ impl<'a> Ipm<'a> {
             let (ru, rp) = if let Some(up) = &fm.u {
                 let lb = up.border.map(|b| st.blam[b]).unwrap_or(0.0);
                 let ru: Vec<f64> = (0..vals.len())
-                    .map(|v| up.quad * fs.u[v] - fs.lam[v] + up.beta * lb - fs.zeta[v])
+                    .map(|v| fm.wv[v] * (up.quad * fs.u[v] + up.beta * lb) - fs.lam[v] - fs.zeta[v])
                     .collect();
                 let rp: Vec<f64> = (0..vals.len())
                     .map(|v| vals[v] - fs.u[v] + fs.sl[v])
@@ -663,9 +667,8 @@ impl<'a> Ipm<'a> {
             for &(yk, e) in &b.ycoef {
                 ry[yk] += e * st.blam[bi];
             }
-            let beta = m.fams[b.family].u.as_ref().map(|u| u.beta).unwrap_or(0.0);
-            let su: f64 = st.fam[b.family].u.iter().sum();
-            rpb.push(ycoef_dot(&b.ycoef, &st.y) + beta * su - b.h + st.bsl[bi]);
+            let su = border_sum(&m.fams[b.family], &st.fam[b.family].u);
+            rpb.push(ycoef_dot(&b.ycoef, &st.y) + su - b.h + st.bsl[bi]);
         }
         Res {
             rx,
@@ -710,10 +713,10 @@ impl<'a> Ipm<'a> {
             let (om, di): (Vec<f64>, Vec<f64>) = match &fm.u {
                 Some(up) => {
                     let di: Vec<f64> = (0..th.len())
-                        .map(|v| 1.0 / (up.quad + th[v] + fs.zeta[v] / fs.u[v]))
+                        .map(|v| 1.0 / (up.quad * fm.wv[v] + th[v] + fs.zeta[v] / fs.u[v]))
                         .collect();
                     let om = (0..th.len())
-                        .map(|v| th[v] * (up.quad + fs.zeta[v] / fs.u[v]) * di[v])
+                        .map(|v| th[v] * (up.quad * fm.wv[v] + fs.zeta[v] / fs.u[v]) * di[v])
                         .collect();
                     (om, di)
                 }
@@ -737,20 +740,22 @@ impl<'a> Ipm<'a> {
             if let Some(up) = &fm.u {
                 if let Some(b) = up.border {
                     let bd = &m.borders[b];
+                    // beta_v = beta w_v, the voxel's coefficient in the border row.
+                    let bv: Vec<f64> = fm.wv.iter().map(|w| up.beta * w).collect();
                     let w: Vec<f64> = (0..th.len())
-                        .map(|v| up.beta * fm.sign * f * th[v] * di[v])
+                        .map(|v| bv[v] * fm.sign * f * th[v] * di[v])
                         .collect();
                     let mut c = vec![0.0; dim];
                     self.cm.scatter(&self.fam_idx[fi], &w, &mut c[..nf]);
-                    let stdd: f64 = (0..th.len()).map(|v| th[v] * di[v]).sum();
+                    let stdd: f64 = (0..th.len()).map(|v| bv[v] * th[v] * di[v]).sum();
                     for &(yk, e) in &bd.ycoef {
                         c[nf + yk] += e;
                     }
                     for &(yk, e) in &fm.ycoef {
-                        c[nf + yk] += up.beta * stdd * e;
+                        c[nf + yk] += stdd * e;
                     }
-                    let sdi: f64 = di.iter().sum();
-                    kb[b] = st.bsl[b] / st.blam[b] + up.beta * up.beta * sdi;
+                    let sdi: f64 = (0..th.len()).map(|v| bv[v] * bv[v] * di[v]).sum();
+                    kb[b] = st.bsl[b] / st.blam[b] + sdi;
                     rank1.push(RankOne {
                         alpha: 1.0 / kb[b],
                         v: c.clone(),
@@ -882,7 +887,9 @@ impl<'a> Ipm<'a> {
                     .collect();
                 pi = (0..nv).map(|v| rho[v] - th[v] * e[v] * di[v]).collect();
                 if let Some(b) = up.border {
-                    sum_ed[b] += (0..nv).map(|v| e[v] * di[v]).sum::<f64>();
+                    sum_ed[b] += (0..nv)
+                        .map(|v| up.beta * fm.wv[v] * e[v] * di[v])
+                        .sum::<f64>();
                 }
                 e_all.push(e);
                 rc_zeta_all.push(rcz);
@@ -915,10 +922,9 @@ impl<'a> Ipm<'a> {
         }
         let mut rb = vec![0.0; m.borders.len()];
         let mut rc_b = vec![0.0; m.borders.len()];
-        for (bi, b) in m.borders.iter().enumerate() {
-            let beta = m.fams[b.family].u.as_ref().map(|u| u.beta).unwrap_or(0.0);
+        for bi in 0..m.borders.len() {
             rc_b[bi] = rc(st.bsl[bi], st.blam[bi], g(&af.bsl, bi), g(&af.blam, bi));
-            rb[bi] = -res.rpb[bi] - rc_b[bi] / st.blam[bi] - beta * sum_ed[bi];
+            rb[bi] = -res.rpb[bi] - rc_b[bi] / st.blam[bi] - sum_ed[bi];
             let s = rb[bi] / lin.kb[bi];
             for (r, c) in rhs.iter_mut().zip(&lin.cb[bi]) {
                 *r += c * s;
@@ -953,7 +959,7 @@ impl<'a> Ipm<'a> {
                 let e = &e_all[fi];
                 let lb = up.border.map(|b| d.blam[b]).unwrap_or(0.0);
                 dfs.u = (0..nv)
-                    .map(|v| (e[v] + th[v] * gd[v] - up.beta * lb) * di[v])
+                    .map(|v| (e[v] + th[v] * gd[v] - up.beta * fm.wv[v] * lb) * di[v])
                     .collect();
                 dfs.lam = (0..nv)
                     .map(|v| th[v] * (gd[v] - dfs.u[v]) + rho[v])
@@ -1057,7 +1063,7 @@ impl<'a> Ipm<'a> {
                 let lb = up.border.map(|b| d.blam[b]).unwrap_or(0.0);
                 let df = &d.fam[fi];
                 for v in 0..df.u.len() {
-                    let r = up.quad * df.u[v] - df.lam[v] + up.beta * lb - df.zeta[v]
+                    let r = fm.wv[v] * (up.quad * df.u[v] + up.beta * lb) - df.lam[v] - df.zeta[v]
                         + res.fam[fi].0[v];
                     eu = eu.max(r.abs());
                 }
@@ -1076,9 +1082,8 @@ impl<'a> Ipm<'a> {
             for &(yk, e) in &b.ycoef {
                 ey[yk] += e * d.blam[bi];
             }
-            let beta = m.fams[b.family].u.as_ref().map(|u| u.beta).unwrap_or(0.0);
-            let su: f64 = d.fam[b.family].u.iter().sum();
-            let r = ycoef_dot(&b.ycoef, &d.y) + beta * su + d.bsl[bi] + res.rpb[bi];
+            let su = border_sum(&m.fams[b.family], &d.fam[b.family].u);
+            let r = ycoef_dot(&b.ycoef, &d.y) + su + d.bsl[bi] + res.rpb[bi];
             eb = eb.max(r.abs());
         }
         let inf = |v: &[f64]| v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
@@ -1299,6 +1304,14 @@ impl<'a> Ipm<'a> {
             self.apply(&d, a, a);
             self.iterations += 1;
         }
+    }
+}
+
+/// A family's part of its border row, `beta sum_v w_v u_v` (0 without hinge variables).
+fn border_sum(fam: &Family, u: &[f64]) -> f64 {
+    match &fam.u {
+        Some(up) => up.beta * u.iter().zip(&fam.wv).map(|(u, w)| w * u).sum::<f64>(),
+        None => 0.0,
     }
 }
 

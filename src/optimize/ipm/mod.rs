@@ -22,7 +22,6 @@ pub mod newton;
 use std::time::Instant;
 
 use super::{FinishInfo, GoalKind, OptimizationResult, OptimizeOptions, PlanningProblem};
-use crate::dvh;
 use crate::error::{Error, Result};
 use mehrotra::{Ipm, Outcome, Settings};
 use model::{Elastic, Model, PHASE1_OBJECTIVE_SCALE};
@@ -363,7 +362,9 @@ fn add_candidates(
             .filter(|&r| !inset[r as usize] && val(r) > -margin)
             .collect();
         let vals: Vec<f64> = new.iter().map(|&r| val(r)).collect();
-        ipm.add_voxels(fi, new, &vals);
+        let goal = &p.goals[fam.goal];
+        let wv: Vec<f64> = new.iter().map(|&r| goal.weight_of(r)).collect();
+        ipm.add_voxels(fi, new, wv, &vals);
         added = true;
     }
     if added {
@@ -399,34 +400,34 @@ fn exact_check(p: &PlanningProblem<'_>, dose: &[f64], relax: bool) -> Vec<String
         if g.kind.is_objective() || !PlanningProblem::is_active(g, false) {
             continue;
         }
-        let d: Vec<f64> = g.rows.iter().map(|&r| dose[r as usize]).collect();
+        let d = g.row_doses(dose);
         let lim = g.kind.dose_gy().unwrap_or(0.0);
         let tol = 1e-7 * lim.abs().max(1.0);
         let (ok, got) = match g.kind {
             GoalKind::MaxDose { .. } => {
-                let m = dvh::max(&d);
+                let m = d.max();
                 (m <= lim + tol, m)
             }
             GoalKind::MinDose { .. } => {
-                let m = dvh::min(&d);
+                let m = d.min();
                 (m >= lim - tol, m)
             }
             GoalKind::MeanMax { .. } => {
-                let m = dvh::mean(&d);
+                let m = d.mean();
                 (m <= lim + tol, m)
             }
             GoalKind::MeanMin { .. } => {
-                let m = dvh::mean(&d);
+                let m = d.mean();
                 (m >= lim - tol, m)
             }
             GoalKind::DvhMax { volume_pct, .. } => {
-                let cv = dvh::upper_cvar(&d, volume_pct);
-                let dx = dvh::dose_at_volume(&d, volume_pct);
+                let cv = d.upper_cvar(volume_pct);
+                let dx = d.dose_at_volume(volume_pct);
                 (cv <= lim + tol && dx <= lim + tol, cv)
             }
             GoalKind::DvhMin { volume_pct, .. } => {
-                let cv = dvh::lower_cvar(&d, 100.0 - volume_pct);
-                let dx = dvh::dose_at_volume(&d, volume_pct);
+                let cv = d.lower_cvar(100.0 - volume_pct);
+                let dx = d.dose_at_volume(volume_pct);
                 (cv >= lim - tol && dx >= lim - tol, cv)
             }
             _ => (true, 0.0),

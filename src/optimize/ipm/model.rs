@@ -3,11 +3,11 @@
 //! max-penalty epigraph `z`, relax slacks `sigma`) and per-voxel hinge variables `u`:
 //!
 //! ```text
-//! min  1/2 x'Qx + c'x + sum_v q_v/2 u_v^2 + c_y'y + const
+//! min  1/2 x'Qx + c'x + sum_v q w_v/2 u_v^2 + c_y'y + const
 //! s.t. voxel rows   s f a_v'x + sum_k e_k y_k [- u_v] <= h     (one family per goal)
 //!      u_v >= 0,  x >= 0,  x <= ub,  y_k >= 0 (relax slacks, z)
 //!      dense rows   g'x + e'y <= h                             (mean constraints)
-//!      border rows  e'y + beta sum_v u_v <= h                  (CVaR, Rockafellar & Uryasev 2000)
+//!      border rows  e'y + beta sum_v w_v u_v <= h              (CVaR, Rockafellar & Uryasev 2000)
 //! ```
 //!
 //! `f` is the number of fractions, `s = +1` for upper limits and `-1` for lower ones, so all
@@ -35,12 +35,14 @@ pub struct YVar {
     pub init: f64,
 }
 
-/// The hinge variable `u_v` of a voxel family.
+/// The hinge variable `u_v` of a voxel family. Voxel `v` of the family carries its weight
+/// `w_v` ([`Family::wv`]): its Hessian is `quad w_v`, its border coefficient `beta w_v`.
 #[derive(Debug, Clone)]
 pub struct UPart {
-    /// Diagonal Hessian of `u_v` (`2 w / N` for squared under/overdose, 0 for CVaR).
+    /// Diagonal Hessian of `u_v` per unit weight (`2 w / N` for squared under/overdose, 0
+    /// for CVaR).
     pub quad: f64,
-    /// Border row the `u_v` enter, with coefficient `beta` (CVaR: `1 / (p N)`).
+    /// Border row the `u_v` enter, with coefficient `beta w_v` (CVaR: `1 / (p N)`).
     pub border: Option<usize>,
     pub beta: f64,
 }
@@ -55,6 +57,9 @@ pub struct Family {
     pub u: Option<UPart>,
     /// Candidate voxels (rows of `A`), ascending.
     pub voxels: Vec<u32>,
+    /// Weight of each candidate voxel (the occupied fraction of its voxel, or 1), aligned
+    /// with `voxels`; scales the voxel's hinge terms ([`UPart`]).
+    pub wv: Vec<f64>,
     /// Whether `voxels` may be a strict subset of the goal's rows (constraint generation).
     pub partial: bool,
 }
@@ -132,10 +137,12 @@ impl Model {
             if !PlanningProblem::is_active(g, sigma_w.is_some()) {
                 continue;
             }
-            let nv = g.rows.len() as f64;
+            // N of the normalised terms: the goal's voxels, each counted with its weight.
+            let nv = g.total_w;
             let voxels = cand.get(gi).cloned().flatten();
             let partial = voxels.is_some();
             let voxels = voxels.unwrap_or_else(|| g.rows.clone());
+            let wv: Vec<f64> = voxels.iter().map(|&v| g.weight_of(v)).collect();
             let mut sig = Vec::new();
             if !g.kind.is_objective() {
                 if let Some(w) = sigma_w {
@@ -196,6 +203,7 @@ impl Model {
                             border: None,
                             beta: 0.0,
                         }),
+                        wv: wv.clone(),
                         voxels,
                         partial,
                     });
@@ -213,6 +221,7 @@ impl Model {
                         h: 0.0,
                         ycoef: vec![(z, -1.0)],
                         u: None,
+                        wv: wv.clone(),
                         voxels,
                         partial,
                     });
@@ -229,6 +238,7 @@ impl Model {
                         h: s * dose_gy - LIMIT_EPS_GY,
                         ycoef: sig.clone(),
                         u: None,
+                        wv: wv.clone(),
                         voxels,
                         partial,
                     });
@@ -289,6 +299,7 @@ impl Model {
                             border: Some(b),
                             beta: 1.0 / (pt * nv),
                         }),
+                        wv: wv.clone(),
                         voxels,
                         partial,
                     });

@@ -13,7 +13,9 @@
 //! does not depend on the number of threads. When the candidate rows are nearly dense (the
 //! segment-weight problem: a target voxel sees most segments) the Gram is instead one dense
 //! product `S'S` with `S = diag(sqrt w) A_F` (faer's blocked kernels,
-//! [`DENSE_GRAM_RATIO`]).
+//! [`DENSE_GRAM_RATIO`]); like the Cholesky, that product is the same for the same inputs
+//! and thread count (the plan tests compare repeated plans byte for byte), but its rounding
+//! may differ between thread counts.
 
 // Index loops mirror the formulas (several arrays indexed by the same voxel or beamlet).
 #![allow(clippy::needless_range_loop)]

@@ -59,16 +59,33 @@ fn setup() -> (Vec<Beam>, Vec<f64>, DeliveryMachine, CtMeta) {
             interdigitation: true,
             x_min_mm: -200.0,
             x_max_mm: 200.0,
+            model: String::new(),
+            max_leaf_span_mm: None,
+            max_leaf_speed_mm_per_s: None,
+            transmission: None,
+            source_distance_mm: None,
         },
         jaws: Jaws {
             x_min_mm: -200.0,
             x_max_mm: 200.0,
             y_min_mm: -200.0,
             y_max_mm: 200.0,
+            x1_max_mm: None,
+            x2_min_mm: None,
+            y1_max_mm: None,
+            y2_min_mm: None,
+            transmission: None,
+            x_source_distance_mm: None,
+            y_source_distance_mm: None,
         },
         min_segment_mu: 1.0,
         min_segment_area_mm2: 0.0,
         min_leaf_opening_mm: 0.0,
+        manufacturer: String::new(),
+        model_name: String::new(),
+        setup_technique: "ISOCENTRIC".into(),
+        dose_rate_mu_per_min: 600.0,
+        tolerance_table: None,
     };
     let ct = CtMeta {
         study_instance_uid: "2.25.1".into(),
@@ -106,9 +123,11 @@ fn bench(c: &mut Criterion) {
         machine: &m,
         beams: &beams,
         sequenced: &seq.beams,
-        beam_dose_gy: None,
-        plan_date: String::new(),
-        plan_time: String::new(),
+        name: String::new(),
+        description: String::new(),
+        reference_point: None,
+        ssd_mm: vec![None; seq.beams.len()],
+        created: fixed_time(),
     };
     g.bench_function("rtplan_bytes", |b| b.iter(|| rtplan_bytes(&plan).unwrap()));
     let grid = Grid3 {
@@ -124,6 +143,8 @@ fn bench(c: &mut Criterion) {
                 grid: &grid,
                 dose_gy: &dose,
                 plan_sop_uid: "2.25.4",
+                created: fixed_time(),
+                beam_number: None,
             })
             .unwrap()
         })
@@ -150,3 +171,8 @@ fn bench(c: &mut Criterion) {
 
 criterion_group!(benches, bench);
 criterion_main!(benches);
+
+/// A fixed creation time (2026-12-02T16:46:56Z), so written files are reproducible.
+fn fixed_time() -> rtopt::io::dicom::identity::CreationTime {
+    rtopt::io::dicom::identity::CreationTime::from_unix_seconds(1_796_230_016).expect("time")
+}

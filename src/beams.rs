@@ -254,6 +254,53 @@ pub struct BeamPoint {
 }
 
 impl Beam {
+    /// Source-to-surface distance along the central axis, mm: from the source to the first
+    /// voxel of `body` (nearest-voxel membership) the axis enters, found by marching at a
+    /// quarter of the smallest voxel spacing and refined by bisection to 0.01 mm. `None` when
+    /// the axis misses the body within twice the SAD.
+    pub fn ssd_mm(&self, body: &Mask) -> Option<f64> {
+        let f = self.frame();
+        let g = &body.grid;
+        let inside = |t: f64| -> bool {
+            let p = [
+                f.source_mm[0] + t * f.axis[0],
+                f.source_mm[1] + t * f.axis[1],
+                f.source_mm[2] + t * f.axis[2],
+            ];
+            let c = g.continuous_index(p);
+            let mut ijk = [0usize; 3];
+            for a in 0..3 {
+                let r = c[a].round();
+                if !(r >= 0.0 && r < g.dims[a] as f64) {
+                    return false;
+                }
+                ijk[a] = r as usize;
+            }
+            body.inside[g.index(ijk[0], ijk[1], ijk[2])]
+        };
+        let step = g.spacing_mm.iter().cloned().fold(f64::INFINITY, f64::min) / 4.0;
+        if !(step.is_finite() && step > 0.0) {
+            return None;
+        }
+        let mut t = 0.0;
+        while t <= 2.0 * self.sad_mm {
+            if inside(t) {
+                let (mut lo, mut hi) = ((t - step).max(0.0), t);
+                while hi - lo > 0.01 {
+                    let m = 0.5 * (lo + hi);
+                    if inside(m) {
+                        hi = m;
+                    } else {
+                        lo = m;
+                    }
+                }
+                return Some((hi * 10.0).round() / 10.0);
+            }
+            t += step;
+        }
+        None
+    }
+
     /// The beam frame (source and BLD axes in LPS).
     pub fn frame(&self) -> BeamFrame {
         BeamFrame::new(

@@ -36,6 +36,10 @@ pub struct CtMeta {
     pub accession_number: String,
     pub referring_physician_name: String,
     pub study_description: String,
+    /// PatientIdentityRemoved (0012,0062) and DeidentificationMethod (0012,0063) of the CT,
+    /// copied into every output so a de-identified series stays marked as such.
+    pub patient_identity_removed: String,
+    pub deidentification_method: String,
     /// SOP Instance UIDs of the slices, in slice order (k ascending).
     pub sop_instance_uids: Vec<String>,
     /// Source files, in slice order.

@@ -75,6 +75,7 @@ pub mod case;
 pub mod contours;
 pub mod control;
 pub mod ct;
+pub mod deliverability;
 #[doc(hidden)]
 pub mod dose;
 pub mod dvh;

@@ -30,6 +30,23 @@ pub struct Mlc {
     /// Leaf travel limits along x, mm at the isocentre.
     pub x_min_mm: f64,
     pub x_max_mm: f64,
+    /// MLC model (for the report and the plan's beam description), e.g. `Millennium 120`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub model: String,
+    /// Largest distance between the most extended and the most retracted leaf of one bank,
+    /// mm at the isocentre (the leaves of a bank ride on one carriage); `None`: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_leaf_span_mm: Option<f64>,
+    /// Largest leaf speed, mm/s at the isocentre (the delivery-time estimate of the report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_leaf_speed_mm_per_s: Option<f64>,
+    /// Mean transmission through the leaves, fraction of the open-field dose (for a dose
+    /// engine that models it; the pencil-beam engine does not, `docs/machine.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transmission: Option<f64>,
+    /// SourceToBeamLimitingDeviceDistance of the MLC, mm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_distance_mm: Option<f64>,
 }
 
 impl Mlc {
@@ -39,13 +56,83 @@ impl Mlc {
     }
 }
 
-/// Jaw limits in the isocentre plane, mm (ASYMX and ASYMY).
+/// Jaw limits in the isocentre plane, mm (ASYMX and ASYMY; IEC 61217: X1 and Y1 are the jaws
+/// on the negative side).
+///
+/// `x_min_mm` is the farthest the X1 jaw retracts and `x_max_mm` the farthest X2 retracts;
+/// the over-travel fields say how far each jaw may cross the central axis (a Varian X jaw
+/// crosses it by at most 20 mm, a Y jaw by 100 mm: `docs/machine.md`). Without them a jaw
+/// may travel the whole range.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Jaws {
     pub x_min_mm: f64,
     pub x_max_mm: f64,
     pub y_min_mm: f64,
     pub y_max_mm: f64,
+    /// Largest X1 position (X1 crossing the axis to +x), mm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x1_max_mm: Option<f64>,
+    /// Smallest X2 position (X2 crossing the axis to -x), mm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x2_min_mm: Option<f64>,
+    /// Largest Y1 position, mm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y1_max_mm: Option<f64>,
+    /// Smallest Y2 position, mm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y2_min_mm: Option<f64>,
+    /// Transmission through the jaws, fraction of the open-field dose (not modelled by the
+    /// pencil-beam engine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transmission: Option<f64>,
+    /// SourceToBeamLimitingDeviceDistance of the X jaws, mm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x_source_distance_mm: Option<f64>,
+    /// SourceToBeamLimitingDeviceDistance of the Y jaws, mm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y_source_distance_mm: Option<f64>,
+}
+
+impl Jaws {
+    /// Travel range of X1 `[min, max]`, mm.
+    pub fn x1_range_mm(&self) -> [f64; 2] {
+        [self.x_min_mm, self.x1_max_mm.unwrap_or(self.x_max_mm)]
+    }
+    /// Travel range of X2, mm.
+    pub fn x2_range_mm(&self) -> [f64; 2] {
+        [self.x2_min_mm.unwrap_or(self.x_min_mm), self.x_max_mm]
+    }
+    /// Travel range of Y1, mm.
+    pub fn y1_range_mm(&self) -> [f64; 2] {
+        [self.y_min_mm, self.y1_max_mm.unwrap_or(self.y_max_mm)]
+    }
+    /// Travel range of Y2, mm.
+    pub fn y2_range_mm(&self) -> [f64; 2] {
+        [self.y2_min_mm.unwrap_or(self.y_min_mm), self.y_max_mm]
+    }
+}
+
+/// An RT tolerance table (RT Tolerance Tables module): how far the record-and-verify system
+/// lets the machine's actual set-up differ from the plan before it interlocks. Values are the
+/// clinic's; the shipped machine's are an example (`docs/machine.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToleranceTable {
+    /// ToleranceTableLabel (at most 16 characters).
+    pub label: String,
+    /// GantryAngleTolerance, degrees.
+    pub gantry_deg: f64,
+    /// BeamLimitingDeviceAngleTolerance, degrees.
+    pub collimator_deg: f64,
+    /// PatientSupportAngleTolerance, degrees.
+    pub couch_deg: f64,
+    /// BeamLimitingDevicePositionTolerance of the jaws, mm.
+    pub jaw_mm: f64,
+    /// BeamLimitingDevicePositionTolerance of the MLC leaves, mm.
+    pub mlc_mm: f64,
+    /// TableTopVertical/Longitudinal/LateralPositionTolerance, mm.
+    pub table_vertical_mm: f64,
+    pub table_longitudinal_mm: f64,
+    pub table_lateral_mm: f64,
 }
 
 /// The default 120-leaf boundaries: 10 x 10 mm, 40 x 5 mm, 10 x 10 mm (-200 .. +200 mm).
@@ -127,8 +214,23 @@ pub const MAX_KERNEL_COMPONENTS: usize = 4;
 /// A treatment machine: geometry, collimation and (added by the dose engine) its beam model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MachineModel {
-    /// TreatmentMachineName written into RT Plans.
+    /// TreatmentMachineName written into RT Plans: must equal the machine's ID in the
+    /// clinic's record-and-verify system (at most 16 characters).
     pub name: String,
+    /// Manufacturer and model of the treatment machine (written in each beam of the plan).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub manufacturer: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub model_name: String,
+    /// SetupTechnique of the plan's patient set-up (`ISOCENTRIC` or `FIXED_SSD`).
+    #[serde(default = "default_setup_technique")]
+    pub setup_technique: String,
+    /// DoseRateSet of the plan's beams, MU/min.
+    #[serde(default = "default_dose_rate_mu_per_min")]
+    pub dose_rate_mu_per_min: f64,
+    /// The tolerance table the plan's beams refer to; absent: a table with no values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance_table: Option<ToleranceTable>,
     /// Nominal beam energy, MV.
     pub energy_mv: f64,
     /// Source-axis distance, mm.
@@ -179,6 +281,16 @@ pub fn default_min_segment_area_mm2() -> f64 {
 /// 5 mm grid (`docs/sequencing.md` gives the reasons and the effect of 10 mm).
 pub fn default_min_leaf_opening_mm() -> f64 {
     5.0
+}
+
+/// Default of [`MachineModel::setup_technique`]: `ISOCENTRIC`.
+pub fn default_setup_technique() -> String {
+    "ISOCENTRIC".into()
+}
+
+/// Default of [`MachineModel::dose_rate_mu_per_min`]: 600 MU/min.
+pub fn default_dose_rate_mu_per_min() -> f64 {
+    600.0
 }
 
 /// Default of [`MachineModel::max_mu_per_beam`]: 2,000 MU.
@@ -324,6 +436,94 @@ impl MachineModel {
         }
         if !(self.jaws.x_max_mm > self.jaws.x_min_mm && self.jaws.y_max_mm > self.jaws.y_min_mm) {
             return Err("field `jaws`: need min < max on both axes".into());
+        }
+        let j = &self.jaws;
+        for (name, [lo, hi], other_lo) in [
+            ("jaws.x1_max_mm", j.x1_range_mm(), j.x2_range_mm()[0]),
+            ("jaws.y1_max_mm", j.y1_range_mm(), j.y2_range_mm()[0]),
+        ] {
+            // X1 must be able to reach X2's innermost position, or no narrow field closes.
+            if !(lo < hi && hi >= other_lo) {
+                return Err(format!(
+                    "field `{name}`: the jaw's range [{lo}, {hi}] mm must be ordered and reach the opposite jaw's innermost position {other_lo} mm"
+                ));
+            }
+        }
+        for (name, [lo, hi]) in [
+            ("jaws.x2_min_mm", j.x2_range_mm()),
+            ("jaws.y2_min_mm", j.y2_range_mm()),
+        ] {
+            if !(lo < hi) {
+                return Err(format!(
+                    "field `{name}`: the jaw's range [{lo}, {hi}] mm must be ordered"
+                ));
+            }
+        }
+        let frac = |v: Option<f64>, name: &str| -> std::result::Result<(), String> {
+            match v {
+                Some(t) if !(t.is_finite() && (0.0..1.0).contains(&t)) => Err(format!(
+                    "field `{name}` must be a fraction in [0, 1), got {t}"
+                )),
+                _ => Ok(()),
+            }
+        };
+        frac(self.mlc.transmission, "mlc.transmission")?;
+        frac(j.transmission, "jaws.transmission")?;
+        for (v, name) in [
+            (self.mlc.max_leaf_span_mm, "mlc.max_leaf_span_mm"),
+            (
+                self.mlc.max_leaf_speed_mm_per_s,
+                "mlc.max_leaf_speed_mm_per_s",
+            ),
+            (self.mlc.source_distance_mm, "mlc.source_distance_mm"),
+            (j.x_source_distance_mm, "jaws.x_source_distance_mm"),
+            (j.y_source_distance_mm, "jaws.y_source_distance_mm"),
+        ] {
+            if let Some(v) = v {
+                pos(v, name)?;
+            }
+        }
+        for (v, name) in [
+            (self.mlc.source_distance_mm, "mlc.source_distance_mm"),
+            (j.x_source_distance_mm, "jaws.x_source_distance_mm"),
+            (j.y_source_distance_mm, "jaws.y_source_distance_mm"),
+        ] {
+            if v.is_some_and(|d| d >= self.sad_mm) {
+                return Err(format!(
+                    "field `{name}`: a collimator lies between the source and the isocentre (< sad_mm {})",
+                    self.sad_mm
+                ));
+            }
+        }
+        pos(self.dose_rate_mu_per_min, "dose_rate_mu_per_min")?;
+        if !matches!(self.setup_technique.as_str(), "ISOCENTRIC" | "FIXED_SSD") {
+            return Err(format!(
+                "field `setup_technique`: `{}` is not ISOCENTRIC or FIXED_SSD",
+                self.setup_technique
+            ));
+        }
+        if self.name.is_empty() || self.name.chars().count() > 16 {
+            return Err(format!(
+                "field `name`: TreatmentMachineName `{}` must have 1 to 16 characters",
+                self.name
+            ));
+        }
+        if let Some(t) = &self.tolerance_table {
+            if t.label.is_empty() || t.label.chars().count() > 16 {
+                return Err("field `tolerance_table.label` must have 1 to 16 characters".into());
+            }
+            for (v, name) in [
+                (t.gantry_deg, "gantry_deg"),
+                (t.collimator_deg, "collimator_deg"),
+                (t.couch_deg, "couch_deg"),
+                (t.jaw_mm, "jaw_mm"),
+                (t.mlc_mm, "mlc_mm"),
+                (t.table_vertical_mm, "table_vertical_mm"),
+                (t.table_longitudinal_mm, "table_longitudinal_mm"),
+                (t.table_lateral_mm, "table_lateral_mm"),
+            ] {
+                pos(v, &format!("tolerance_table.{name}"))?;
+            }
         }
         pos(
             self.beam_model.attenuation_per_mm,

@@ -9,7 +9,9 @@
 //! 4. Geometry: beamlet rows are mapped onto MLC leaf pairs through the machine's leaf
 //!    boundaries; closed pairs are parked with the minimum gap (under the X1 jaw, or between
 //!    their neighbours when the MLC forbids interdigitation); jaws are the bounding box of the
-//!    open leaves, clipped to the jaw limits.
+//!    open leaves, kept within each jaw's travel including its over-travel limit (where a jaw
+//!    cannot reach, the leaves shape the aperture). [`crate::deliverability`] then checks
+//!    every mechanical limit.
 //! 5. Minimum opening and area (machine file): open leaf pairs narrower than
 //!    `min_leaf_opening_mm` are widened about their centre; a segment below
 //!    `min_segment_area_mm2` has every open pair widened by the same length (within the
@@ -24,7 +26,7 @@ use serde::Serialize;
 
 use crate::beams::{Beam, FluenceMap};
 use crate::error::{Error, Result};
-use crate::machine::{Jaws, MachineModel, Mlc};
+use crate::machine::{Jaws, MachineModel, Mlc, ToleranceTable};
 
 /// The parts of a treatment machine that sequencing and RT Plan export use (a
 /// [`MachineModel`] converts into it with `DeliveryMachine::from(&model)`).
@@ -43,6 +45,15 @@ pub struct DeliveryMachine {
     /// Smallest opening of an open leaf pair, mm (narrower ones are widened about their
     /// centre); the mechanical `mlc.min_leaf_gap_mm` still applies to closed pairs.
     pub min_leaf_opening_mm: f64,
+    /// Manufacturer and model of the machine (beam items of the RT Plan; may be empty).
+    pub manufacturer: String,
+    pub model_name: String,
+    /// SetupTechnique (`ISOCENTRIC` or `FIXED_SSD`).
+    pub setup_technique: String,
+    /// DoseRateSet, MU/min.
+    pub dose_rate_mu_per_min: f64,
+    /// The tolerance table the beams refer to (`None`: a labelled table without values).
+    pub tolerance_table: Option<ToleranceTable>,
 }
 
 impl From<&MachineModel> for DeliveryMachine {
@@ -55,6 +66,11 @@ impl From<&MachineModel> for DeliveryMachine {
             min_segment_mu: m.min_segment_mu,
             min_segment_area_mm2: m.min_segment_area_mm2,
             min_leaf_opening_mm: m.min_leaf_opening_mm,
+            manufacturer: m.manufacturer.clone(),
+            model_name: m.model_name.clone(),
+            setup_technique: m.setup_technique.clone(),
+            dose_rate_mu_per_min: m.dose_rate_mu_per_min,
+            tolerance_table: m.tolerance_table.clone(),
         }
     }
 }
@@ -464,9 +480,14 @@ fn apertures(
             }
             counts.enlarged += 1;
         }
+        // Jaws: the bounding box of the open leaves, kept within each jaw's travel. A jaw that
+        // cannot reach the aperture's edge (over-travel across the axis) stops at its limit
+        // and the leaves shape that side; clipping only ever opens a jaw wider than the
+        // aperture, so the dose through the leaves is unchanged.
         let j = &machine.jaws;
-        let jaw_x = [x1.max(j.x_min_mm), x2.min(j.x_max_mm)];
-        let jaw_y = [y1.max(j.y_min_mm), y2.min(j.y_max_mm)];
+        let clamp = |v: f64, [lo, hi]: [f64; 2]| v.max(lo).min(hi);
+        let jaw_x = [clamp(x1, j.x1_range_mm()), clamp(x2, j.x2_range_mm())];
+        let jaw_y = [clamp(y1, j.y1_range_mm()), clamp(y2, j.y2_range_mm())];
         // Park closed pairs with the minimum gap just under the X1 jaw.
         let park = (jaw_x[0] - gap).max(mlc.x_min_mm);
         for p in 0..n_pairs {

@@ -51,16 +51,33 @@ fn machine(interdigitation: bool) -> DeliveryMachine {
             interdigitation,
             x_min_mm: -200.0,
             x_max_mm: 200.0,
+            model: String::new(),
+            max_leaf_span_mm: None,
+            max_leaf_speed_mm_per_s: None,
+            transmission: None,
+            source_distance_mm: None,
         },
         jaws: Jaws {
             x_min_mm: -200.0,
             x_max_mm: 200.0,
             y_min_mm: -200.0,
             y_max_mm: 200.0,
+            x1_max_mm: None,
+            x2_min_mm: None,
+            y1_max_mm: None,
+            y2_min_mm: None,
+            transmission: None,
+            x_source_distance_mm: None,
+            y_source_distance_mm: None,
         },
         min_segment_mu: 0.1,
         min_segment_area_mm2: 0.0,
         min_leaf_opening_mm: 0.0,
+        manufacturer: String::new(),
+        model_name: String::new(),
+        setup_technique: "ISOCENTRIC".into(),
+        dose_rate_mu_per_min: 600.0,
+        tolerance_table: None,
     }
 }
 
@@ -205,9 +222,11 @@ fn export(s: &Synthetic, weights: &[f64], m: &DeliveryMachine) -> Exported {
         machine: m,
         beams: &s.beams,
         sequenced: &seq.beams,
-        beam_dose_gy: None,
-        plan_date: String::new(),
-        plan_time: String::new(),
+        name: String::new(),
+        description: String::new(),
+        reference_point: None,
+        ssd_mm: vec![None; seq.beams.len()],
+        created: fixed_time(),
     };
     let (plan, plan_uid) = rtplan_bytes(&p).expect("rtplan");
     let full = plan_dose_full(s, &x_del);
@@ -216,6 +235,8 @@ fn export(s: &Synthetic, weights: &[f64], m: &DeliveryMachine) -> Exported {
         grid: &s.dose_grid.grid,
         dose_gy: &full,
         plan_sop_uid: &plan_uid,
+        created: fixed_time(),
+        beam_number: None,
     })
     .expect("rtdose");
     Exported {
@@ -563,9 +584,11 @@ fn rtplan_reads_back_with_same_beams_control_points_leaves_and_mu() {
             machine: &m,
             beams: &s.beams,
             sequenced: &e.seq.beams,
-            beam_dose_gy: None,
-            plan_date: String::new(),
-            plan_time: String::new(),
+            name: String::new(),
+            description: String::new(),
+            reference_point: None,
+            ssd_mm: vec![None; e.seq.beams.len()],
+            created: fixed_time(),
         },
     )
     .unwrap();
@@ -691,6 +714,8 @@ fn same_inputs_give_byte_identical_files() {
             grid: &s.dose_grid.grid,
             dose_gy: &full,
             plan_sop_uid: &a.plan_uid,
+            created: fixed_time(),
+            beam_number: None,
         },
     )
     .unwrap();
@@ -883,5 +908,45 @@ fn deliverable_dose_matches_optimised_dose() {
         let (a, b) = (dx(&mut ot, x), dx(&mut dt, x));
         println!("target D{x}: optimised {a:.3} Gy, deliverable {b:.3} Gy");
         assert!((a - b).abs() <= 0.05 * a, "D{x} {a} vs {b}");
+    }
+}
+
+/// A fixed creation time (2026-12-02T16:46:56Z), so written files are reproducible.
+fn fixed_time() -> rtopt::io::dicom::identity::CreationTime {
+    rtopt::io::dicom::identity::CreationTime::from_unix_seconds(1_796_230_016).expect("time")
+}
+
+/// The RT Plan checklist on the pydicom sample (a commercial system's static plan): it
+/// documents which of the attributes issue 19 asks of rtopt another system's plan carries.
+#[test]
+fn checklist_documents_the_pydicom_sample_plan() {
+    use rtopt::io::dicom::plan_checklist::{check_rtplan, Context, Status};
+    let p = common::repo().join("data/pydicom/rtplan.dcm");
+    let c = check_rtplan(&p, &Context::default()).expect("checklist");
+    println!("{}", c.describe());
+    let status = |name: &str| {
+        c.item(name)
+            .unwrap_or_else(|| panic!("{name}"))
+            .status
+            .clone()
+    };
+    for carried in [
+        "treatment machine name",
+        "nominal beam energy",
+        "dose reference point",
+        "beam dose per beam",
+        "patient position",
+        "plan date and time",
+        "instance creation date",
+        "equipment manufacturer",
+    ] {
+        assert_eq!(status(carried), Status::Pass, "{carried}");
+    }
+    for absent in [
+        "tolerance table values",
+        "setup technique",
+        "beam description",
+    ] {
+        assert!(matches!(status(absent), Status::Absent(_)), "{absent}");
     }
 }

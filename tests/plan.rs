@@ -7,8 +7,12 @@
 //!    50 Gy, D10 <= 55 Gy, Core D10 <= 25 Gy), no patient identity in the output, the report's
 //!    DVH agrees with a DVH recomputed from RTDOSE.dcm and the RTSTRUCT (D95, mean within 0.1 %;
 //!    an independent fine-sampling DVH is `tests/partial_volume.rs`).
-//! B. The same command again into A's folder: refused without `--force` (a previous output),
-//!    with `--force` replaced by byte-identical RTPLAN and RTDOSE.
+//!    The RT Plan checklist of issue 19 passes on A (reference point in the CT, BeamDose
+//!    summing to the prescription per fraction within 1 %, every segment within the machine's
+//!    limits, ...), A is dated today (no SOURCE_DATE_EPOCH), dciodvfy finds no error.
+//! B. The same command again into A's folder: refused without `--force` (a previous output);
+//!    with `--force` and SOURCE_DATE_EPOCH, twice: dated by the epoch, byte-identical RTPLAN
+//!    and RTDOSE.
 //! C. A variant with the Core overdose weight x2: `rtopt compare A C` shows a lower Core D10
 //!    for C (the dosimetrist's question: which variant spares the core more at equal coverage).
 
@@ -20,11 +24,53 @@ use std::process::{Command, Output};
 use common::{SECRET_ID, SECRET_NAME};
 
 fn rtopt(args: &[&std::ffi::OsStr]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rtopt"))
-        .args(args)
-        .env("RUST_LOG", "trace")
+    rtopt_at(args, None)
+}
+
+/// `rtopt` with `SOURCE_DATE_EPOCH` set to `epoch` (or removed from the environment).
+fn rtopt_at(args: &[&std::ffi::OsStr], epoch: Option<&str>) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rtopt"));
+    c.args(args).env("RUST_LOG", "trace");
+    match epoch {
+        Some(e) => c.env("SOURCE_DATE_EPOCH", e),
+        None => c.env_remove("SOURCE_DATE_EPOCH"),
+    };
+    c.output().expect("run rtopt")
+}
+
+/// 2026-12-02T16:46:56Z.
+const EPOCH: &str = "1796230016";
+
+/// The DOM of `html` after headless Chromium rendered it (`None`: no Chromium).
+fn chromium_dom(html: &Path) -> Option<String> {
+    let profile = tempfile::tempdir().ok()?;
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", html.display()))
         .output()
-        .expect("run rtopt")
+        .ok()?;
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn dicom_str(path: &Path, tag: dicom_core::Tag) -> String {
+    let f = rtopt::io::dicom::read::read(path).expect("read");
+    rtopt::io::dicom::read::opt_str(&f.obj, tag).unwrap_or_default()
 }
 
 fn plan(case: &Path, protocol: &Path, out: &Path) -> Output {
@@ -81,7 +127,9 @@ fn plan_tg119_end_to_end() {
     let (a, c) = (work.path().join("A"), work.path().join("C"));
 
     // ---- A ----
+    let today_before = rtopt::io::dicom::identity::CreationTime::now().dicom_date();
     let out = plan(case.path(), &protocol, &a);
+    let today_after = rtopt::io::dicom::identity::CreationTime::now().dicom_date();
     for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
         let text = String::from_utf8_lossy(bytes);
         for secret in [SECRET_NAME, SECRET_ID, "Privacy", "SECRET"] {
@@ -168,11 +216,81 @@ fn plan_tg119_end_to_end() {
         }
     }
 
-    // ---- B: same inputs, same bytes; a previous plan is replaced only with --force ----
-    let first: Vec<Vec<u8>> = ["RTPLAN.dcm", "RTDOSE.dcm"]
+    // ---- A: the RT Plan checklist (issue 19), identity and conformance ----
+    use dicom_core::Tag;
+    use rtopt::io::dicom::plan_checklist::{check_rtplan, Context};
+    let machine =
+        rtopt::sequencing::DeliveryMachine::from(&rtopt::machine::MachineModel::default_6x());
+    let rtplan = a.join("RTPLAN.dcm");
+    let checklist = check_rtplan(
+        &rtplan,
+        &Context {
+            ct_grid: Some(&loaded.ct.grid),
+            machine: Some(&machine),
+            ct_patient_identity_removed: Some(&loaded.ct.meta.patient_identity_removed),
+        },
+    )
+    .expect("checklist");
+    println!("RT Plan checklist:\n{}", checklist.describe());
+    assert!(checklist.all_pass(), "{}", checklist.describe());
+    assert!(checklist.item("within the machine's limits").is_some());
+    assert!(checklist
+        .item("beam doses sum to the point's dose")
+        .is_some());
+    assert_eq!(loaded.ct.meta.patient_identity_removed, "YES");
+    // BeamDose against the prescription per fraction (50 Gy in 30), not only the point's
+    // own planned dose: the point is chosen near the prescription.
+    let imported = rtopt::io::dicom::rtplan::read_rtplan(&rtplan).expect("plan reads");
+    let f0 = rtopt::io::dicom::read::read(&rtplan).expect("read");
+    let fa = rtopt::io::dicom::read::Attr::new(&rtplan, &f0.obj);
+    let groups = fa.items(Tag(0x300A, 0x0070));
+    let beam_sum: f64 = rtopt::io::dicom::read::Attr::new(&rtplan, &groups[0])
+        .items(Tag(0x300C, 0x0004))
         .iter()
-        .map(|n| std::fs::read(a.join(n)).expect("a"))
+        .map(|r| rtopt::io::dicom::read::opt_f64s(r, Tag(0x300A, 0x0084)).expect("BeamDose")[0])
+        .sum();
+    let rx_per_fraction = 50.0 / 30.0;
+    println!("BeamDose sum {beam_sum:.4} Gy vs prescription {rx_per_fraction:.4} Gy per fraction");
+    assert!((beam_sum - rx_per_fraction).abs() <= 0.01 * rx_per_fraction);
+    assert_eq!(imported.beams.len(), 9);
+    // Without SOURCE_DATE_EPOCH the plan is dated today (UTC), and so is the RT Dose.
+    let date = dicom_str(&rtplan, Tag(0x300A, 0x0006));
+    assert!(
+        date == today_before || date == today_after,
+        "RTPlanDate {date}, today {today_after}"
+    );
+    assert_eq!(dicom_str(&a.join("RTDOSE.dcm"), Tag(0x0008, 0x0012)), date);
+    // Distinct series, de-identification carried over, the machine file's name.
+    let series: Vec<String> = ["RTPLAN.dcm", "RTDOSE.dcm"]
+        .iter()
+        .map(|n| dicom_str(&a.join(n), Tag(0x0020, 0x0011)))
         .collect();
+    assert_ne!(series[0], series[1]);
+    for n in ["RTPLAN.dcm", "RTDOSE.dcm"] {
+        assert_eq!(dicom_str(&a.join(n), Tag(0x0012, 0x0062)), "YES", "{n}");
+        common::assert_dciodvfy_clean(&a.join(n));
+    }
+    assert_eq!(imported.beams[0].treatment_machine, machine.name);
+    // The report as a browser renders it (headless Chromium, where installed; CI installs
+    // it): the plan block, the isodose legend and one beam's-eye view per beam.
+    match chromium_dom(&a.join("report.html")) {
+        None => eprintln!("chromium not installed: the rendered-report check is skipped"),
+        Some(dom) => {
+            for id in ["plan-block", "isodose-legend", "goal-table", "structures"] {
+                assert!(
+                    dom.contains(&format!("id=\"{id}\"")),
+                    "rendered report lacks #{id}"
+                );
+            }
+            let bevs = (1..=9)
+                .filter(|n| dom.contains(&format!("id=\"bev-{n}\"")))
+                .count();
+            assert_eq!(bevs, 9, "one beam's-eye view per beam");
+            assert!(dom.contains(&machine.name) && dom.contains("D0.03cc"));
+        }
+    }
+
+    // ---- B: same inputs and SOURCE_DATE_EPOCH, same bytes; --force needed ----
     let rerun: [&std::ffi::OsStr; 6] = [
         "plan".as_ref(),
         case.path().as_os_str(),
@@ -188,12 +306,47 @@ fn plan_tg119_end_to_end() {
         "a previous plan needs --force"
     );
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
-    let o = rtopt(&[&rerun[..], &["--force".as_ref()]].concat());
+    let forced = [&rerun[..], &["--force".as_ref(), "--beam-doses".as_ref()]].concat();
+    let o = rtopt_at(&forced, Some(EPOCH));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let first: Vec<Vec<u8>> = ["RTPLAN.dcm", "RTDOSE.dcm"]
+        .iter()
+        .map(|n| std::fs::read(a.join(n)).expect("a"))
+        .collect();
+    assert_eq!(dicom_str(&rtplan, Tag(0x300A, 0x0006)), "20261202");
+    assert_eq!(dicom_str(&rtplan, Tag(0x300A, 0x0007)), "164656");
+    let o = rtopt_at(&forced, Some(EPOCH));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     for (name, x) in ["RTPLAN.dcm", "RTDOSE.dcm"].iter().zip(&first) {
         let y = std::fs::read(a.join(name)).expect("replaced A");
-        assert!(*x == y, "{name} differs between two identical runs");
+        assert!(
+            *x == y,
+            "{name} differs between two runs at one SOURCE_DATE_EPOCH"
+        );
     }
+    // --beam-doses: one RT Dose per beam (BEAM summation) that sum to the plan's RT Dose
+    // within the 16-bit quantisation of the ten files.
+    let plan_dose = rtopt::io::dicom::rtdose::read_rtdose(&a.join("RTDOSE.dcm")).expect("RD");
+    let mut sum = vec![0.0f64; plan_dose.dose.len()];
+    let mut quantum = plan_dose.dose_grid_scaling;
+    for n in 1..=9 {
+        let p = a.join(format!("RTDOSE_beam{n}.dcm"));
+        let d = rtopt::io::dicom::rtdose::read_rtdose(&p).expect("beam RD");
+        assert_eq!(d.summation_type, "BEAM");
+        assert_eq!(d.referenced_plan_uid, plan_dose.referenced_plan_uid);
+        quantum += d.dose_grid_scaling;
+        for (s, v) in sum.iter_mut().zip(&d.dose) {
+            *s += *v as f64;
+        }
+        common::assert_dciodvfy_clean(&p);
+    }
+    let worst = sum
+        .iter()
+        .zip(&plan_dose.dose)
+        .map(|(s, d)| (s - *d as f64).abs())
+        .fold(0.0, f64::max);
+    println!("per-beam doses vs plan dose: worst {worst:.5} Gy (quantum sum {quantum:.5} Gy)");
+    assert!(worst <= quantum, "per-beam doses sum off by {worst} Gy");
 
     // ---- C: Core weight x2, then compare ----
     // (x2, not x4: with the dose-fidelity loop the x4 variant is refused, exit 4, 2026-12-02:

@@ -291,6 +291,51 @@ pub fn dose_at_points(
         .collect())
 }
 
+/// Dose per MU of every beamlet at one LPS point, Gy/MU (one value per influence-matrix
+/// column), computed as [`dose_at_points`] computes it (exact depth, no cutoff, no
+/// threshold): any weighting of the beamlets, a beam's or a segment's, is then a dot product.
+pub fn beamlet_doses_at_point(
+    ct: &CtVolume,
+    beams: &[Beam],
+    machine: &MachineModel,
+    point_lps: [f64; 3],
+) -> Result<Vec<f64>> {
+    check_patient_position(ct)?;
+    let n_cols = check_beams(beams)?;
+    if ct.hu.len() != ct.grid.len() {
+        return Err(Error::Invalid("CT HU array does not match its grid".into()));
+    }
+    let kern = Kernel::new(machine);
+    let vol = density_volume(ct, machine);
+    let mut out = vec![0.0; n_cols];
+    let mut sc = Scratch::new();
+    for beam in beams {
+        let ctx = BeamCtx::new(beam);
+        let BeamPoint {
+            x_iso_mm: u,
+            y_iso_mm: v,
+            z_mm: z,
+        } = ctx.frame.to_beam(LpsPoint(point_lps));
+        if !(z > 0.0) {
+            continue;
+        }
+        let d = vol.radiological_length(ctx.frame.source_mm, point_lps);
+        beam_point(
+            &kern,
+            &ctx,
+            u,
+            v,
+            z,
+            d,
+            (0, ctx.nx),
+            (0, ctx.ny),
+            &mut sc,
+            |c, val, _, _| out[c as usize] += val,
+        );
+    }
+    Ok(out)
+}
+
 /// Output of one chunk of rows for one beam.
 struct ChunkOut {
     counts: Vec<u32>,

@@ -41,7 +41,8 @@ use crate::dvh;
 use crate::error::{Error, Result};
 pub use hessian::DenseSym;
 pub use protocol::{
-    BeamsSection, FluenceSection, Goal, GoalKind, Mode, Prescription, Protocol, StructureGoals,
+    BeamsSection, FluenceSection, Goal, GoalKind, Mode, PlanSection, Prescription, Protocol,
+    StructureGoals,
 };
 
 /// Relative tolerance with which a constraint counts as met on the final dose (0.5 %).

@@ -336,6 +336,30 @@ pub struct Protocol {
     pub fluence: FluenceSection,
     #[serde(default, rename = "structure")]
     pub structures: Vec<StructureGoals>,
+    /// How the RT Plan is named (`[plan]`); the command line's `--plan-label`, ... win.
+    #[serde(default, skip_serializing_if = "PlanSection::is_empty")]
+    pub plan: PlanSection,
+}
+
+/// `[plan]` of a protocol: the RT Plan's label (RTPlanLabel, at most 16 characters), name
+/// (RTPlanName, 64) and description (RTPlanDescription, 1024). Unset: a label from the case
+/// and the creation time, the label as name, no description.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanSection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+impl PlanSection {
+    /// Nothing set.
+    pub fn is_empty(&self) -> bool {
+        self.label.is_none() && self.name.is_none() && self.description.is_none()
+    }
 }
 
 impl Protocol {

@@ -24,7 +24,9 @@
 //! ```
 
 mod acceptance;
+pub mod dose_reference;
 pub mod fidelity;
+pub mod identity;
 mod normalize;
 mod observer;
 mod planned;
@@ -49,6 +51,7 @@ pub use acceptance::{
     PlanAcceptance, PlanFigures, DEFAULT_MAX_DOSE_PER_FRACTION_GY, DEFAULT_MIN_GAMMA_PASS_PERCENT,
 };
 pub use fidelity::DoseFidelity;
+pub use identity::{PlanIdentity, ResolvedIdentity};
 pub use normalize::Normalisation;
 pub use observer::{EventLog, PlanEvent, PlanObserver, PlanStage, StageTime};
 pub use planned::{InfluenceSummary, PlannedCase, DVH_BIN_GY};
@@ -105,6 +108,8 @@ struct Settings {
     fidelity: DoseFidelity,
     segment_weights: SegmentWeightOptions,
     input_files: Vec<PathBuf>,
+    identity: PlanIdentity,
+    beam_doses: bool,
 }
 
 /// A configured planning run. Build with [`Planner::new`], adjust with the `with_*` methods,
@@ -140,6 +145,8 @@ impl Planner {
                 fidelity: DoseFidelity::default(),
                 segment_weights: SegmentWeightOptions::default(),
                 input_files,
+                identity: PlanIdentity::default(),
+                beam_doses: false,
             },
             beam_setup: None,
             dose: optimisation_dose_options(),
@@ -247,6 +254,20 @@ impl Planner {
         self
     }
 
+    /// Label, name, description and creation time of the outputs (default: the protocol's
+    /// `[plan]`, else a label from the case and the clock; [`PlanIdentity`]).
+    pub fn with_plan_identity(mut self, identity: PlanIdentity) -> Self {
+        self.settings.identity = identity;
+        self
+    }
+
+    /// Also write one RT Dose per beam (`RTDOSE_beam<N>.dcm`, DoseSummationType BEAM), for
+    /// per-field QA.
+    pub fn with_beam_doses(mut self, on: bool) -> Self {
+        self.settings.beam_doses = on;
+        self
+    }
+
     /// Memory budget, bytes, for the influence matrix and the optimiser's dense matrices
     /// (default: [`crate::budget::default_memory_budget_bytes`]).
     pub fn with_memory_budget(mut self, bytes: u64) -> Self {
@@ -262,6 +283,11 @@ impl Planner {
         s.acceptance.validate()?;
         s.normalisation.validate()?;
         s.fidelity.validate()?;
+        s.identity.resolve(
+            &s.protocol.plan,
+            &planned::case_name(&self.case),
+            crate::io::dicom::identity::CreationTime::now(),
+        )?;
         match self.threads {
             Some(0) => {
                 return Err(Error::Invalid("the thread count must be at least 1".into()));

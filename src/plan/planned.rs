@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::dose_reference::{self, DoseReferencePoint};
+use super::identity::ResolvedIdentity;
 use super::{Normalisation, OptimisedPlan, PlanStage, PreparedPlan, SequencedStage, StageTime};
 use crate::beams::Beam;
 use crate::case::Case;
@@ -75,7 +77,24 @@ pub struct PlannedCase {
     pub solver_name: String,
     /// The segment-weight optimisation after sequencing, when it ran.
     pub segment_weights: Option<report::SegmentWeightSummary>,
+    /// RT Plan label, name, description and the outputs' creation time.
+    pub identity: ResolvedIdentity,
+    /// The dose reference point with each beam's dose there (RT Plan dose tracking).
+    pub dose_reference: DoseReferencePoint,
+    /// Source-to-surface distance of each beam on its central axis, mm (plan order).
+    pub ssd_mm: Vec<Option<f64>>,
+    /// Whether [`PlannedCase::write`] adds one RT Dose per beam.
+    pub beam_doses: bool,
     pub report: Report,
+}
+
+/// The case's name in reports and default plan labels: its folder's name, else `case`.
+pub(super) fn case_name(case: &Case) -> String {
+    case.dir
+        .as_ref()
+        .and_then(|d| d.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "case".into())
 }
 
 /// Stage 4 of [`PreparedPlan::finish`], run inside the planner's thread pool.
@@ -168,10 +187,71 @@ pub(super) fn finish(
         mu_scale,
         gamma_pass_percent: gamma_result.pass_rate_percent,
     };
-    let reasons = s.acceptance.check_plan(&s.machine, &figures);
+    let mut reasons = s.acceptance.check_plan(&s.machine, &figures);
+    // Every mechanical limit of the machine (jaw over-travel, leaf span, gap, minimum area
+    // and MU). The minimum MU was enforced before the normalisation, which scales it.
+    let min_mu = s
+        .sequencing
+        .min_segment_mu
+        .unwrap_or(s.machine.min_segment_mu)
+        * mu_scale.min(1.0);
+    reasons.extend(
+        crate::deliverability::violations(
+            &DeliveryMachine::from(&s.machine),
+            &prep.beams,
+            &sequenced.beams,
+            min_mu,
+        )
+        .iter()
+        .map(|v| format!("not deliverable on {}: {v}", s.machine.name)),
+    );
     if !reasons.is_empty() {
         return Err(Error::Implausible { reasons });
     }
+
+    // Dose tracking and plan identity (cheap: one point's beamlet doses, one ray per beam).
+    let fractions = p.prescription.fractions.max(1) as f64;
+    let target_centre_rows = prep
+        .case
+        .structures
+        .iter()
+        .zip(&prep.structures)
+        .find(|(c, _)| std::ptr::eq(*c, target))
+        .map(|(_, r)| r.rows.as_slice())
+        .unwrap_or(&[]);
+    let per_fraction_full: Vec<f32> = del_full.iter().map(|&v| v / fractions as f32).collect();
+    let (position_mm, planned_dose) = dose_reference::choose_point(
+        &prep.dose_grid,
+        target_centre_rows,
+        &per_fraction_full,
+        p.prescription.total_dose_gy / fractions,
+        &target.roi.name,
+    )?;
+    let (beam_dose_gy, cumulative_coefficients) = dose_reference::beam_doses(
+        &prep.case.ct,
+        &prep.beams,
+        &s.machine,
+        &sequenced.beams,
+        position_mm,
+    )?;
+    let dose_reference = DoseReferencePoint {
+        structure: target.roi.name.clone(),
+        position_mm,
+        planned_dose_per_fraction_gy: planned_dose,
+        beam_dose_gy,
+        cumulative_coefficients,
+    };
+    let body = prep.case.try_body_mask()?;
+    let ssd_mm: Vec<Option<f64>> = sequenced
+        .beams
+        .iter()
+        .map(|sb| prep.beams.get(sb.beam_index).and_then(|b| b.ssd_mm(&body)))
+        .collect();
+    let identity = s.identity.resolve(
+        &p.plan,
+        &case_name(&prep.case),
+        crate::io::dicom::identity::CreationTime::now(),
+    )?;
 
     let mut report_times = Vec::new();
     let planned = runner.run(PlanStage::Report, &mut report_times, || {
@@ -196,8 +276,13 @@ pub(super) fn finish(
             fidelity_steps: optimised.fidelity.clone(),
             solver_name: s.optimize.backend.name().to_string(),
             segment_weights: seg_weights.clone(),
+            identity,
+            dose_reference,
+            ssd_mm,
+            beam_doses: s.beam_doses,
             report: Report {
                 rtopt_version: env!("CARGO_PKG_VERSION").to_string(),
+                plan: Default::default(),
                 case: String::new(),
                 protocol: s.protocol_name.clone(),
                 prescription_gy: p.prescription.total_dose_gy,
@@ -284,6 +369,7 @@ impl PlannedCase {
                 voxel_cm3,
                 sr.volume_cm3(&self.dose_grid),
                 sr.weighted.rows.len(),
+                p.prescription.total_dose_gy,
             ));
             dvh.push(DvhCurve::compute(&s.roi.name, s.roi.color, &d, DVH_BIN_GY));
             if s.roi.name == p.prescription.target {
@@ -340,16 +426,57 @@ impl PlannedCase {
                 collimator_deg: b.collimator_deg,
                 mu: s.meterset_mu,
                 segments: s.segments.len(),
+                ssd_mm: None,
+                reference_dose_gy: None,
             })
             .collect();
+        let mut beams = beams;
+        for (i, row) in beams.iter_mut().enumerate() {
+            row.ssd_mm = self.ssd_mm.get(i).copied().flatten();
+            row.reference_dose_gy = self.dose_reference.beam_dose_gy.get(i).copied();
+        }
+        let export = self.plan_export()?;
+        let (sop_instance_uid, _, _) = rtplan::plan_uids(&export)?;
+        let created = chrono::DateTime::from_timestamp(self.identity.created.unix_seconds(), 0)
+            .unwrap_or_default()
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string();
+        let r = &self.dose_reference;
+        self.report.plan = report::PlanBlock {
+            label: self.identity.label.clone(),
+            name: self.identity.name.clone(),
+            description: self.identity.description.clone(),
+            sop_instance_uid,
+            created_utc: created,
+            machine: self.machine.name.clone(),
+            energy_mv: self.machine.energy_mv,
+            technique: format!(
+                "IMRT step-and-shoot, {} beams, {} segments",
+                self.sequenced.beams.len(),
+                self.sequenced
+                    .beams
+                    .iter()
+                    .map(|b| b.segments.len())
+                    .sum::<usize>()
+            ),
+            isocenter_mm: self
+                .beams
+                .first()
+                .map(|b| b.isocenter_mm)
+                .unwrap_or([0.0; 3]),
+            dose_algorithm: "pencil beam (Bortfeld depth term, Gaussian lateral kernels), \
+                             radiological depths from CT electron densities, untruncated"
+                .into(),
+            dose_grid_mm: self.dose_grid.grid.spacing_mm,
+            normalisation_factor: self.mu_scale,
+            total_mu_per_fraction: self.sequenced.total_mu(),
+            reference_point_mm: r.position_mm,
+            reference_structure: r.structure.clone(),
+            reference_dose_per_fraction_gy: r.planned_dose_per_fraction_gy,
+            reference_beam_dose_sum_gy: r.total_beam_dose_gy(),
+        };
         let o = &self.optimized;
-        self.report.case = self
-            .case
-            .dir
-            .as_ref()
-            .and_then(|d| d.file_name())
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "case".into());
+        self.report.case = case_name(&self.case);
         self.report.structures = structures;
         self.report.protocol_metrics = metrics;
         self.report.quality = quality;
@@ -436,7 +563,8 @@ impl PlannedCase {
         crate::io::atomic::write_dir(out_dir, replace, |tmp| self.write_files(tmp))
     }
 
-    fn write_files(&self, dir: &Path) -> Result<()> {
+    /// What the RT Plan is written from.
+    fn plan_export(&self) -> Result<PlanExport<'_>> {
         let ct = &self.case.ct.meta;
         let ss_uid = self
             .case
@@ -445,8 +573,10 @@ impl PlannedCase {
             .map(|s| s.sop_instance_uid.clone())
             .unwrap_or_default();
         let target = self.case.structure(&self.protocol.prescription.target)?;
-        let plan = PlanExport {
-            label: truncate(&format!("rtopt {}", self.report.case), 16),
+        Ok(PlanExport {
+            label: self.identity.label.clone(),
+            name: self.identity.name.clone(),
+            description: self.identity.description.clone(),
             ct,
             structure_set_uid: ss_uid,
             target: TargetPrescription {
@@ -458,10 +588,15 @@ impl PlannedCase {
             machine: &self.delivery_machine,
             beams: &self.beams,
             sequenced: &self.sequenced.beams,
-            beam_dose_gy: None,
-            plan_date: ct.study_date.clone(),
-            plan_time: ct.study_time.clone(),
-        };
+            reference_point: Some(self.dose_reference.clone()),
+            ssd_mm: self.ssd_mm.clone(),
+            created: self.identity.created,
+        })
+    }
+
+    fn write_files(&self, dir: &Path) -> Result<()> {
+        let ct = &self.case.ct.meta;
+        let plan = self.plan_export()?;
         let plan_uid = rtplan::write_rtplan(&dir.join("RTPLAN.dcm"), &plan)?;
         rtdose::write_rtdose(
             &dir.join("RTDOSE.dcm"),
@@ -470,8 +605,25 @@ impl PlannedCase {
                 grid: &self.dose_grid.grid,
                 dose_gy: &self.deliverable_full_gy,
                 plan_sop_uid: &plan_uid,
+                created: self.identity.created,
+                beam_number: None,
             },
         )?;
+        if self.beam_doses {
+            for (number, dose) in self.beam_dose_grids()? {
+                rtdose::write_rtdose(
+                    &dir.join(format!("RTDOSE_beam{number}.dcm")),
+                    &DoseExport {
+                        ct,
+                        grid: &self.dose_grid.grid,
+                        dose_gy: &dose,
+                        plan_sop_uid: &plan_uid,
+                        created: self.identity.created,
+                        beam_number: Some(number as i64),
+                    },
+                )?;
+            }
+        }
         let json = serde_json::to_string_pretty(&self.report)
             .map_err(|e| Error::Invalid(format!("report.json: {e}")))?;
         crate::io::atomic::write_file(&dir.join("report.json"), json.as_bytes())?;
@@ -482,8 +634,47 @@ impl PlannedCase {
 }
 
 impl PlannedCase {
+    /// Each beam's deliverable dose on the full dose grid (all fractions, Gy), with its
+    /// BeamNumber: the RT Dose's weights restricted to the beam, by the same engine.
+    pub fn beam_dose_grids(&self) -> Result<Vec<(usize, Vec<f32>)>> {
+        let n_cols: usize = self.beams.iter().map(|b| b.beamlets.len()).sum();
+        let fractions = self.protocol.prescription.fractions.max(1) as f64;
+        let mut out = Vec::with_capacity(self.sequenced.beams.len());
+        for sb in &self.sequenced.beams {
+            let beam = self.beams.get(sb.beam_index).ok_or_else(|| {
+                Error::Invalid(format!("sequenced beam {} has no beam", sb.beam_index))
+            })?;
+            let mut w = vec![0.0; n_cols];
+            let bw = crate::sequencing::beam_weights_from_segments(
+                beam,
+                &sb.leaf_boundaries_mm,
+                &sb.segments,
+            );
+            w[beam.first_column..beam.first_column + bw.len()].copy_from_slice(&bw);
+            let rows = crate::dose::dose_from_weights(
+                &self.case.ct,
+                &self.dose_grid,
+                &self.beams,
+                &self.machine,
+                &w,
+            )?;
+            let rows: Vec<f64> = rows.into_iter().map(|d| d * fractions).collect();
+            out.push((beam.number, self.dose_grid.to_full(&rows)));
+        }
+        Ok(out)
+    }
+
     #[cfg(feature = "html-report")]
     fn write_html(&self, dir: &Path) -> Result<()> {
+        let html = self.report_html()?;
+        crate::io::atomic::write_file(&dir.join("report.html"), html.as_bytes())?;
+        Ok(())
+    }
+
+    /// `report.html` as text: the plan block, goals, DVH, dose washes with isodose lines and
+    /// one beam's-eye view per beam (`docs/report.md`).
+    #[cfg(feature = "html-report")]
+    pub fn report_html(&self) -> Result<String> {
         let outlines: Vec<(&str, [u8; 3], &crate::geometry::Mask)> = self
             .case
             .structures
@@ -495,16 +686,21 @@ impl PlannedCase {
             .first()
             .map(|b| b.isocenter_mm)
             .unwrap_or([0.0; 3]);
-        let html = report::html::render(&report::html::HtmlInputs {
+        report::html::render(&report::html::HtmlInputs {
             report: &self.report,
             ct: &self.case.ct,
             dose_gy: &self.deliverable_full_gy,
             dose_grid: &self.dose_grid.grid,
             outlines,
             isocenter_mm: iso,
-        })?;
-        crate::io::atomic::write_file(&dir.join("report.html"), html.as_bytes())?;
-        Ok(())
+            beams: &self.beams,
+            sequenced: &self.sequenced.beams,
+            target: self
+                .case
+                .structure(&self.protocol.prescription.target)
+                .ok()
+                .map(|s| &s.mask),
+        })
     }
 }
 
@@ -516,8 +712,4 @@ fn mu_per_cgy(mu_per_fraction: f64, rx_total_gy: f64, fractions: u32) -> f64 {
     } else {
         0.0
     }
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    s.chars().take(n).collect()
 }

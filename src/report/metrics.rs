@@ -29,12 +29,22 @@ pub struct StructureMetrics {
     pub d95_gy: f64,
     pub d50_gy: f64,
     pub d2_gy: f64,
+    /// Near-maximum dose: the dose to the hottest 0.03 cm3 (D0.03cc), Gy; the maximum when
+    /// the structure is smaller.
+    #[serde(default)]
+    pub d0_03cc_gy: f64,
+    /// Volume receiving at least 95 % and 107 % of the prescription, % of the structure.
+    #[serde(default)]
+    pub v95_rx_percent: f64,
+    #[serde(default)]
+    pub v107_rx_percent: f64,
 }
 
 impl StructureMetrics {
     /// Metrics of a structure from the weighted doses of its DVH elements (weights in
     /// dose-grid voxels), the dose-voxel volume (cm3), the volume its contours enclose (cm3)
-    /// and the number of dose-grid voxels it occupies.
+    /// and the number of dose-grid voxels it occupies; V95 % and V107 % refer to
+    /// `prescription_gy`.
     pub fn compute(
         name: &str,
         interpreted_type: &str,
@@ -42,13 +52,20 @@ impl StructureMetrics {
         voxel_cm3: f64,
         volume_cm3: f64,
         n_voxels: usize,
+        prescription_gy: f64,
     ) -> Self {
         let s = doses.stats();
+        let dvh_volume_cm3 = doses.total_weight() * voxel_cm3;
+        let near_max_pct = if dvh_volume_cm3 > 0.0 {
+            (100.0 * 0.03 / dvh_volume_cm3).min(100.0)
+        } else {
+            100.0
+        };
         StructureMetrics {
             name: name.to_string(),
             interpreted_type: interpreted_type.to_string(),
             volume_cm3,
-            dvh_volume_cm3: doses.total_weight() * voxel_cm3,
+            dvh_volume_cm3,
             n_voxels,
             min_gy: s.min_gy,
             mean_gy: s.mean_gy,
@@ -57,6 +74,9 @@ impl StructureMetrics {
             d95_gy: doses.dose_at_volume(95.0),
             d50_gy: doses.dose_at_volume(50.0),
             d2_gy: doses.dose_at_volume(2.0),
+            d0_03cc_gy: doses.dose_at_volume(near_max_pct),
+            v95_rx_percent: doses.volume_at_dose(0.95 * prescription_gy),
+            v107_rx_percent: doses.volume_at_dose(1.07 * prescription_gy),
         }
     }
 }

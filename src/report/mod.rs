@@ -183,6 +183,45 @@ pub struct BeamRow {
     /// Meterset per fraction, MU.
     pub mu: f64,
     pub segments: usize,
+    /// Source-to-surface distance on the central axis, mm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssd_mm: Option<f64>,
+    /// The beam's dose at the plan's dose reference point, Gy per fraction (BeamDose).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_dose_gy: Option<f64>,
+}
+
+/// The plan block of the report: what identifies the plan and how its dose was made.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PlanBlock {
+    /// RTPlanLabel, RTPlanName, RTPlanDescription.
+    pub label: String,
+    pub name: String,
+    pub description: String,
+    /// SOPInstanceUID of the RT Plan.
+    pub sop_instance_uid: String,
+    /// Creation date and time, UTC, ISO 8601 (`2026-12-02T16:46:56Z`).
+    pub created_utc: String,
+    /// TreatmentMachineName, nominal energy and technique.
+    pub machine: String,
+    pub energy_mv: f64,
+    pub technique: String,
+    /// Isocentre, DICOM patient coordinates (LPS), mm.
+    pub isocenter_mm: [f64; 3],
+    /// Dose engine and heterogeneity handling.
+    pub dose_algorithm: String,
+    /// Dose grid spacing (x, y, z), mm.
+    pub dose_grid_mm: [f64; 3],
+    /// Factor applied to every segment's MU to reach the prescription.
+    pub normalisation_factor: f64,
+    /// Total meterset per fraction, MU.
+    pub total_mu_per_fraction: f64,
+    /// The dose reference point (DoseReferenceSequence COORDINATES), LPS mm, with the dose
+    /// there: per fraction from the RT Dose, and summed over the beams' BeamDose.
+    pub reference_point_mm: [f64; 3],
+    pub reference_structure: String,
+    pub reference_dose_per_fraction_gy: f64,
+    pub reference_beam_dose_sum_gy: f64,
 }
 
 /// Elapsed time of one pipeline stage.
@@ -205,6 +244,9 @@ pub struct ProtocolMetric {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub rtopt_version: String,
+    /// Plan identity and calculation (the plan block).
+    #[serde(default)]
+    pub plan: PlanBlock,
     /// Case folder name (never patient names or IDs).
     pub case: String,
     pub protocol: String,

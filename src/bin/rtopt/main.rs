@@ -74,6 +74,8 @@ enum Command {
         limits: Limits,
         #[command(flatten)]
         calculation: Calculation,
+        #[command(flatten)]
+        identity: Identity,
         /// Turn hard constraints into heavy penalties and report their violation.
         #[arg(long)]
         relax: bool,
@@ -195,6 +197,43 @@ struct Calculation {
     /// (docs/sequencing.md).
     #[arg(long)]
     no_segment_weights: bool,
+}
+
+/// How the plan's outputs are named and dated.
+#[derive(clap::Args, Debug, Clone, Default)]
+struct Identity {
+    /// RTPlanLabel, at most 16 characters [default: the protocol's [plan] label, else the
+    /// case name and the creation time]. Creation dates and times come from the clock, or
+    /// from SOURCE_DATE_EPOCH (seconds since 1970, UTC) for byte-identical reruns.
+    #[arg(long, value_name = "TEXT")]
+    plan_label: Option<String>,
+    /// RTPlanName, at most 64 characters [default: the label].
+    #[arg(long, value_name = "TEXT")]
+    plan_name: Option<String>,
+    /// RTPlanDescription, at most 1024 characters.
+    #[arg(long, value_name = "TEXT")]
+    plan_description: Option<String>,
+    /// Also write one RT Dose per beam (RTDOSE_beam<N>.dcm) for per-field QA.
+    #[arg(long)]
+    beam_doses: bool,
+}
+
+impl Identity {
+    /// The library's identity, with the creation time of SOURCE_DATE_EPOCH when it is set
+    /// (the only place rtopt reads it; empty counts as unset).
+    fn resolve(self) -> rtopt::Result<rtopt::plan::PlanIdentity> {
+        use rtopt::io::dicom::identity::{CreationTime, SOURCE_DATE_EPOCH};
+        let created = match std::env::var(SOURCE_DATE_EPOCH) {
+            Ok(v) if !v.trim().is_empty() => Some(CreationTime::from_source_date_epoch(&v)?),
+            _ => None,
+        };
+        Ok(rtopt::plan::PlanIdentity {
+            label: self.plan_label,
+            name: self.plan_name,
+            description: self.plan_description,
+            created,
+        })
+    }
 }
 
 /// Plan acceptance limits (defaults and sources in docs/reliability.md).
@@ -357,11 +396,17 @@ fn main() -> ExitCode {
             force,
             limits,
             calculation,
+            identity,
             relax,
             strict,
             no_normalize,
             quiet,
         } => {
+            let beam_doses = identity.beam_doses;
+            let identity = match identity.resolve() {
+                Ok(i) => i,
+                Err(e) => return fail(e),
+            };
             let args = plan_cmd::PlanArgs {
                 case,
                 protocol,
@@ -392,6 +437,8 @@ fn main() -> ExitCode {
                 fidelity_corrections: calculation.fidelity_corrections,
                 no_segment_weights: calculation.no_segment_weights,
                 memory_budget_bytes: Some(budget),
+                identity,
+                beam_doses,
             };
             match plan_cmd::plan(&args) {
                 Ok(outcome) => {

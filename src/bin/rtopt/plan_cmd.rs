@@ -46,6 +46,10 @@ pub struct PlanArgs {
     pub no_segment_weights: bool,
     /// Memory budget, bytes (default: half the machine's memory).
     pub memory_budget_bytes: Option<u64>,
+    /// Plan label, name, description and creation time (`SOURCE_DATE_EPOCH`).
+    pub identity: rtopt::plan::PlanIdentity,
+    /// Also write one RT Dose per beam.
+    pub beam_doses: bool,
 }
 
 impl PlanArgs {
@@ -146,7 +150,10 @@ fn planner(args: &PlanArgs) -> Result<Planner> {
         Some(m) => rtopt::machine::MachineModel::load(m)?,
         None => rtopt::machine::MachineModel::default_6x(),
     };
-    let name = protocol_path
+    // The file's own name, also when the path is a symlink (a case's `protocol.toml`
+    // pointing at a shared protocol).
+    let name = std::fs::canonicalize(&protocol_path)
+        .unwrap_or_else(|_| protocol_path.clone())
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "protocol".into());
@@ -169,7 +176,10 @@ fn planner(args: &PlanArgs) -> Result<Planner> {
         planner =
             planner.with_segment_weights(rtopt::plan::SegmentWeightOptions { enabled: false });
     }
-    planner = planner.with_memory_budget(budget);
+    planner = planner
+        .with_memory_budget(budget)
+        .with_plan_identity(args.identity.clone())
+        .with_beam_doses(args.beam_doses);
     Ok(planner
         .with_optimize_options(OptimizeOptions {
             relax: args.relax,

@@ -115,6 +115,7 @@ pub fn patient_study_frame(ds: &mut Ds, ct: &CtMeta) {
         &ct.study_id,
         &ct.accession_number,
         &ct.study_description,
+        &ct.deidentification_method,
     ];
     if texts.iter().any(|t| !t.is_ascii()) {
         ds.s(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192");
@@ -141,6 +142,21 @@ pub fn patient_study_frame(ds: &mut Ds, ct: &CtMeta) {
         .s(tags::POSITION_REFERENCE_INDICATOR, VR::LO, "");
     if !ct.study_description.is_empty() {
         ds.s(tags::STUDY_DESCRIPTION, VR::LO, &ct.study_description);
+    }
+    // Patient module: a de-identified CT's outputs say so too (PS3.15 E.1.1).
+    if !ct.patient_identity_removed.is_empty() {
+        ds.s(
+            tags::PATIENT_IDENTITY_REMOVED,
+            VR::CS,
+            &ct.patient_identity_removed,
+        );
+    }
+    if !ct.deidentification_method.is_empty() {
+        ds.s(
+            tags::DEIDENTIFICATION_METHOD,
+            VR::LO,
+            &ct.deidentification_method,
+        );
     }
 }
 

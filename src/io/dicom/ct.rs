@@ -469,6 +469,8 @@ fn assemble(
         accession_number: s(tags::ACCESSION_NUMBER),
         referring_physician_name: s(tags::REFERRING_PHYSICIAN_NAME),
         study_description: s(tags::STUDY_DESCRIPTION),
+        patient_identity_removed: s(tags::PATIENT_IDENTITY_REMOVED),
+        deidentification_method: s(tags::DEIDENTIFICATION_METHOD),
         sop_instance_uids: slices
             .iter()
             .map(|s| read::opt_str(&s.file.obj, tags::SOP_INSTANCE_UID).unwrap_or_default())

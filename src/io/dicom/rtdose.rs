@@ -17,6 +17,9 @@ use sha2::{Digest, Sha256};
 
 use super::builder::{equipment, patient_study_frame, to_part10, Ds};
 use super::error::DicomError;
+use super::identity::{
+    put_creation, CreationTime, SERIES_NUMBER_RTDOSE, SERIES_NUMBER_RTDOSE_BEAMS,
+};
 use super::read::{self, tags, Attr, RT_DOSE_STORAGE, RT_PLAN_STORAGE};
 use super::uid::derive_uid;
 use crate::ct::CtMeta;
@@ -33,6 +36,11 @@ pub struct DoseExport<'a> {
     pub dose_gy: &'a [f32],
     /// SOPInstanceUID of the RT Plan this dose belongs to.
     pub plan_sop_uid: &'a str,
+    /// InstanceCreationDate/Time (UTC).
+    pub created: CreationTime,
+    /// `None`: the plan's dose (DoseSummationType PLAN); `Some(n)`: the dose of the plan's
+    /// beam with BeamNumber `n` alone (BEAM), for per-field QA.
+    pub beam_number: Option<i64>,
 }
 
 /// A dose distribution read from an RT Dose file.
@@ -93,6 +101,8 @@ pub fn rtdose_bytes(d: &DoseExport) -> Result<(Vec<u8>, String)> {
     h.update(serde_json::to_vec(g).unwrap_or_default());
     h.update(d.plan_sop_uid.as_bytes());
     h.update(d.ct.frame_of_reference_uid.as_bytes());
+    h.update(d.created.unix_seconds().to_le_bytes());
+    h.update(d.beam_number.unwrap_or(-1).to_le_bytes());
     let digest = h.finalize();
     let sop_uid = derive_uid("rtdose-sop", &[&digest]);
     let series_uid = derive_uid("rtdose-series", &[&digest]);
@@ -102,13 +112,27 @@ pub fn rtdose_bytes(d: &DoseExport) -> Result<(Vec<u8>, String)> {
         .s(tags::SOP_INSTANCE_UID, VR::UI, &sop_uid)
         .s(tags::MODALITY, VR::CS, "RTDOSE")
         .s(tags::SERIES_INSTANCE_UID, VR::UI, &series_uid)
-        .is(tags::SERIES_NUMBER, 902)
-        .s(tags::SERIES_DESCRIPTION, VR::LO, "rtopt plan dose")
+        .is(
+            tags::SERIES_NUMBER,
+            match d.beam_number {
+                None => SERIES_NUMBER_RTDOSE,
+                Some(_) => SERIES_NUMBER_RTDOSE_BEAMS,
+            },
+        )
+        .s(
+            tags::SERIES_DESCRIPTION,
+            VR::LO,
+            match d.beam_number {
+                None => "rtopt plan dose",
+                Some(_) => "rtopt beam doses",
+            },
+        )
         .s(tags::OPERATORS_NAME, VR::PN, "");
+    put_creation(&mut o, &d.created);
     patient_study_frame(&mut o, d.ct);
     equipment(&mut o);
     // General Image.
-    o.is(tags::INSTANCE_NUMBER, 1);
+    o.is(tags::INSTANCE_NUMBER, d.beam_number.unwrap_or(1));
     // Image Plane.
     o.dm(tags::PIXEL_SPACING, &[g.spacing_mm[1], g.spacing_mm[0]])
         .dm(
@@ -142,12 +166,31 @@ pub fn rtdose_bytes(d: &DoseExport) -> Result<(Vec<u8>, String)> {
     let offsets: Vec<f64> = (0..g.dims[2]).map(|k| k as f64 * g.spacing_mm[2]).collect();
     o.s(tags::DOSE_UNITS, VR::CS, "GY")
         .s(tags::DOSE_TYPE, VR::CS, "PHYSICAL")
-        .s(tags::DOSE_SUMMATION_TYPE, VR::CS, "PLAN")
+        .s(
+            tags::DOSE_SUMMATION_TYPE,
+            VR::CS,
+            if d.beam_number.is_some() {
+                "BEAM"
+            } else {
+                "PLAN"
+            },
+        )
         .dm(tags::GRID_FRAME_OFFSET_VECTOR, &offsets)
-        .s(tags::DOSE_GRID_SCALING, VR::DS, &scaling_s);
+        .s(tags::DOSE_GRID_SCALING, VR::DS, &scaling_s)
+        // The pencil-beam engine scales depths by the CT's electron densities.
+        .s(tags::TISSUE_HETEROGENEITY_CORRECTION, VR::CS, "IMAGE");
     let mut rp = Ds::new();
     rp.s(tags::REFERENCED_SOP_CLASS_UID, VR::UI, RT_PLAN_STORAGE)
         .s(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, d.plan_sop_uid);
+    if let Some(n) = d.beam_number {
+        // BEAM summation: ReferencedFractionGroupSequence > ReferencedBeamSequence (1C).
+        let mut rb = Ds::new();
+        rb.is(tags::REFERENCED_BEAM_NUMBER, n);
+        let mut fg = Ds::new();
+        fg.is(tags::REFERENCED_FRACTION_GROUP_NUMBER, 1)
+            .seq(tags::REFERENCED_BEAM_SEQUENCE, vec![rb]);
+        rp.seq(tags::REFERENCED_FRACTION_GROUP_SEQUENCE, vec![fg]);
+    }
     o.seq(tags::REFERENCED_RT_PLAN_SEQUENCE, vec![rp]);
     let bytes = to_part10(o, "RT Dose")?;
     Ok((bytes, sop_uid))

@@ -26,6 +26,7 @@ use dicom_object::InMemDicomObject;
 use serde::Serialize;
 
 use super::builder::{equipment, patient_study_frame, to_part10, Ds};
+use super::identity::{check_text, put_creation, CreationTime, SERIES_NUMBER_RTPLAN};
 use super::read::{self, tags, Attr, RT_PLAN_STORAGE, RT_STRUCTURE_SET_STORAGE};
 use super::uid::derive_uid;
 use crate::beams::{Beam, BeamletGrid};
@@ -43,11 +44,39 @@ pub struct TargetPrescription {
     pub prescription_gy: f64,
 }
 
+/// The plan's dose reference point (DoseReferenceStructureType COORDINATES) with the dose of
+/// each beam there: what a record-and-verify system tracks.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DoseReferencePoint {
+    /// Structure the point lies in (the prescription's target).
+    pub structure: String,
+    /// Position, DICOM patient coordinates (LPS), mm.
+    pub position_mm: [f64; 3],
+    /// The plan's dose at the point as its RT Dose holds it, Gy per fraction.
+    pub planned_dose_per_fraction_gy: f64,
+    /// Per sequenced beam (plan order): its dose at the point, Gy per fraction (BeamDose).
+    pub beam_dose_gy: Vec<f64>,
+    /// Per sequenced beam, per segment: the fraction of the beam's dose at the point
+    /// delivered by the end of the segment (CumulativeDoseReferenceCoefficient; last 1).
+    pub cumulative_coefficients: Vec<Vec<f64>>,
+}
+
+impl DoseReferencePoint {
+    /// Sum of the beam doses, Gy per fraction.
+    pub fn total_beam_dose_gy(&self) -> f64 {
+        self.beam_dose_gy.iter().sum()
+    }
+}
+
 /// Everything the RT Plan is written from.
 #[derive(Debug, Clone)]
 pub struct PlanExport<'a> {
     /// RTPlanLabel (at most 16 characters).
     pub label: String,
+    /// RTPlanName (at most 64 characters; empty: the label).
+    pub name: String,
+    /// RTPlanDescription (at most 1024 characters; empty: not written).
+    pub description: String,
     /// CT identity and study attributes.
     pub ct: &'a CtMeta,
     /// SOPInstanceUID of the RT Structure Set the plan refers to.
@@ -57,11 +86,14 @@ pub struct PlanExport<'a> {
     pub machine: &'a DeliveryMachine,
     pub beams: &'a [Beam],
     pub sequenced: &'a [SequencedBeam],
-    /// BeamDose per beam (Gy per fraction at the dose reference), optional.
-    pub beam_dose_gy: Option<Vec<f64>>,
-    /// RTPlanDate / RTPlanTime (DA / TM); empty strings are written as empty Type 2 values.
-    pub plan_date: String,
-    pub plan_time: String,
+    /// The dose reference point with BeamDose per beam; `None`: only the target volume is
+    /// a dose reference (and control points carry the meterset weight as coefficient).
+    pub reference_point: Option<DoseReferencePoint>,
+    /// SourceToSurfaceDistance of each sequenced beam at its first control point, mm
+    /// (`None`: not written, e.g. the axis misses the body).
+    pub ssd_mm: Vec<Option<f64>>,
+    /// RTPlanDate/Time and InstanceCreationDate/Time (UTC).
+    pub created: CreationTime,
 }
 
 #[derive(Serialize)]
@@ -75,9 +107,14 @@ struct Digest<'a> {
     machine: &'a DeliveryMachine,
     beams: &'a [Beam],
     sequenced: &'a [SequencedBeam],
-    beam_dose: &'a Option<Vec<f64>>,
-    date: (&'a str, &'a str),
+    reference_point: &'a Option<DoseReferencePoint>,
+    ssd: &'a [Option<f64>],
+    names: (&'a str, &'a str),
+    created: CreationTime,
 }
+
+/// DoseReferenceNumber of the reference point (the target volume is 1).
+pub const REFERENCE_POINT_NUMBER: i64 = 2;
 
 /// SOP Instance, Series Instance and Dose Reference UIDs derived from the plan content.
 pub fn plan_uids(p: &PlanExport) -> Result<(String, String, String)> {
@@ -91,8 +128,10 @@ pub fn plan_uids(p: &PlanExport) -> Result<(String, String, String)> {
         machine: p.machine,
         beams: p.beams,
         sequenced: p.sequenced,
-        beam_dose: &p.beam_dose_gy,
-        date: (&p.plan_date, &p.plan_time),
+        reference_point: &p.reference_point,
+        ssd: &p.ssd_mm,
+        names: (&p.name, &p.description),
+        created: p.created,
     })
     .map_err(|e| Error::Invalid(format!("RT Plan: cannot serialise plan content: {e}")))?;
     Ok((
@@ -104,8 +143,18 @@ pub fn plan_uids(p: &PlanExport) -> Result<(String, String, String)> {
 
 fn check(p: &PlanExport) -> Result<()> {
     let bad = |m: String| Err(Error::Invalid(format!("RT Plan '{}': {m}", p.label)));
-    if p.label.is_empty() || p.label.len() > 16 {
-        return bad("RTPlanLabel must have 1 to 16 characters".into());
+    if p.label.trim().is_empty() {
+        return bad("RTPlanLabel must not be empty".into());
+    }
+    check_text("RTPlanLabel", &p.label, VR::SH)?;
+    check_text("RTPlanName", &p.name, VR::LO)?;
+    check_text("RTPlanDescription", &p.description, VR::ST)?;
+    if p.ssd_mm.len() != p.sequenced.len() {
+        return bad(format!(
+            "{} source-to-surface distances for {} beams",
+            p.ssd_mm.len(),
+            p.sequenced.len()
+        ));
     }
     if p.sequenced.is_empty() {
         return bad(
@@ -124,14 +173,33 @@ fn check(p: &PlanExport) -> Result<()> {
             p.machine.name
         ));
     }
-    if let Some(bd) = &p.beam_dose_gy {
-        if bd.len() != p.sequenced.len() {
+    if let Some(r) = &p.reference_point {
+        if r.beam_dose_gy.len() != p.sequenced.len()
+            || r.cumulative_coefficients.len() != p.sequenced.len()
+            || r.cumulative_coefficients
+                .iter()
+                .zip(p.sequenced)
+                .any(|(c, sb)| c.len() != sb.segments.len())
+        {
             return bad(format!(
-                "{} beam doses for {} beams",
-                bd.len(),
+                "the dose reference point has {} beam doses for {} beams, or coefficients that do not match the segments",
+                r.beam_dose_gy.len(),
                 p.sequenced.len()
             ));
         }
+        if r.position_mm.iter().any(|v| !v.is_finite())
+            || r.beam_dose_gy.iter().any(|d| !(d.is_finite() && *d >= 0.0))
+        {
+            return bad("the dose reference point has a non-finite position or beam dose".into());
+        }
+    }
+    // Every mechanical limit of the machine but the MU minimum (which the planner judges
+    // with the normalisation it applied).
+    let beams_for_numbers = p.beams;
+    if let Some(v) =
+        crate::deliverability::violations(p.machine, beams_for_numbers, p.sequenced, 0.0).first()
+    {
+        return bad(format!("not deliverable on {}: {v}", p.machine.name));
     }
     let n_pairs = p.machine.mlc.n_pairs();
     for sb in p.sequenced {
@@ -183,24 +251,31 @@ fn device_positions(s: &crate::sequencing::Segment) -> Vec<Ds> {
 pub fn rtplan_bytes(p: &PlanExport) -> Result<(Vec<u8>, String)> {
     check(p)?;
     let (sop_uid, series_uid, doseref_uid) = plan_uids(p)?;
+    let point_uid = derive_uid("rtplan-doseref-point", &[doseref_uid.as_bytes()]);
     let m = p.machine;
     let mut ds = Ds::new();
     ds.s(tags::SOP_CLASS_UID, VR::UI, RT_PLAN_STORAGE)
         .s(tags::SOP_INSTANCE_UID, VR::UI, &sop_uid)
         .s(tags::MODALITY, VR::CS, "RTPLAN")
         .s(tags::SERIES_INSTANCE_UID, VR::UI, &series_uid)
-        .is(tags::SERIES_NUMBER, 901)
+        .is(tags::SERIES_NUMBER, SERIES_NUMBER_RTPLAN)
         .s(tags::SERIES_DESCRIPTION, VR::LO, "rtopt IMRT plan")
-        .s(tags::OPERATORS_NAME, VR::PN, "");
+        .s(tags::OPERATORS_NAME, VR::PN, "")
+        .is(tags::INSTANCE_NUMBER, 1);
+    put_creation(&mut ds, &p.created);
     patient_study_frame(&mut ds, p.ct);
     equipment(&mut ds);
     // RT General Plan.
+    let name = if p.name.is_empty() { &p.label } else { &p.name };
     ds.s(tags::RT_PLAN_LABEL, VR::SH, &p.label)
-        .s(tags::RT_PLAN_NAME, VR::LO, &p.label)
-        .s(tags::RT_PLAN_DATE, VR::DA, &p.plan_date)
-        .s(tags::RT_PLAN_TIME, VR::TM, &p.plan_time)
+        .s(tags::RT_PLAN_NAME, VR::LO, name)
+        .s(tags::RT_PLAN_DATE, VR::DA, &p.created.dicom_date())
+        .s(tags::RT_PLAN_TIME, VR::TM, &p.created.dicom_time())
         .s(tags::RT_PLAN_GEOMETRY, VR::CS, "PATIENT")
         .s(tags::PLAN_INTENT, VR::CS, "CURATIVE");
+    if !p.description.is_empty() {
+        ds.s(tags::RT_PLAN_DESCRIPTION, VR::ST, &p.description);
+    }
     let mut ss = Ds::new();
     ss.s(
         tags::REFERENCED_SOP_CLASS_UID,
@@ -222,11 +297,64 @@ pub fn rtplan_bytes(p: &PlanExport) -> Result<(Vec<u8>, String)> {
         .s(tags::DOSE_REFERENCE_DESCRIPTION, VR::LO, &p.target.roi_name)
         .s(tags::DOSE_REFERENCE_TYPE, VR::CS, "TARGET")
         .d(tags::TARGET_PRESCRIPTION_DOSE, p.target.prescription_gy);
-    ds.seq(tags::DOSE_REFERENCE_SEQUENCE, vec![dr]);
+    let mut refs_dr = vec![dr];
+    if let Some(r) = &p.reference_point {
+        let mut pt = Ds::new();
+        pt.is(tags::DOSE_REFERENCE_NUMBER, REFERENCE_POINT_NUMBER)
+            .s(tags::DOSE_REFERENCE_UID, VR::UI, &point_uid)
+            .s(tags::DOSE_REFERENCE_STRUCTURE_TYPE, VR::CS, "COORDINATES")
+            .s(
+                tags::DOSE_REFERENCE_DESCRIPTION,
+                VR::LO,
+                &format!("reference point in {}", r.structure)
+                    .chars()
+                    .take(64)
+                    .collect::<String>(),
+            )
+            .dm(tags::DOSE_REFERENCE_POINT_COORDINATES, &r.position_mm)
+            .s(tags::DOSE_REFERENCE_TYPE, VR::CS, "TARGET")
+            .d(
+                tags::TARGET_PRESCRIPTION_DOSE,
+                r.planned_dose_per_fraction_gy * p.fractions as f64,
+            );
+        refs_dr.push(pt);
+    }
+    ds.seq(tags::DOSE_REFERENCE_SEQUENCE, refs_dr);
     // RT Tolerance Tables.
     let mut tt = Ds::new();
-    tt.is(tags::TOLERANCE_TABLE_NUMBER, 1)
-        .s(tags::TOLERANCE_TABLE_LABEL, VR::SH, "rtopt");
+    match &m.tolerance_table {
+        Some(t) => {
+            let mut dev = Vec::new();
+            for (ty, v) in [("ASYMX", t.jaw_mm), ("ASYMY", t.jaw_mm), ("MLCX", t.mlc_mm)] {
+                let mut d = Ds::new();
+                d.s(tags::RT_BEAM_LIMITING_DEVICE_TYPE, VR::CS, ty)
+                    .d(tags::BEAM_LIMITING_DEVICE_POSITION_TOLERANCE, v);
+                dev.push(d);
+            }
+            tt.is(tags::TOLERANCE_TABLE_NUMBER, 1)
+                .s(tags::TOLERANCE_TABLE_LABEL, VR::SH, &t.label)
+                .d(tags::GANTRY_ANGLE_TOLERANCE, t.gantry_deg)
+                .d(tags::BEAM_LIMITING_DEVICE_ANGLE_TOLERANCE, t.collimator_deg)
+                .seq(tags::BEAM_LIMITING_DEVICE_TOLERANCE_SEQUENCE, dev)
+                .d(tags::PATIENT_SUPPORT_ANGLE_TOLERANCE, t.couch_deg)
+                .d(
+                    tags::TABLE_TOP_VERTICAL_POSITION_TOLERANCE,
+                    t.table_vertical_mm,
+                )
+                .d(
+                    tags::TABLE_TOP_LONGITUDINAL_POSITION_TOLERANCE,
+                    t.table_longitudinal_mm,
+                )
+                .d(
+                    tags::TABLE_TOP_LATERAL_POSITION_TOLERANCE,
+                    t.table_lateral_mm,
+                );
+        }
+        None => {
+            tt.is(tags::TOLERANCE_TABLE_NUMBER, 1)
+                .s(tags::TOLERANCE_TABLE_LABEL, VR::SH, "rtopt");
+        }
+    }
     ds.seq(tags::TOLERANCE_TABLE_SEQUENCE, vec![tt]);
     // RT Patient Setup.
     let mut ps = Ds::new();
@@ -239,6 +367,7 @@ pub fn rtplan_bytes(p: &PlanExport) -> Result<(Vec<u8>, String)> {
             &p.ct.patient_position
         },
     );
+    ps.s(tags::SETUP_TECHNIQUE, VR::CS, &m.setup_technique);
     ds.seq(tags::PATIENT_SETUP_SEQUENCE, vec![ps]);
     // RT Fraction Scheme.
     let mut refs = Vec::new();
@@ -247,8 +376,11 @@ pub fn rtplan_bytes(p: &PlanExport) -> Result<(Vec<u8>, String)> {
         let mut r = Ds::new();
         r.is(tags::REFERENCED_BEAM_NUMBER, beam.number as i64)
             .d(tags::BEAM_METERSET, sb.meterset_mu);
-        if let Some(bd) = &p.beam_dose_gy {
-            r.d(tags::BEAM_DOSE, bd[i]);
+        if let Some(rp) = &p.reference_point {
+            // The point is named by its DoseReferenceUID (BeamDoseSpecificationPoint is
+            // retired).
+            r.s(tags::REFERENCED_DOSE_REFERENCE_UID, VR::UI, &point_uid)
+                .d(tags::BEAM_DOSE, rp.beam_dose_gy[i]);
         }
         refs.push(r);
     }
@@ -261,11 +393,25 @@ pub fn rtplan_bytes(p: &PlanExport) -> Result<(Vec<u8>, String)> {
     ds.seq(tags::FRACTION_GROUP_SEQUENCE, vec![fg]);
     // RT Beams.
     let mut beams = Vec::new();
-    for sb in p.sequenced {
+    for (bi, sb) in p.sequenced.iter().enumerate() {
         let beam = &p.beams[sb.beam_index];
         let mut b = Ds::new();
+        if !m.manufacturer.is_empty() {
+            b.s(tags::MANUFACTURER, VR::LO, &m.manufacturer);
+        }
+        if !m.model_name.is_empty() {
+            b.s(tags::MANUFACTURER_MODEL_NAME, VR::LO, &m.model_name);
+        }
+        let description = format!(
+            "IMRT step-and-shoot, {} segments, gantry {} deg, collimator {} deg, couch {} deg",
+            sb.segments.len(),
+            super::builder::ds(beam.gantry_deg),
+            super::builder::ds(beam.collimator_deg),
+            super::builder::ds(beam.couch_deg)
+        );
         b.is(tags::BEAM_NUMBER, beam.number as i64)
             .s(tags::BEAM_NAME, VR::LO, &beam.name)
+            .s(tags::BEAM_DESCRIPTION, VR::ST, &description)
             .s(tags::BEAM_TYPE, VR::CS, "DYNAMIC")
             .s(tags::RADIATION_TYPE, VR::CS, "PHOTON")
             .s(tags::TREATMENT_MACHINE_NAME, VR::SH, &m.name)
@@ -279,16 +425,19 @@ pub fn rtplan_bytes(p: &PlanExport) -> Result<(Vec<u8>, String)> {
             .d(tags::FINAL_CUMULATIVE_METERSET_WEIGHT, 1.0)
             .is(tags::REFERENCED_PATIENT_SETUP_NUMBER, 1)
             .is(tags::REFERENCED_TOLERANCE_TABLE_NUMBER, 1);
-        let mut bx = Ds::new();
-        bx.s(tags::RT_BEAM_LIMITING_DEVICE_TYPE, VR::CS, "ASYMX")
-            .is(tags::NUMBER_OF_LEAF_JAW_PAIRS, 1);
-        let mut by = Ds::new();
-        by.s(tags::RT_BEAM_LIMITING_DEVICE_TYPE, VR::CS, "ASYMY")
-            .is(tags::NUMBER_OF_LEAF_JAW_PAIRS, 1);
-        let mut bm = Ds::new();
-        bm.s(tags::RT_BEAM_LIMITING_DEVICE_TYPE, VR::CS, "MLCX")
-            .is(tags::NUMBER_OF_LEAF_JAW_PAIRS, m.mlc.n_pairs() as i64)
-            .dm(tags::LEAF_POSITION_BOUNDARIES, &sb.leaf_boundaries_mm);
+        let device = |ty: &str, distance: Option<f64>, pairs: usize| {
+            let mut d = Ds::new();
+            d.s(tags::RT_BEAM_LIMITING_DEVICE_TYPE, VR::CS, ty);
+            if let Some(v) = distance {
+                d.d(tags::SOURCE_TO_BEAM_LIMITING_DEVICE_DISTANCE, v);
+            }
+            d.is(tags::NUMBER_OF_LEAF_JAW_PAIRS, pairs as i64);
+            d
+        };
+        let bx = device("ASYMX", m.jaws.x_source_distance_mm, 1);
+        let by = device("ASYMY", m.jaws.y_source_distance_mm, 1);
+        let mut bm = device("MLCX", m.mlc.source_distance_mm, m.mlc.n_pairs());
+        bm.dm(tags::LEAF_POSITION_BOUNDARIES, &sb.leaf_boundaries_mm);
         b.seq(tags::BEAM_LIMITING_DEVICE_SEQUENCE, vec![bx, by, bm]);
         // Control points: two per segment.
         let total = sb.meterset_mu;
@@ -310,7 +459,7 @@ pub fn rtplan_bytes(p: &PlanExport) -> Result<(Vec<u8>, String)> {
                     );
                 if idx == 0 {
                     cp.d(tags::NOMINAL_BEAM_ENERGY, m.energy_mv)
-                        .d(tags::DOSE_RATE_SET, 600.0)
+                        .d(tags::DOSE_RATE_SET, m.dose_rate_mu_per_min)
                         .d(tags::GANTRY_ANGLE, beam.gantry_deg)
                         .s(tags::GANTRY_ROTATION_DIRECTION, VR::CS, "NONE")
                         .d(tags::BEAM_LIMITING_DEVICE_ANGLE, beam.collimator_deg)
@@ -327,10 +476,27 @@ pub fn rtplan_bytes(p: &PlanExport) -> Result<(Vec<u8>, String)> {
                         .s(tags::TABLE_TOP_LONGITUDINAL_POSITION, VR::DS, "")
                         .s(tags::TABLE_TOP_LATERAL_POSITION, VR::DS, "")
                         .dm(tags::ISOCENTER_POSITION, &beam.isocenter_mm);
+                    if let Some(ssd) = p.ssd_mm[bi] {
+                        cp.d(tags::SOURCE_TO_SURFACE_DISTANCE, ssd);
+                    }
                 }
+                // With a reference point: the fraction of the beam's dose there delivered so
+                // far; without, the meterset weight against the target volume.
+                let (number, coefficient) = match &p.reference_point {
+                    Some(r) => {
+                        let c = &r.cumulative_coefficients[bi];
+                        let v = match (half, k) {
+                            (0, 0) => 0.0,
+                            (0, _) => c[k - 1],
+                            _ => c[k],
+                        };
+                        (REFERENCE_POINT_NUMBER, v)
+                    }
+                    None => (1, w),
+                };
                 let mut rdr = Ds::new();
-                rdr.is(tags::REFERENCED_DOSE_REFERENCE_NUMBER, 1)
-                    .d(tags::CUMULATIVE_DOSE_REFERENCE_COEFFICIENT, w);
+                rdr.is(tags::REFERENCED_DOSE_REFERENCE_NUMBER, number)
+                    .d(tags::CUMULATIVE_DOSE_REFERENCE_COEFFICIENT, coefficient);
                 cp.seq(tags::REFERENCED_DOSE_REFERENCE_SEQUENCE, vec![rdr]);
                 cps.push(cp);
             }

@@ -304,7 +304,7 @@ pub fn rtstruct_bytes(ct: &CtVolume, rois: &[RoiOut], label: &str) -> Result<(Ve
         .s(tags::SOP_INSTANCE_UID, VR::UI, &sop_uid)
         .s(tags::MODALITY, VR::CS, "RTSTRUCT")
         .s(tags::SERIES_INSTANCE_UID, VR::UI, &series_uid)
-        .is(tags::SERIES_NUMBER, 902)
+        .is(tags::SERIES_NUMBER, super::identity::SERIES_NUMBER_RTSTRUCT)
         .s(tags::SERIES_DESCRIPTION, VR::LO, "rtopt structures")
         .s(tags::OPERATORS_NAME, VR::PN, "");
     patient_study_frame(&mut o, meta);

@@ -66,6 +66,34 @@ pub fn c_shape(voxel_mm: f64) -> Case {
     )
 }
 
+/// A water cube: `side_mm` wide (clamped to 50..500 mm) on cubic voxels of `voxel_mm`
+/// (clamped to 1..10 mm), centred on `centre_mm` (LPS), HU 0 everywhere, BODY the whole
+/// cube. The verification phantom of a plan whose CT is not at hand (`rtopt dose --plan
+/// --water-phantom`).
+pub fn water_cube(centre_mm: [f64; 3], side_mm: f64, voxel_mm: f64) -> Case {
+    let v = voxel_mm.clamp(1.0, 10.0);
+    let n = (side_mm.clamp(50.0, 500.0) / v).ceil() as usize;
+    let grid = Grid3 {
+        dims: [n; 3],
+        origin_mm: [
+            centre_mm[0] - 0.5 * (n - 1) as f64 * v,
+            centre_mm[1] - 0.5 * (n - 1) as f64 * v,
+            centre_mm[2] - 0.5 * (n - 1) as f64 * v,
+        ],
+        spacing_mm: [v; 3],
+    };
+    let body = Mask {
+        grid,
+        inside: vec![true; grid.len()],
+    };
+    water_case(
+        grid,
+        vec![0.0; grid.len()],
+        "rtopt water cube",
+        vec![("BODY", RoiType::External, [0, 160, 0], body)],
+    )
+}
+
 /// A grid of cubic `v` mm voxels centred on the origin, covering `semi_axes_mm` (x, y) plus
 /// two voxels and `length_mm` along z plus one voxel at each end.
 fn centred_grid(v: f64, semi_axes_mm: [f64; 2], length_mm: f64) -> Grid3 {

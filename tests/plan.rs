@@ -13,6 +13,8 @@
 //! B. The same command again into A's folder: refused without `--force` (a previous output);
 //!    with `--force` and SOURCE_DATE_EPOCH, twice: dated by the epoch, byte-identical RTPLAN
 //!    and RTDOSE.
+//!    `rtopt dose --plan A/RTPLAN.dcm --reference-dose A/RTDOSE.dcm` (the secondary dose
+//!    check) reproduces A's RT Dose: 1 %/1 mm gamma >= 99 %.
 //! C. A variant with the Core overdose weight x2: `rtopt compare A C` shows a lower Core D10
 //!    for C (the dosimetrist's question: which variant spares the core more at equal coverage).
 
@@ -289,6 +291,32 @@ fn plan_tg119_end_to_end() {
             assert!(dom.contains(&machine.name) && dom.contains("D0.03cc"));
         }
     }
+
+    // ---- A: rtopt dose --plan on rtopt's own plan reproduces its RT Dose (issue 19) ----
+    let d = work.path().join("D");
+    let o = rtopt(&[
+        "dose".as_ref(),
+        case.path().as_os_str(),
+        "--plan".as_ref(),
+        rtplan.as_os_str(),
+        "--reference-dose".as_ref(),
+        a.join("RTDOSE.dcm").as_os_str(),
+        "--out".as_ref(),
+        d.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    println!("{}", String::from_utf8_lossy(&o.stdout));
+    let check: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("dose-check.json")).expect("json"))
+            .expect("dose-check.json parses");
+    let g11 = f(&check["comparison"]["gamma_1_1_percent"]);
+    assert!(g11 >= 99.0, "1 %/1 mm gamma {g11} % of rtopt's own RT Dose");
+    let recalc = rtopt::io::dicom::rtdose::read_rtdose(&d.join("RTDOSE.dcm")).expect("RD");
+    assert_eq!(
+        recalc.referenced_plan_uid.as_deref(),
+        Some(imported.sop_instance_uid.as_str())
+    );
+    common::assert_dciodvfy_clean(&d.join("RTDOSE.dcm"));
 
     // ---- B: same inputs and SOURCE_DATE_EPOCH, same bytes; --force needed ----
     let rerun: [&std::ffi::OsStr; 6] = [

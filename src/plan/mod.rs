@@ -30,6 +30,7 @@ pub mod identity;
 mod normalize;
 mod observer;
 mod planned;
+pub mod recalculate;
 pub mod segment_weights;
 
 use std::path::{Path, PathBuf};

@@ -14,6 +14,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod check_cmd;
 mod plan_cmd;
 mod progress;
 mod segment_cmd;
@@ -131,10 +132,21 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Uniform-fluence dose of a case: beamlets around the target, 2 Gy target mean.
+    /// Uniform-fluence dose of a case: beamlets around the target, 2 Gy target mean. With
+    /// --plan: the dose of an imported RT Plan (a secondary dose check), written as RT Dose
+    /// with a comparison against --reference-dose.
     Dose {
-        /// Case folder (CT + RTSTRUCT).
-        folder: PathBuf,
+        /// Case folder (CT + RTSTRUCT); not needed with --water-phantom.
+        folder: Option<PathBuf>,
+        /// RT Plan to recalculate (rtopt's or another system's step-and-shoot or static plan).
+        #[arg(long, value_name = "RTPLAN")]
+        plan: Option<PathBuf>,
+        /// RT Dose of the same plan to compare with (gamma, DVH points).
+        #[arg(long, value_name = "RTDOSE", requires = "plan")]
+        reference_dose: Option<PathBuf>,
+        /// Recalculate on a 30 cm water cube around the plan's isocentre instead of a CT.
+        #[arg(long, requires = "plan")]
+        water_phantom: bool,
         /// Gantry angles, degrees (comma separated).
         #[arg(
             long,
@@ -154,7 +166,8 @@ enum Command {
         /// Relative threshold below which matrix entries are dropped.
         #[arg(long)]
         threshold: Option<f64>,
-        /// Write the summary as JSON to this file.
+        /// Write the summary as JSON to this file (with --plan: the output folder, default
+        /// `rtopt-dose-<plan file name>`).
         #[arg(long)]
         out: Option<PathBuf>,
         /// Replace an existing file at --out.
@@ -338,6 +351,35 @@ fn main() -> ExitCode {
         }
         Command::Dose {
             folder,
+            plan: Some(plan),
+            reference_dose,
+            water_phantom,
+            machine,
+            out,
+            force,
+            select,
+            ..
+        } => {
+            let run = check_cmd::PlanDoseRun {
+                folder,
+                plan,
+                reference_dose,
+                water_phantom,
+                machine,
+                out,
+                force,
+                load: |f: &Path| load_case(f, &select),
+            };
+            match check_cmd::run(&run) {
+                Ok(text) => {
+                    emit(&text);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::Dose {
+            folder,
             beams,
             target,
             machine,
@@ -346,6 +388,7 @@ fn main() -> ExitCode {
             out,
             force,
             select,
+            ..
         } => {
             let mut opts = rtopt::dose::DoseOptions::default();
             if let Some(c) = cutoff_mm {
@@ -354,6 +397,11 @@ fn main() -> ExitCode {
             if let Some(t) = threshold {
                 opts.relative_threshold = t;
             }
+            let Some(folder) = folder else {
+                return fail(rtopt::Error::Invalid(
+                    "rtopt dose needs a case folder (or --plan with --water-phantom)".into(),
+                ));
+            };
             let run = DoseRun {
                 folder,
                 select,

@@ -163,12 +163,7 @@ pub fn recalculate(
         "Not modelled: leaf and jaw transmission, wedges, blocks, compensators and boli (the pencil-beam engine, docs/machine.md)."
             .into(),
     );
-    let sequenced: Vec<_> = plan
-        .beams
-        .iter()
-        .enumerate()
-        .map(|(i, b)| b.to_sequenced(i))
-        .collect();
+    let sequenced: Vec<_> = plan.sequenced();
     let weights = crate::sequencing::deliverable_weights(&beams, &sequenced, first)?;
     let body = case.try_body_mask()?;
     let dose_grid = DoseGrid::covering(&case.ct.grid, opts.dose_spacing_mm, &body);

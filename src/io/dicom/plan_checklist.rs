@@ -329,12 +329,7 @@ pub fn check_rtplan(path: &Path, ctx: &Context) -> Result<Checklist> {
     // Mechanical limits of a given machine.
     if let Some(m) = ctx.machine {
         let plan = read_rtplan(path)?;
-        let sequenced: Vec<_> = plan
-            .beams
-            .iter()
-            .enumerate()
-            .map(|(i, b)| b.to_sequenced(i))
-            .collect();
+        let sequenced: Vec<_> = plan.sequenced();
         let numbered: Vec<crate::beams::Beam> = plan
             .beams
             .iter()

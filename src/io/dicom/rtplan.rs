@@ -831,6 +831,17 @@ fn read_beam(path: &Path, b: &InMemDicomObject, meterset: &[(i64, f64)]) -> Resu
     })
 }
 
+impl ImportedPlan {
+    /// Every beam as a [`SequencedBeam`], attached to its index in [`ImportedPlan::beams`].
+    pub fn sequenced(&self) -> Vec<SequencedBeam> {
+        self.beams
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b.to_sequenced(i))
+            .collect()
+    }
+}
+
 impl ImportedBeam {
     /// As a [`SequencedBeam`] attached to beam `beam_index` of a plan's beam list.
     pub fn to_sequenced(&self, beam_index: usize) -> SequencedBeam {

@@ -67,13 +67,23 @@ fn tg119_masks_round_trip_through_contours_and_rtstruct() {
         .collect();
     let dir = tempfile::tempdir().expect("tempdir");
     let (p1, p2) = (dir.path().join("RS.1.dcm"), dir.path().join("RS.2.dcm"));
-    let uid = write_rtstruct(&p1, &case.ct, &rois, "TEST").expect("write");
-    write_rtstruct(&p2, &case.ct, &rois, "TEST").expect("write again");
+    let t = rtopt::io::dicom::identity::CreationTime::from_unix_seconds(1_796_230_016).expect("t");
+    let uid = write_rtstruct(&p1, &case.ct, &rois, "TEST", &t).expect("write");
+    write_rtstruct(&p2, &case.ct, &rois, "TEST", &t).expect("write again");
     assert_eq!(
         std::fs::read(&p1).expect("read"),
         std::fs::read(&p2).expect("read"),
         "same inputs must give the same bytes"
     );
+    // Dated by the given creation time (UTC), series 903 (the plan's are 901 and 902).
+    let f = rtopt::io::dicom::read::read(&p1).expect("read");
+    let tag = |g: u16, e: u16| {
+        rtopt::io::dicom::read::opt_str(&f.obj, dicom_core::Tag(g, e)).unwrap_or_default()
+    };
+    assert_eq!(tag(0x3006, 0x0008), "20261202", "StructureSetDate");
+    assert_eq!(tag(0x0008, 0x0012), "20261202", "InstanceCreationDate");
+    assert_eq!(tag(0x0020, 0x0011), "903", "SeriesNumber");
+    assert_eq!(tag(0x0012, 0x0062), case.ct.meta.patient_identity_removed);
     let input_uid = case
         .structure_set
         .as_ref()

@@ -37,6 +37,9 @@ pub struct SegmentRequest {
     pub force: bool,
     /// Memory budget of the CT import, bytes (default: half the machine's memory).
     pub memory_budget_bytes: Option<u64>,
+    /// Creation time of the RT Structure Set (`None`: the clock; the command line passes
+    /// `SOURCE_DATE_EPOCH` for reproducible output).
+    pub created: Option<crate::io::dicom::identity::CreationTime>,
 }
 
 /// What `rtopt segment` did.
@@ -81,7 +84,10 @@ pub fn segment(a: &SegmentRequest) -> Result<SegmentOutcome> {
     )?;
     let res = run_segmentation(&case.ct, model.as_mut())?;
     let (rois, renames) = super::merge_for_export(case.structure_set.as_ref(), &res);
-    let uid = rtstruct::write_rtstruct(&out, &case.ct, &rois, LABEL)?;
+    let created = a
+        .created
+        .unwrap_or_else(crate::io::dicom::identity::CreationTime::now);
+    let uid = rtstruct::write_rtstruct(&out, &case.ct, &rois, LABEL, &created)?;
     let mut report = res.report;
     report.extend(renames);
     Ok(SegmentOutcome {

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rtopt::io::dicom::identity::{CreationTime, SOURCE_DATE_EPOCH};
+use rtopt::io::dicom::identity::CreationTime;
 use rtopt::outputs::Replace;
 use rtopt::plan::recalculate::{self, RecalcOptions};
 use rtopt::{Case, Error, Result};
@@ -20,6 +20,8 @@ pub struct PlanDoseRun<L: Fn(&Path) -> Result<Case>> {
     pub force: bool,
     /// Loads a case folder with the command line's selection.
     pub load: L,
+    /// Creation time of the RT Dose (`None`: the clock).
+    pub created: Option<CreationTime>,
 }
 
 /// Run it; returns the text to print.
@@ -38,10 +40,7 @@ pub fn run<L: Fn(&Path) -> Result<Case>>(r: &PlanDoseRun<L>) -> Result<String> {
     inputs.extend(r.reference_dose.iter().cloned());
     inputs.extend(r.machine.iter().cloned());
     rtopt::outputs::check_output_dir(&out, &inputs, replace)?;
-    let created = match std::env::var(SOURCE_DATE_EPOCH) {
-        Ok(v) if !v.trim().is_empty() => CreationTime::from_source_date_epoch(&v)?,
-        _ => CreationTime::now(),
-    };
+    let created = r.created.unwrap_or_else(CreationTime::now);
     let machine = match &r.machine {
         Some(p) => rtopt::machine::MachineModel::load(p)?,
         None => rtopt::machine::MachineModel::default_6x(),

@@ -235,17 +235,23 @@ impl Identity {
     /// The library's identity, with the creation time of SOURCE_DATE_EPOCH when it is set
     /// (the only place rtopt reads it; empty counts as unset).
     fn resolve(self) -> rtopt::Result<rtopt::plan::PlanIdentity> {
-        use rtopt::io::dicom::identity::{CreationTime, SOURCE_DATE_EPOCH};
-        let created = match std::env::var(SOURCE_DATE_EPOCH) {
-            Ok(v) if !v.trim().is_empty() => Some(CreationTime::from_source_date_epoch(&v)?),
-            _ => None,
-        };
+        let created = source_date_epoch()?;
         Ok(rtopt::plan::PlanIdentity {
             label: self.plan_label,
             name: self.plan_name,
             description: self.plan_description,
             created,
         })
+    }
+}
+
+/// The creation time of SOURCE_DATE_EPOCH when it is set (the only place rtopt reads it;
+/// empty counts as unset); `None`: the library takes the clock.
+fn source_date_epoch() -> rtopt::Result<Option<rtopt::io::dicom::identity::CreationTime>> {
+    use rtopt::io::dicom::identity::{CreationTime, SOURCE_DATE_EPOCH};
+    match std::env::var(SOURCE_DATE_EPOCH) {
+        Ok(v) if !v.trim().is_empty() => Ok(Some(CreationTime::from_source_date_epoch(&v)?)),
+        _ => Ok(None),
     }
 }
 
@@ -319,7 +325,9 @@ fn main() -> ExitCode {
         Err(e) => return fail(e),
     };
     match cli.command {
-        Command::Segment(a) => match rtopt::segment::task::segment(&a.request(budget)) {
+        Command::Segment(a) => match source_date_epoch()
+            .and_then(|created| rtopt::segment::task::segment(&a.request(budget, created)))
+        {
             Ok(o) => {
                 let mut text: String = o.report.iter().map(|l| format!("{l}\n")).collect();
                 text.push_str(&format!(
@@ -360,7 +368,12 @@ fn main() -> ExitCode {
             select,
             ..
         } => {
+            let created = match source_date_epoch() {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
             let run = check_cmd::PlanDoseRun {
+                created,
                 folder,
                 plan,
                 reference_dose,

@@ -29,8 +29,13 @@ pub struct SegmentArgs {
 }
 
 impl SegmentArgs {
-    pub fn request(&self, memory_budget_bytes: u64) -> SegmentRequest {
+    pub fn request(
+        &self,
+        memory_budget_bytes: u64,
+        created: Option<rtopt::io::dicom::identity::CreationTime>,
+    ) -> SegmentRequest {
         SegmentRequest {
+            created,
             memory_budget_bytes: Some(memory_budget_bytes),
             folder: self.folder.clone(),
             out: self.out.clone(),

@@ -27,6 +27,7 @@ use dicom_core::VR;
 
 use super::builder::{ds, equipment, patient_study_frame, to_part10, Ds};
 use super::error::DicomError;
+use super::identity::{put_creation, CreationTime};
 use super::read::{self, tags, Attr, CT_IMAGE_STORAGE, RT_STRUCTURE_SET_STORAGE};
 use super::uid::derive_uid;
 use crate::ct::CtVolume;
@@ -257,8 +258,9 @@ fn check(ct: &CtVolume, rois: &[RoiOut], label: &str) -> Result<()> {
 
 /// SOP Instance and Series Instance UIDs derived from the CT series, the label and every
 /// ROI's number, name, type, colour, generation and contour points (as written, DS text).
-fn uids(ct: &CtVolume, rois: &[RoiOut], label: &str) -> (String, String) {
+fn uids(ct: &CtVolume, rois: &[RoiOut], label: &str, created: &CreationTime) -> (String, String) {
     let mut content: Vec<u8> = Vec::new();
+    content.extend_from_slice(&created.unix_seconds().to_le_bytes());
     let mut field = |b: &[u8]| {
         content.extend_from_slice(&(b.len() as u64).to_le_bytes());
         content.extend_from_slice(b);
@@ -294,11 +296,17 @@ fn image_ref(sop_instance_uid: &str) -> Ds {
 }
 
 /// Encode an RT Structure Set for `ct` holding `rois` (ROI numbers as given; unique and
-/// positive). Returns the Part-10 bytes (explicit VR little endian) and the SOPInstanceUID.
-pub fn rtstruct_bytes(ct: &CtVolume, rois: &[RoiOut], label: &str) -> Result<(Vec<u8>, String)> {
+/// positive), created at `created` (StructureSetDate/Time, InstanceCreationDate/Time, UTC).
+/// Returns the Part-10 bytes (explicit VR little endian) and the SOPInstanceUID.
+pub fn rtstruct_bytes(
+    ct: &CtVolume,
+    rois: &[RoiOut],
+    label: &str,
+    created: &CreationTime,
+) -> Result<(Vec<u8>, String)> {
     check(ct, rois, label)?;
     let meta = &ct.meta;
-    let (sop_uid, series_uid) = uids(ct, rois, label);
+    let (sop_uid, series_uid) = uids(ct, rois, label, created);
     let mut o = Ds::new();
     o.s(tags::SOP_CLASS_UID, VR::UI, RT_STRUCTURE_SET_STORAGE)
         .s(tags::SOP_INSTANCE_UID, VR::UI, &sop_uid)
@@ -307,12 +315,13 @@ pub fn rtstruct_bytes(ct: &CtVolume, rois: &[RoiOut], label: &str) -> Result<(Ve
         .is(tags::SERIES_NUMBER, super::identity::SERIES_NUMBER_RTSTRUCT)
         .s(tags::SERIES_DESCRIPTION, VR::LO, "rtopt structures")
         .s(tags::OPERATORS_NAME, VR::PN, "");
+    put_creation(&mut o, created);
     patient_study_frame(&mut o, meta);
     equipment(&mut o);
     o.is(tags::INSTANCE_NUMBER, 1)
         .s(tags::STRUCTURE_SET_LABEL, VR::SH, label)
-        .s(tags::STRUCTURE_SET_DATE, VR::DA, "")
-        .s(tags::STRUCTURE_SET_TIME, VR::TM, "");
+        .s(tags::STRUCTURE_SET_DATE, VR::DA, &created.dicom_date())
+        .s(tags::STRUCTURE_SET_TIME, VR::TM, &created.dicom_time());
 
     // Referenced frame of reference > study > series > every CT slice.
     let mut series = Ds::new();
@@ -427,8 +436,14 @@ pub fn rtstruct_bytes(ct: &CtVolume, rois: &[RoiOut], label: &str) -> Result<(Ve
 
 /// Write an RT Structure Set atomically to `path` (see [`rtstruct_bytes`]); returns its
 /// SOPInstanceUID.
-pub fn write_rtstruct(path: &Path, ct: &CtVolume, rois: &[RoiOut], label: &str) -> Result<String> {
-    let (bytes, uid) = rtstruct_bytes(ct, rois, label)?;
+pub fn write_rtstruct(
+    path: &Path,
+    ct: &CtVolume,
+    rois: &[RoiOut],
+    label: &str,
+    created: &CreationTime,
+) -> Result<String> {
+    let (bytes, uid) = rtstruct_bytes(ct, rois, label, created)?;
     crate::io::atomic::write_file(path, &bytes)?;
     Ok(uid)
 }

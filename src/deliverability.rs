@@ -259,6 +259,24 @@ mod tests {
         // The same aperture with X1 stopped at +20 mm is deliverable: the leaves shape it.
         let shaped = square(50.0, [20.0, 70.0]);
         assert!(violations(&m, &[], &[beam_with(vec![shaped])], 1.0).is_empty());
+        // The mirrored limits: X2 beyond -20 mm, Y1 beyond +100 mm, Y2 beyond -100 mm.
+        let mut mirrored = square(-50.0, [-70.0, -30.0]);
+        let v = violations(&m, &[], &[beam_with(vec![mirrored.clone()])], 1.0);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].limit, "jaws.x2_min_mm/x_max_mm");
+        mirrored = square(0.0, [-20.0, 20.0]);
+        mirrored.jaw_y_mm = [120.0, 160.0];
+        let v = violations(&m, &[], &[beam_with(vec![mirrored.clone()])], 1.0);
+        assert!(
+            v.iter().any(|x| x.limit == "jaws.y_min_mm/y1_max_mm"),
+            "{v:?}"
+        );
+        mirrored.jaw_y_mm = [-160.0, -120.0];
+        let v = violations(&m, &[], &[beam_with(vec![mirrored])], 1.0);
+        assert!(
+            v.iter().any(|x| x.limit == "jaws.y2_min_mm/y_max_mm"),
+            "{v:?}"
+        );
         // Too small, too few MU, too wide a span.
         let mut tiny = square(0.0, [-20.0, 20.0]);
         for l in tiny.leaf_pairs_mm.iter_mut().skip(28).take(4) {

@@ -199,6 +199,19 @@ mod tests {
             e.contains("m.json") && e.contains("beam_model.attenuation_per_mm"),
             "{e}"
         );
+        v["beam_model"]["attenuation_per_mm"] = serde_json::json!(0.0045);
+        v["manufacturer"] = serde_json::json!("Linac\\Co");
+        let e = super::MachineModel::from_json(&v.to_string(), std::path::Path::new("m.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("manufacturer") && e.contains("backslash"), "{e}");
+        v["manufacturer"] = serde_json::json!("Linac Co");
+        v["jaws"]["x1_max_mm"] = serde_json::json!(-250.0);
+        let e = super::MachineModel::from_json(&v.to_string(), std::path::Path::new("m.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("jaws.x1_max_mm"), "{e}");
+        v["jaws"]["x1_max_mm"] = serde_json::json!(20.0);
         v.as_object_mut().expect("obj").remove("calibration");
         let e = super::MachineModel::from_json(&v.to_string(), std::path::Path::new("m.json"))
             .unwrap_err()
@@ -507,6 +520,20 @@ impl MachineModel {
                 "field `name`: TreatmentMachineName `{}` must have 1 to 16 characters",
                 self.name
             ));
+        }
+        use crate::io::dicom::identity::check_text;
+        use dicom_core::VR;
+        for (field, value, vr) in [
+            ("name", self.name.as_str(), VR::SH),
+            ("manufacturer", self.manufacturer.as_str(), VR::LO),
+            ("model_name", self.model_name.as_str(), VR::LO),
+            ("mlc.model", self.mlc.model.as_str(), VR::LO),
+        ] {
+            check_text(field, value, vr).map_err(|e| format!("field `{field}`: {e}"))?;
+        }
+        if let Some(t) = &self.tolerance_table {
+            check_text("tolerance_table.label", &t.label, VR::SH)
+                .map_err(|e| format!("field `tolerance_table.label`: {e}"))?;
         }
         if let Some(t) = &self.tolerance_table {
             if t.label.is_empty() || t.label.chars().count() > 16 {

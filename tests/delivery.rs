@@ -1000,3 +1000,117 @@ fn pydicom_sample_plan_recalculates_on_a_water_phantom() {
         "{e}"
     );
 }
+
+/// Dose tracking in the RT Plan: the reference point (COORDINATES), BeamDose per beam naming
+/// it by UID, and per control point the cumulative dose-reference coefficient of the segment
+/// that starts (2k: the coefficient after segment k-1, 0 for the first) or ends (2k+1: after
+/// segment k) there. Coefficients that do not rise to 1 are refused.
+#[test]
+fn reference_point_and_coefficients_are_encoded_per_control_point() {
+    use rtopt::io::dicom::read::{self, Attr};
+    use rtopt::io::dicom::rtplan::DoseReferencePoint;
+    let s = synthetic();
+    let m = machine(true);
+    let e = exported();
+    let coeffs: Vec<Vec<f64>> = e
+        .seq
+        .beams
+        .iter()
+        .map(|b| {
+            let n = b.segments.len();
+            (1..=n).map(|k| k as f64 / n as f64).collect()
+        })
+        .collect();
+    let point = DoseReferencePoint {
+        structure: "OuterTarget".into(),
+        position_mm: [10.0, -20.0, 5.0],
+        planned_dose_per_fraction_gy: 2.0,
+        beam_dose_gy: (0..e.seq.beams.len())
+            .map(|i| 0.1 * (i + 1) as f64)
+            .collect(),
+        cumulative_coefficients: coeffs.clone(),
+    };
+    let ss = s.case.structure_set.as_ref().unwrap();
+    let target = ss.roi("OuterTarget").unwrap();
+    let mut p = PlanExport {
+        label: "TG119 synth".into(),
+        name: String::new(),
+        description: String::new(),
+        ct: &s.case.ct.meta,
+        structure_set_uid: ss.sop_instance_uid.clone(),
+        target: TargetPrescription {
+            roi_number: target.number,
+            roi_name: target.name.clone(),
+            prescription_gy: 50.0,
+        },
+        fractions: s.fractions,
+        machine: &m,
+        beams: &s.beams,
+        sequenced: &e.seq.beams,
+        reference_point: Some(point.clone()),
+        ssd_mm: vec![Some(912.3); e.seq.beams.len()],
+        created: fixed_time(),
+    };
+    let (bytes, _) = rtplan_bytes(&p).expect("rtplan");
+    let t = tempfile::tempdir().unwrap();
+    let path = t.path().join("RP.dcm");
+    std::fs::write(&path, &bytes).unwrap();
+    let f = read::read(&path).unwrap();
+    let a = Attr::new(&path, &f.obj);
+    let tag = dicom_core::Tag;
+    let refs = a.items(tag(0x300A, 0x0010));
+    let pt = refs
+        .iter()
+        .find(|d| read::opt_str(d, tag(0x300A, 0x0014)).as_deref() == Some("COORDINATES"))
+        .expect("point dose reference");
+    assert_eq!(
+        read::opt_f64s(pt, tag(0x300A, 0x0018)).unwrap(),
+        vec![10.0, -20.0, 5.0]
+    );
+    let point_uid = read::opt_str(pt, tag(0x300A, 0x0013)).unwrap();
+    let fg = a.items(tag(0x300A, 0x0070));
+    let rb = Attr::new(&path, &fg[0]).items(tag(0x300C, 0x0004));
+    for (i, r) in rb.iter().enumerate() {
+        let dose = read::opt_f64s(r, tag(0x300A, 0x0084)).unwrap()[0];
+        assert!(
+            (dose - point.beam_dose_gy[i]).abs() < 1e-9,
+            "BeamDose {dose}"
+        );
+        assert_eq!(
+            read::opt_str(r, tag(0x300A, 0x0083)).as_deref(),
+            Some(point_uid.as_str())
+        );
+    }
+    for (b, beam) in a.items(tag(0x300A, 0x00B0)).iter().enumerate() {
+        let cps = Attr::new(&path, beam).items(tag(0x300A, 0x0111));
+        assert_eq!(cps.len(), 2 * coeffs[b].len());
+        for (i, cp) in cps.iter().enumerate() {
+            let rdr = &Attr::new(&path, cp).items(tag(0x300C, 0x0050))[0];
+            assert_eq!(
+                read::opt_str(rdr, tag(0x300C, 0x0051)).as_deref(),
+                Some("2")
+            );
+            let c = read::opt_f64s(rdr, tag(0x300A, 0x010C)).unwrap()[0];
+            let k = i / 2;
+            let want = if i % 2 == 1 {
+                coeffs[b][k]
+            } else if k == 0 {
+                0.0
+            } else {
+                coeffs[b][k - 1]
+            };
+            assert!((c - want).abs() < 1e-6, "beam {b} cp {i}: {c} vs {want}");
+        }
+        let ssd = read::opt_f64s(&cps[0], tag(0x300A, 0x0130)).unwrap()[0];
+        assert_eq!(ssd, 912.3);
+    }
+    // A coefficient sequence that falls is refused by name.
+    let mut bad = point.clone();
+    bad.cumulative_coefficients[0][0] = 1.5;
+    p.reference_point = Some(bad);
+    let err = rtplan_bytes(&p).unwrap_err().to_string();
+    assert!(
+        err.contains("cumulative dose-reference coefficients"),
+        "{err}"
+    );
+}

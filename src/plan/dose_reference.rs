@@ -6,8 +6,9 @@
 //! voxels too, minimising `|D - Rx| / Rx + h |grad D| / Rx` on the deliverable dose (per
 //! fraction): close to the prescription, in a flat region where a set-up shift of one voxel
 //! `h` changes the dose least (ICRU 50's reference-point criteria: clinically relevant, in a
-//! region of low gradient, where the dose can be accurately determined). Ties go to the
-//! lowest row, so the choice is deterministic.
+//! region of low gradient, where the dose can be accurately determined). A target too thin
+//! to have such a voxel gets its voxel nearest the prescription. Ties go to the lowest row,
+//! so the choice is deterministic.
 //!
 //! Beam doses: the untruncated dose per MU of every beamlet at the point
 //! ([`crate::dose::engine::beamlet_doses_at_point`]) dotted with each beam's and each
@@ -54,6 +55,7 @@ pub fn choose_point(
     let d = |i: usize| dose_full_gy_per_fraction[i] as f64;
     let h = g.spacing_mm.iter().cloned().fold(f64::INFINITY, f64::min);
     let mut best: Option<(f64, usize)> = None;
+    let mut fallback: Option<(f64, usize)> = None;
     for &r in target_rows {
         let Some(&v) = dose_grid.voxels.get(r as usize) else {
             continue;
@@ -78,18 +80,21 @@ pub fn choose_point(
             }
             grad2 += ((d(ih) - d(il)) / (2.0 * g.spacing_mm[a])).powi(2);
         }
-        if !interior {
-            continue;
-        }
-        let score = (d(v as usize) - rx_per_fraction_gy).abs() / rx_per_fraction_gy
-            + h * grad2.sqrt() / rx_per_fraction_gy;
-        if best.is_none_or(|(s, _)| score < s) {
-            best = Some((score, v as usize));
+        let deviation = (d(v as usize) - rx_per_fraction_gy).abs() / rx_per_fraction_gy;
+        if interior {
+            let score = deviation + h * grad2.sqrt() / rx_per_fraction_gy;
+            if best.is_none_or(|(s, _)| score < s) {
+                best = Some((score, v as usize));
+            }
+        } else if fallback.is_none_or(|(s, _)| deviation < s) {
+            fallback = Some((deviation, v as usize));
         }
     }
-    let (_, v) = best.ok_or_else(|| {
+    // A target too thin for an interior voxel (under three dose voxels across): its voxel
+    // nearest the prescription.
+    let (_, v) = best.or(fallback).ok_or_else(|| {
         Error::Invalid(format!(
-            "dose reference point: target '{target}' has no dose-grid voxel whose neighbours are all in it"
+            "dose reference point: target '{target}' has no voxel on the dose grid"
         ))
     })?;
     let [i, j, k] = g.ijk(v);
@@ -144,4 +149,50 @@ pub fn beam_doses(
         coefficients.push(coeff);
     }
     Ok((beam_dose, coefficients))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geometry::Grid3;
+
+    fn grid() -> DoseGrid {
+        let grid = Grid3 {
+            dims: [5, 5, 5],
+            origin_mm: [0.0; 3],
+            spacing_mm: [3.0; 3],
+        };
+        DoseGrid {
+            grid,
+            voxels: (0..grid.len() as u32).collect(),
+        }
+    }
+
+    #[test]
+    fn point_is_interior_flat_and_near_the_prescription() {
+        let g = grid();
+        // Dose rises along x: 1.8, 1.9, 2.0, 2.1, 2.2 Gy; flat in y and z.
+        let dose: Vec<f32> = (0..g.grid.len())
+            .map(|v| 1.8 + 0.1 * g.grid.ijk(v)[0] as f32)
+            .collect();
+        let all: Vec<u32> = g.voxels.clone();
+        let (p, d) = choose_point(&g, &all, &dose, 2.0, "PTV").unwrap();
+        // x = 2 (2.0 Gy), interior in y and z: (1, 1, 1) is the first of the ties.
+        assert_eq!(p, [6.0, 3.0, 3.0]);
+        assert!((d - 2.0).abs() < 1e-6);
+        // A slab one voxel thick (k = 2) has no interior voxel: the voxel nearest 2.0 Gy.
+        let slab: Vec<u32> = all
+            .iter()
+            .copied()
+            .filter(|&v| g.grid.ijk(v as usize)[2] == 2)
+            .collect();
+        let (p, d) = choose_point(&g, &slab, &dose, 2.1, "thin PTV").unwrap();
+        assert_eq!(p[0], 9.0);
+        assert_eq!(p[2], 6.0);
+        assert!((d - 2.1).abs() < 1e-6);
+        let e = choose_point(&g, &[], &dose, 2.0, "empty")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("empty"), "{e}");
+    }
 }

@@ -105,7 +105,18 @@ pub fn rtdose_bytes(d: &DoseExport) -> Result<(Vec<u8>, String)> {
     h.update(d.beam_number.unwrap_or(-1).to_le_bytes());
     let digest = h.finalize();
     let sop_uid = derive_uid("rtdose-sop", &[&digest]);
-    let series_uid = derive_uid("rtdose-series", &[&digest]);
+    // The plan's RT Dose is a series of its own; the per-beam RT Doses of one plan and
+    // creation time form one series together.
+    let series_uid = match d.beam_number {
+        None => derive_uid("rtdose-series", &[&digest]),
+        Some(_) => derive_uid(
+            "rtdose-beam-series",
+            &[
+                d.plan_sop_uid.as_bytes(),
+                &d.created.unix_seconds().to_le_bytes(),
+            ],
+        ),
+    };
 
     let mut o = Ds::new();
     o.s(tags::SOP_CLASS_UID, VR::UI, RT_DOSE_STORAGE)

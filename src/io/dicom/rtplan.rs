@@ -192,6 +192,15 @@ fn check(p: &PlanExport) -> Result<()> {
         {
             return bad("the dose reference point has a non-finite position or beam dose".into());
         }
+        for (b, c) in r.cumulative_coefficients.iter().enumerate() {
+            let ordered = c.windows(2).all(|w| w[0] <= w[1]);
+            let in_range = c.iter().all(|v| v.is_finite() && (0.0..=1.0).contains(v));
+            if !(ordered && in_range && c.last() == Some(&1.0)) {
+                return bad(format!(
+                    "beam index {b}: cumulative dose-reference coefficients must rise within [0, 1] and end at 1"
+                ));
+            }
+        }
     }
     // Every mechanical limit of the machine but the MU minimum (which the planner judges
     // with the normalisation it applied).
@@ -264,6 +273,19 @@ pub fn rtplan_bytes(p: &PlanExport) -> Result<(Vec<u8>, String)> {
         .is(tags::INSTANCE_NUMBER, 1);
     put_creation(&mut ds, &p.created);
     patient_study_frame(&mut ds, p.ct);
+    // Text of the plan's own (label, names, machine, ROI): UTF-8 needs ISO_IR 192 as well.
+    let own_text = [
+        p.label.as_str(),
+        p.name.as_str(),
+        p.description.as_str(),
+        m.name.as_str(),
+        m.manufacturer.as_str(),
+        m.model_name.as_str(),
+        p.target.roi_name.as_str(),
+    ];
+    if own_text.iter().any(|t| !t.is_ascii()) || p.beams.iter().any(|b| !b.name.is_ascii()) {
+        ds.s(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192");
+    }
     equipment(&mut ds);
     // RT General Plan.
     let name = if p.name.is_empty() { &p.label } else { &p.name };

@@ -206,6 +206,29 @@ pub fn violations(
     out
 }
 
+/// Estimated time to deliver one beam, s: the beam-on time (MU at the machine's dose rate)
+/// plus, between consecutive segments, the travel of the leaf that moves farthest at the
+/// largest leaf speed (beam off while the leaves move, as in step-and-shoot). Jaw motion,
+/// the beam-hold overhead per segment and the gantry's rotation between beams are not
+/// included, so it is a lower bound. `None` when the machine file gives no leaf speed.
+pub fn beam_delivery_time_s(machine: &DeliveryMachine, sb: &SequencedBeam) -> Option<f64> {
+    let speed = machine.mlc.max_leaf_speed_mm_per_s?;
+    let beam_on = sb.meterset_mu / (machine.dose_rate_mu_per_min / 60.0);
+    let moving: f64 = sb
+        .segments
+        .windows(2)
+        .map(|w| {
+            w[0].leaf_pairs_mm
+                .iter()
+                .zip(&w[1].leaf_pairs_mm)
+                .map(|(a, b)| (a[0] - b[0]).abs().max((a[1] - b[1]).abs()))
+                .fold(0.0, f64::max)
+                / speed
+        })
+        .sum();
+    Some(beam_on + moving)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +263,25 @@ mod tests {
             jaw_x_mm: jaw_x,
             jaw_y_mm: [-20.0, 20.0],
         }
+    }
+
+    #[test]
+    fn delivery_time_is_beam_on_plus_leaf_travel() {
+        let m = DeliveryMachine::from(&MachineModel::default_6x());
+        assert_eq!(m.mlc.max_leaf_speed_mm_per_s, Some(25.0));
+        // Two 30 MU segments, the second shifted 25 mm: 60 MU at 600 MU/min is 6 s, the
+        // leaves travel 25 mm at 25 mm/s in 1 s.
+        let mut a = square(0.0, [-20.0, 20.0]);
+        a.mu = 30.0;
+        let mut b = square(25.0, [5.0, 45.0]);
+        b.mu = 30.0;
+        let mut sb = beam_with(vec![a, b]);
+        sb.meterset_mu = 60.0;
+        let t = beam_delivery_time_s(&m, &sb).expect("leaf speed given");
+        assert!((t - 7.0).abs() < 1e-9, "{t}");
+        let mut slow = m.clone();
+        slow.mlc.max_leaf_speed_mm_per_s = None;
+        assert_eq!(beam_delivery_time_s(&slow, &sb), None);
     }
 
     #[test]

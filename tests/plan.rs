@@ -273,6 +273,17 @@ fn plan_tg119_end_to_end() {
         common::assert_dciodvfy_clean(&a.join(n));
     }
     assert_eq!(imported.beams[0].treatment_machine, machine.name);
+    // The delivery-time estimate: at least the beam-on time at 600 MU/min (10 MU/s), and
+    // below an hour.
+    let (t, mu) = (
+        f(&ra["plan"]["delivery_time_s"]),
+        f(&ra["plan"]["total_mu_per_fraction"]),
+    );
+    println!("delivery time estimate {t:.0} s for {mu:.0} MU per fraction");
+    assert!(
+        t > mu / 10.0 && t < 3600.0,
+        "delivery time {t} s for {mu} MU"
+    );
     // The report as a browser renders it (headless Chromium, where installed; CI installs
     // it): the plan block, the isodose legend and one beam's-eye view per beam.
     match chromium_dom(&a.join("report.html")) {

@@ -428,6 +428,10 @@ impl PlannedCase {
                 segments: s.segments.len(),
                 ssd_mm: None,
                 reference_dose_gy: None,
+                delivery_time_s: crate::deliverability::beam_delivery_time_s(
+                    &self.delivery_machine,
+                    s,
+                ),
             })
             .collect();
         let mut beams = beams;
@@ -435,6 +439,7 @@ impl PlannedCase {
             row.ssd_mm = self.ssd_mm.get(i).copied().flatten();
             row.reference_dose_gy = self.dose_reference.beam_dose_gy.get(i).copied();
         }
+        let delivery_time_s: f64 = beams.iter().filter_map(|b| b.delivery_time_s).sum();
         let export = self.plan_export()?;
         let (sop_instance_uid, _, _) = rtplan::plan_uids(&export)?;
         let created = chrono::DateTime::from_timestamp(self.identity.created.unix_seconds(), 0)
@@ -470,6 +475,7 @@ impl PlannedCase {
             dose_grid_mm: self.dose_grid.grid.spacing_mm,
             normalisation_factor: self.mu_scale,
             total_mu_per_fraction: self.sequenced.total_mu(),
+            delivery_time_s,
             reference_point_mm: r.position_mm,
             reference_structure: r.structure.clone(),
             reference_dose_per_fraction_gy: r.planned_dose_per_fraction_gy,

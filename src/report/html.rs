@@ -481,6 +481,13 @@ tr.met td.s{background:#c8f0c8}tr.notmet td.s{background:#f6c0c0}.wash{display:f
         ("Normalisation factor", format!("x{:.4}", pb.normalisation_factor)),
         ("Total MU per fraction", format!("{:.1}", pb.total_mu_per_fraction)),
         (
+            "Delivery time per fraction (estimate)",
+            format!(
+                "{:.0} s beam-on and leaf travel, a lower bound (no beam-hold, jaw or gantry time)",
+                pb.delivery_time_s
+            ),
+        ),
+        (
             "Dose reference point",
             format!(
                 "({:.1}, {:.1}, {:.1}) mm in {}: {:.3} Gy per fraction (RT Dose), beam doses sum to {:.3} Gy",
@@ -538,13 +545,13 @@ tr.met td.s{background:#c8f0c8}tr.notmet td.s{background:#f6c0c0}.wash{display:f
         "</table><p>Paddick CI {:.3} &middot; RTOG CI {:.3} &middot; ICRU 83 HI {:.3} &middot; gradient index {:.2} (prescription {:.2} Gy)</p>\n",
         q.paddick_ci, q.rtog_ci, q.icru83_hi, q.gradient_index, q.prescription_gy
     ));
-    h.push_str("<h2>Beams</h2><table id=\"beams\"><tr><th>#</th><th class=\"l\">Name</th><th>Gantry</th><th>Couch</th><th>Collimator</th><th>MU / fraction</th><th>Segments</th><th>SSD mm</th><th>Dose at reference, Gy / fraction</th></tr>\n");
+    h.push_str("<h2>Beams</h2><table id=\"beams\"><tr><th>#</th><th class=\"l\">Name</th><th>Gantry</th><th>Couch</th><th>Collimator</th><th>MU / fraction</th><th>Segments</th><th>SSD mm</th><th>Dose at reference, Gy / fraction</th><th>Delivery s</th></tr>\n");
     let opt = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |x| format!("{x:.p$}"));
     for b in &r.beams {
         h.push_str(&format!(
-            "<tr><td>{}</td><td class=\"l\">{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr><td>{}</td><td class=\"l\">{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             b.number, esc(&b.name), b.gantry_deg, b.couch_deg, b.collimator_deg, b.mu, b.segments,
-            opt(b.ssd_mm, 1), opt(b.reference_dose_gy, 4)
+            opt(b.ssd_mm, 1), opt(b.reference_dose_gy, 4), opt(b.delivery_time_s, 0)
         ));
     }
     h.push_str("</table>\n<h2>Dose wash through the isocentre</h2><div class=\"wash\">\n");

@@ -189,6 +189,10 @@ pub struct BeamRow {
     /// The beam's dose at the plan's dose reference point, Gy per fraction (BeamDose).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference_dose_gy: Option<f64>,
+    /// Estimated delivery time per fraction, s (a lower bound:
+    /// [`crate::deliverability::beam_delivery_time_s`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_time_s: Option<f64>,
 }
 
 /// The plan block of the report: what identifies the plan and how its dose was made.
@@ -216,6 +220,10 @@ pub struct PlanBlock {
     pub normalisation_factor: f64,
     /// Total meterset per fraction, MU.
     pub total_mu_per_fraction: f64,
+    /// Estimated beam-on plus leaf-travel time of all beams per fraction, s (lower bound;
+    /// 0 when the machine file gives no leaf speed).
+    #[serde(default)]
+    pub delivery_time_s: f64,
     /// The dose reference point (DoseReferenceSequence COORDINATES), LPS mm, with the dose
     /// there: per fraction from the RT Dose, and summed over the beams' BeamDose.
     pub reference_point_mm: [f64; 3],

@@ -226,7 +226,7 @@ fn export(s: &Synthetic, weights: &[f64], m: &DeliveryMachine) -> Exported {
         description: String::new(),
         reference_point: None,
         ssd_mm: vec![None; seq.beams.len()],
-        created: fixed_time(),
+        created: common::fixed_time(),
     };
     let (plan, plan_uid) = rtplan_bytes(&p).expect("rtplan");
     let full = plan_dose_full(s, &x_del);
@@ -235,7 +235,7 @@ fn export(s: &Synthetic, weights: &[f64], m: &DeliveryMachine) -> Exported {
         grid: &s.dose_grid.grid,
         dose_gy: &full,
         plan_sop_uid: &plan_uid,
-        created: fixed_time(),
+        created: common::fixed_time(),
         beam_number: None,
     })
     .expect("rtdose");
@@ -588,7 +588,7 @@ fn rtplan_reads_back_with_same_beams_control_points_leaves_and_mu() {
             description: String::new(),
             reference_point: None,
             ssd_mm: vec![None; e.seq.beams.len()],
-            created: fixed_time(),
+            created: common::fixed_time(),
         },
     )
     .unwrap();
@@ -714,7 +714,7 @@ fn same_inputs_give_byte_identical_files() {
             grid: &s.dose_grid.grid,
             dose_gy: &full,
             plan_sop_uid: &a.plan_uid,
-            created: fixed_time(),
+            created: common::fixed_time(),
             beam_number: None,
         },
     )
@@ -911,11 +911,6 @@ fn deliverable_dose_matches_optimised_dose() {
     }
 }
 
-/// A fixed creation time (2026-12-02T16:46:56Z), so written files are reproducible.
-fn fixed_time() -> rtopt::io::dicom::identity::CreationTime {
-    rtopt::io::dicom::identity::CreationTime::from_unix_seconds(1_796_230_016).expect("time")
-}
-
 /// The RT Plan checklist on the pydicom sample (a commercial system's static plan): it
 /// documents which of the attributes issue 19 asks of rtopt another system's plan carries.
 #[test]
@@ -1049,7 +1044,7 @@ fn reference_point_and_coefficients_are_encoded_per_control_point() {
         sequenced: &e.seq.beams,
         reference_point: Some(point.clone()),
         ssd_mm: vec![Some(912.3); e.seq.beams.len()],
-        created: fixed_time(),
+        created: common::fixed_time(),
     };
     let (bytes, _) = rtplan_bytes(&p).expect("rtplan");
     let t = tempfile::tempdir().unwrap();

@@ -67,7 +67,7 @@ fn tg119_masks_round_trip_through_contours_and_rtstruct() {
         .collect();
     let dir = tempfile::tempdir().expect("tempdir");
     let (p1, p2) = (dir.path().join("RS.1.dcm"), dir.path().join("RS.2.dcm"));
-    let t = rtopt::io::dicom::identity::CreationTime::from_unix_seconds(1_796_230_016).expect("t");
+    let t = common::fixed_time();
     let uid = write_rtstruct(&p1, &case.ct, &rois, "TEST", &t).expect("write");
     write_rtstruct(&p2, &case.ct, &rois, "TEST", &t).expect("write again");
     assert_eq!(

@@ -257,9 +257,7 @@ fn segment_with_model_never_changes_the_input_structure_set() {
         model: Some(models().join("rtopt_abdomen_oar_2d.json")),
         series: None,
         force: false,
-        created: Some(
-            rtopt::io::dicom::identity::CreationTime::from_unix_seconds(1_796_230_016).expect("t"),
-        ),
+        created: Some(common::fixed_time()),
     })
     .expect("segment with model");
     eprintln!("{}", done.report.join("\n"));
@@ -279,9 +277,7 @@ fn segment_with_model_never_changes_the_input_structure_set() {
         model: Some(shipped()),
         series: None,
         force: false,
-        created: Some(
-            rtopt::io::dicom::identity::CreationTime::from_unix_seconds(1_796_230_016).expect("t"),
-        ),
+        created: Some(common::fixed_time()),
     })
     .expect("second run");
     assert!(

@@ -263,32 +263,47 @@ pub fn dose_at_points(
         .par_iter()
         .map_init(Scratch::new, |sc, &p| {
             let mut total = 0.0;
-            for ctx in &ctxs {
-                let BeamPoint {
-                    x_iso_mm: u,
-                    y_iso_mm: v,
-                    z_mm: z,
-                } = ctx.frame.to_beam(LpsPoint(p));
-                if !(z > 0.0) {
-                    continue;
-                }
-                let d = vol.radiological_length(ctx.frame.source_mm, p);
-                beam_point(
-                    &kern,
-                    ctx,
-                    u,
-                    v,
-                    z,
-                    d,
-                    (0, ctx.nx),
-                    (0, ctx.ny),
-                    sc,
-                    |c, val, _, _| total += val * weights_mu[c as usize],
-                );
-            }
+            point_beamlet_doses(&kern, &vol, &ctxs, p, sc, |c, val| {
+                total += val * weights_mu[c as usize]
+            });
             total
         })
         .collect())
+}
+
+/// Every beamlet's dose per MU at LPS point `p` (untruncated, exact depth), as
+/// `emit(column, Gy/MU)`: the kernel of [`dose_at_points`] and [`beamlet_doses_at_point`].
+fn point_beamlet_doses(
+    kern: &Kernel,
+    vol: &DensityVolume,
+    ctxs: &[BeamCtx],
+    p: [f64; 3],
+    sc: &mut Scratch,
+    mut emit: impl FnMut(i64, f64),
+) {
+    for ctx in ctxs {
+        let BeamPoint {
+            x_iso_mm: u,
+            y_iso_mm: v,
+            z_mm: z,
+        } = ctx.frame.to_beam(LpsPoint(p));
+        if !(z > 0.0) {
+            continue;
+        }
+        let d = vol.radiological_length(ctx.frame.source_mm, p);
+        beam_point(
+            kern,
+            ctx,
+            u,
+            v,
+            z,
+            d,
+            (0, ctx.nx),
+            (0, ctx.ny),
+            sc,
+            |c, val, _, _| emit(c, val),
+        );
+    }
 }
 
 /// Dose per MU of every beamlet at one LPS point, Gy/MU (one value per influence-matrix
@@ -307,32 +322,16 @@ pub fn beamlet_doses_at_point(
     }
     let kern = Kernel::new(machine);
     let vol = density_volume(ct, machine);
+    let ctxs: Vec<BeamCtx> = beams.iter().map(BeamCtx::new).collect();
     let mut out = vec![0.0; n_cols];
-    let mut sc = Scratch::new();
-    for beam in beams {
-        let ctx = BeamCtx::new(beam);
-        let BeamPoint {
-            x_iso_mm: u,
-            y_iso_mm: v,
-            z_mm: z,
-        } = ctx.frame.to_beam(LpsPoint(point_lps));
-        if !(z > 0.0) {
-            continue;
-        }
-        let d = vol.radiological_length(ctx.frame.source_mm, point_lps);
-        beam_point(
-            &kern,
-            &ctx,
-            u,
-            v,
-            z,
-            d,
-            (0, ctx.nx),
-            (0, ctx.ny),
-            &mut sc,
-            |c, val, _, _| out[c as usize] += val,
-        );
-    }
+    point_beamlet_doses(
+        &kern,
+        &vol,
+        &ctxs,
+        point_lps,
+        &mut Scratch::new(),
+        |c, val| out[c as usize] += val,
+    );
     Ok(out)
 }
 

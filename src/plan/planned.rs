@@ -442,17 +442,13 @@ impl PlannedCase {
         let delivery_time_s: f64 = beams.iter().filter_map(|b| b.delivery_time_s).sum();
         let export = self.plan_export()?;
         let (sop_instance_uid, _, _) = rtplan::plan_uids(&export)?;
-        let created = chrono::DateTime::from_timestamp(self.identity.created.unix_seconds(), 0)
-            .unwrap_or_default()
-            .format("%Y-%m-%dT%H:%M:%SZ")
-            .to_string();
         let r = &self.dose_reference;
         self.report.plan = report::PlanBlock {
             label: self.identity.label.clone(),
             name: self.identity.name.clone(),
             description: self.identity.description.clone(),
             sop_instance_uid,
-            created_utc: created,
+            created_utc: self.identity.created.iso8601_utc(),
             machine: self.machine.name.clone(),
             energy_mv: self.machine.energy_mv,
             technique: format!(

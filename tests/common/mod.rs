@@ -148,3 +148,8 @@ pub fn peak_rss_mib() -> f64 {
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
 }
+
+/// A fixed creation time for reproducible outputs: 2026-12-02T16:46:56Z.
+pub fn fixed_time() -> rtopt::io::dicom::identity::CreationTime {
+    rtopt::io::dicom::identity::CreationTime::from_unix_seconds(1_796_230_016).expect("time")
+}

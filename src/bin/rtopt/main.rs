@@ -139,7 +139,7 @@ enum Command {
         /// Case folder (CT + RTSTRUCT); not needed with --water-phantom.
         folder: Option<PathBuf>,
         /// RT Plan to recalculate (rtopt's or another system's step-and-shoot or static plan).
-        #[arg(long, value_name = "RTPLAN")]
+        #[arg(long, value_name = "RTPLAN", conflicts_with_all = ["target", "cutoff_mm", "threshold"])]
         plan: Option<PathBuf>,
         /// RT Dose of the same plan to compare with (gamma, DVH points).
         #[arg(long, value_name = "RTDOSE", requires = "plan")]

@@ -91,6 +91,11 @@ impl CreationTime {
         self.utc().format("%H%M%S").to_string()
     }
 
+    /// ISO 8601 in UTC: `2026-12-02T16:46:56Z` (the report).
+    pub fn iso8601_utc(&self) -> String {
+        self.utc().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    }
+
     /// `MMDD HHMM` (UTC), the default suffix of a plan label.
     pub fn label_stamp(&self) -> String {
         self.utc().format("%m%d %H%M").to_string()
@@ -147,6 +152,7 @@ mod tests {
         assert_eq!(t.dicom_date(), "20261202");
         assert_eq!(t.dicom_time(), "164656");
         assert_eq!(t.label_stamp(), "1202 1646");
+        assert_eq!(t.iso8601_utc(), "2026-12-02T16:46:56Z");
         let e = CreationTime::from_source_date_epoch("yesterday")
             .unwrap_err()
             .to_string();

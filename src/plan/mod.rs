@@ -723,6 +723,17 @@ impl PreparedPlan {
     pub fn prepare_times(&self) -> &[StageTime] {
         &self.times
     }
+    /// The number of fractions of the prescription (the optimisation matrix gives the dose
+    /// of one fraction).
+    pub fn fractions(&self) -> u32 {
+        self.settings.protocol.prescription.fractions
+    }
+    /// Replace the cancellation token of the later stages. A cancelled token stays
+    /// cancelled, so a caller that stopped one stage (e.g. Ctrl-C in the Python package) and
+    /// goes on with another variant hands in a fresh token first.
+    pub fn set_cancel_token(&mut self, cancel: CancelToken) {
+        self.runner.cancel = cancel;
+    }
 
     fn in_pool<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         match &self.pool {
@@ -990,12 +1001,8 @@ impl PreparedPlan {
 
 /// Helpers of [`planned::finish`].
 impl PreparedPlan {
-    fn fractions(&self) -> f64 {
-        self.settings.protocol.prescription.fractions as f64
-    }
-
     fn forward_dose_gy(&self, weights_mu: &[f64]) -> Result<Vec<f64>> {
-        let f = self.fractions();
+        let f = self.fractions() as f64;
         Ok(dose::dose_from_weights_cancellable(
             &self.case.ct,
             &self.dose_grid,

@@ -348,6 +348,12 @@ class PreparedPlan:
         """How often each stage ran on this plan (e.g. ``"dose influence matrix": 1``)."""
         return dict(self._n.stage_counts())
 
+    def structure_rows(self, name: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Structure ``name``'s rows of the influence matrix as the optimiser uses them:
+        ``(rows, weighted_rows, weights)``: rows whose dose voxel's centre is inside (max/min
+        limits), and every row it occupies with the occupied fraction (volume averages)."""
+        return self._n.structure_rows(name)
+
 
 class OptimisedPlan:
     """An optimised variant."""

@@ -481,6 +481,35 @@ impl PreparedPlan {
     fn stage_counts(&self) -> std::collections::BTreeMap<String, u64> {
         self.observer.stage_counts()
     }
+
+    /// The rows (dose-grid voxels, influence-matrix rows) of structure `name` as the
+    /// optimiser uses them: `(rows, weighted_rows, weights)`: the rows whose voxel centre is
+    /// inside (max/min limits), and every row the structure occupies with its occupied
+    /// fraction in (0, 1] (volume-averaged goals).
+    #[allow(clippy::type_complexity)]
+    fn structure_rows<'py>(
+        &self,
+        py: Python<'py>,
+        name: &str,
+    ) -> PyResult<(
+        Bound<'py, PyArray1<u32>>,
+        Bound<'py, PyArray1<u32>>,
+        Bound<'py, PyArray1<f32>>,
+    )> {
+        let all = self.inner.structure_rows();
+        let s = all.iter().find(|s| s.name == name).ok_or_else(|| {
+            let names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
+            InputError::new_err(format!(
+                "no structure '{name}' on the dose grid; the structures: {}",
+                names.join(", ")
+            ))
+        })?;
+        Ok((
+            s.rows.clone().into_pyarray(py),
+            s.weighted.rows.clone().into_pyarray(py),
+            s.weighted.weights.clone().into_pyarray(py),
+        ))
+    }
 }
 
 /// One optimised variant: beamlet weights, the optimiser's dose and the goals.

@@ -715,6 +715,11 @@ impl PreparedPlan {
     pub fn problem(&self) -> &PlanningProblem<'static> {
         &self.problem
     }
+    /// Each structure's rows of the dose grid (matrix rows), whole and partial-volume, as the
+    /// optimiser uses them.
+    pub fn structure_rows(&self) -> &[StructureRows] {
+        &self.structures
+    }
     /// The case.
     pub fn case(&self) -> &Case {
         &self.case

@@ -7,15 +7,15 @@ The staged planner of the Rust library, in Python's idiom::
     protocol = rtopt.Protocol.load("data/tg119/protocol.toml")
     prepared = rtopt.Planner(case, protocol).prepare()        # beams + influence matrix, once
     base = prepared.optimise()                                 # the protocol as given
-    sparing = prepared.optimise(weights={("Core", "overdose"): 40.0}, name="core x2")
+    sparing = prepared.optimise(weights={("Core", "overdose"): 600.0}, name="core x2")
     planned = prepared.finish(base, prepared.sequence(base))   # deliverable dose + report
     planned.write("rtopt-tg119")                               # RTPLAN, RTDOSE, report
 
 Units and frames: doses in Gy total over the course; beamlet weights in MU per fraction; the
 influence matrix in Gy per MU for one fraction; positions in DICOM patient coordinates (LPS,
 mm). Arrays on a grid are indexed ``[z, y, x]``; :class:`Grid` places them (origin, spacing,
-orientation, affine). Long calls release the GIL and stop on Ctrl-C (``KeyboardInterrupt``)
-without writing anything. Errors are :class:`RtoptError` subclasses, one per kind of the
+orientation, affine). Long calls release the GIL and stop on Ctrl-C (``KeyboardInterrupt``);
+a stopped computation writes nothing, and ``write`` is atomic (the whole folder or none). Errors are :class:`RtoptError` subclasses, one per kind of the
 Rust library's errors. See docs/python.md.
 """
 
@@ -224,17 +224,19 @@ class Protocol:
 def _changes(changes: GoalChanges, what: str) -> List[Tuple[str, str, float]]:
     if changes is None:
         return []
-    items = changes.items() if isinstance(changes, Mapping) else None
+    pairs = (
+        [(k, v) for k, v in changes.items()]
+        if isinstance(changes, Mapping)
+        else [(tuple(item[:2]), item[2]) if len(item) == 3 else (item, None) for item in changes]  # type: ignore[union-attr]
+    )
     out: List[Tuple[str, str, float]] = []
-    if items is not None:
-        for key, value in items:
-            if not (isinstance(key, tuple) and len(key) == 2):
-                raise InputError(f"{what}: a key must be (structure, goal text), got {key!r}")
+    for key, value in pairs:
+        if not (isinstance(key, tuple) and len(key) == 2) or value is None:
+            raise InputError(f"{what}: each change is (structure, goal text) -> value, got {key!r}")
+        try:
             out.append((str(key[0]), str(key[1]), float(value)))
-    else:
-        for item in changes:  # type: ignore[union-attr]
-            structure, goal, value = item
-            out.append((str(structure), str(goal), float(value)))
+        except (TypeError, ValueError):
+            raise InputError(f"{what}: the value of {key!r} is not a number: {value!r}") from None
     return out
 
 
@@ -245,7 +247,9 @@ class Planner:
     (files), ``threads``, ``fidelity_corrections``, ``segment_weights``, ``relax``,
     ``normalize``, ``beam_doses``, ``plan_label``, ``plan_name``, ``plan_description``,
     ``source_date_epoch`` (else the SOURCE_DATE_EPOCH environment variable),
-    ``memory_budget_bytes``. ``progress`` is called with one dict per stage start and finish
+    ``memory_budget_bytes``, and the acceptance limits ``max_mu_per_beam``,
+    ``max_mu_per_fraction``, ``max_dose_per_fraction_gy``, ``normalisation_band`` (low,
+    high) and ``min_gamma_pass_percent``. ``progress`` is called with one dict per stage start and finish
     and per solver iteration (``{"event": "iteration", "objective": ..., "gap_rel": ...}``),
     from a worker thread; an exception it raises stops the computation and is re-raised.
     Every check that can fail (structures named by the protocol, limits, plan identity) is
@@ -312,7 +316,12 @@ class PreparedPlan:
     def influence_matrix(self) -> Any:
         """The optimisation influence matrix as ``scipy.sparse.csr_matrix`` (float32, Gy per MU
         for one fraction): rows are the dose-grid voxels of :meth:`dose_grid_voxels`, columns
-        the beamlets. One copy of the Rust matrix; SciPy keeps the arrays without another."""
+        the beamlets. One copy of the Rust matrix; SciPy keeps the arrays without another.
+
+        It is the matrix as it stands: before any :meth:`optimise`, the scatter-corrected
+        matrix of :meth:`Planner.prepare`; after one, that variant's matrix with the
+        dose-fidelity loop's row factors, so ``A @ plan.weights_mu * fractions`` is the last
+        variant's ``dose_gy`` (on the matrix rows)."""
         import scipy.sparse
 
         data, indices, indptr, shape = self._n.influence_csr()
@@ -340,8 +349,8 @@ class PreparedPlan:
         return json.loads(self._n.beams_json())
 
     def dose_of(self, weights_mu: Union[np.ndarray, List[float]]) -> np.ndarray:
-        """Total dose (Gy) of beamlet weights (MU per fraction) through the matrix, on the
-        full dose grid ``[z, y, x]``."""
+        """Total dose (Gy) of beamlet weights (MU per fraction) through the matrix as it
+        stands (see :meth:`influence_matrix`), on the full dose grid ``[z, y, x]``."""
         return self._n.dose_of(np.asarray(weights_mu, dtype=np.float64).tolist())
 
     def stage_counts(self) -> Dict[str, int]:

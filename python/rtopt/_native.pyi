@@ -1,6 +1,7 @@
 """Type stubs of the extension module rtopt._native (python/src). Use the wrappers in
 ``rtopt`` rather than these classes directly."""
 
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -56,7 +57,7 @@ class Protocol:
     def from_json(text: str, name: str = "protocol") -> Protocol: ...
     def to_json(self) -> str: ...
     name: str
-    path: Optional[str]
+    path: Optional[Path]
     prescription_gy: float
     fractions: int
     structures: List[str]
@@ -80,6 +81,11 @@ class Planner:
         plan_description: Optional[str] = None,
         source_date_epoch: Optional[str] = None,
         memory_budget_bytes: Optional[int] = None,
+        max_mu_per_beam: Optional[float] = None,
+        max_mu_per_fraction: Optional[float] = None,
+        max_dose_per_fraction_gy: Optional[float] = None,
+        normalisation_band: Optional[Tuple[float, float]] = None,
+        min_gamma_pass_percent: Optional[float] = None,
         progress: Optional[Callable[[Dict[str, Any]], Any]] = None,
     ) -> None: ...
     def check_output(self, out: str, force: bool = False) -> None: ...
@@ -98,7 +104,7 @@ class PreparedPlan:
     def influence_csr(
         self,
     ) -> Tuple[
-        npt.NDArray[np.float32], npt.NDArray[np.int32], npt.NDArray[np.int64], Tuple[int, int]
+        npt.NDArray[np.float32], npt.NDArray[np.int32], npt.NDArray[np.int32], Tuple[int, int]
     ]: ...
     def dose_grid_voxels(self) -> npt.NDArray[np.uint32]: ...
     dose_grid: _GridGeometry

@@ -1,7 +1,5 @@
 //! Rust errors as Python exceptions: one class per [`rtopt::error::ErrorKind`], all under
 //! `RtoptError`, with the library's message (which names the file, tag, structure or goal).
-//! A file that cannot be read also carries `filename` when the error names one, so
-//! `except OSError`-style handling can report it.
 
 use pyo3::prelude::*;
 use rtopt::error::ErrorKind;

@@ -153,7 +153,10 @@ impl Planner {
     /// Options as `rtopt plan` takes them (defaults are its defaults): `machine` and
     /// `ct_calibration` files, `threads`, `fidelity_corrections` (None: 2), `segment_weights`,
     /// `relax`, `normalize`, `beam_doses`, plan label/name/description,
-    /// `source_date_epoch` (else the environment variable), `memory_budget_bytes`, and
+    /// `source_date_epoch` (else the environment variable), `memory_budget_bytes`, the
+    /// acceptance limits (`max_mu_per_beam`, `max_mu_per_fraction`,
+    /// `max_dose_per_fraction_gy`, `normalisation_band` as `(low, high)`,
+    /// `min_gamma_pass_percent`), and
     /// `progress`, a callable that receives one dict per stage start/finish and per solver
     /// iteration (called from a worker thread, with the GIL held).
     #[new]
@@ -161,7 +164,9 @@ impl Planner {
         case, protocol, *, machine=None, ct_calibration=None, threads=None,
         fidelity_corrections=None, segment_weights=true, relax=false, normalize=true,
         beam_doses=false, plan_label=None, plan_name=None, plan_description=None,
-        source_date_epoch=None, memory_budget_bytes=None, progress=None
+        source_date_epoch=None, memory_budget_bytes=None, max_mu_per_beam=None,
+        max_mu_per_fraction=None, max_dose_per_fraction_gy=None, normalisation_band=None,
+        min_gamma_pass_percent=None, progress=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -180,6 +185,11 @@ impl Planner {
         plan_description: Option<String>,
         source_date_epoch: Option<String>,
         memory_budget_bytes: Option<u64>,
+        max_mu_per_beam: Option<f64>,
+        max_mu_per_fraction: Option<f64>,
+        max_dose_per_fraction_gy: Option<f64>,
+        normalisation_band: Option<(f64, f64)>,
+        min_gamma_pass_percent: Option<f64>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Planner> {
         use rtopt::plan;
@@ -197,6 +207,23 @@ impl Planner {
             description: plan_description,
             created: creation_time(source_date_epoch).py_err()?,
         };
+        // The acceptance limits of `rtopt plan`'s --max-mu-per-beam, ... (None: its default).
+        let mut acceptance = plan::PlanAcceptance::default();
+        if max_mu_per_beam.is_some() {
+            acceptance.max_mu_per_beam = max_mu_per_beam;
+        }
+        if max_mu_per_fraction.is_some() {
+            acceptance.max_mu_per_fraction = max_mu_per_fraction;
+        }
+        if let Some(v) = max_dose_per_fraction_gy {
+            acceptance.max_dose_per_fraction_gy = v;
+        }
+        if let Some((low, high)) = normalisation_band {
+            acceptance.normalization_band = [low, high];
+        }
+        if let Some(v) = min_gamma_pass_percent {
+            acceptance.min_gamma_pass_percent = v;
+        }
         let observer = PyObserver::new(progress);
         let mut p = plan::Planner::new(case.inner.clone(), protocol.inner.clone())
             .with_protocol_source(&protocol.name, protocol.path.as_deref())
@@ -227,11 +254,13 @@ impl Planner {
                 ..plan::optimisation_defaults()
             })
             .with_deliverable_normalization(normalize)
-            .with_acceptance(plan::PlanAcceptance::default())
+            .with_acceptance(acceptance)
             .with_observer(observer.clone());
         // Every check that can fail, before any computation.
         p.check_before_computation().py_err()?;
+        // The inputs `rtopt plan` protects from being overwritten by an output.
         let mut inputs: Vec<PathBuf> = case.inner.dir.iter().cloned().collect();
+        inputs.extend(case.inner.structure_set.iter().map(|s| s.path.clone()));
         inputs.extend(protocol.path.iter().cloned());
         inputs.extend(machine);
         inputs.extend(ct_calibration);
@@ -253,7 +282,10 @@ impl Planner {
     /// Ctrl-C stops it. The planner cannot be prepared twice.
     fn prepare(&mut self, py: Python<'_>) -> PyResult<PreparedPlan> {
         let planner = self.inner.take().ok_or_else(|| {
-            InputError::new_err("this Planner was already prepared; make a new one")
+            InputError::new_err(
+                "this Planner was already used by prepare() (a planner prepares once, also \
+                 after an error or Ctrl-C); make a new one",
+            )
         })?;
         let cancel = CancelToken::new();
         let planner = planner.with_cancel_token(cancel.clone());
@@ -375,9 +407,12 @@ impl PreparedPlan {
         })
     }
 
-    /// The optimisation influence matrix (Gy per MU, one fraction; rows: dose-grid voxels in
-    /// `dose_grid_voxels` order, columns: beamlets) in CSR form: `(data float32, indices
-    /// int32, indptr int64, (n_rows, n_cols))`. One copy of the matrix's row layout.
+    /// The optimisation influence matrix as it stands (Gy per MU, one fraction; rows:
+    /// dose-grid voxels in `dose_grid_voxels` order, columns: beamlets) in CSR form:
+    /// `(data float32, indices int32, indptr int32, (n_rows, n_cols))`, the index types SciPy
+    /// keeps without a copy. One copy of the matrix's row layout. Before any `optimise` it is
+    /// the scatter-corrected matrix of `prepare`; after one, that variant's matrix with the
+    /// dose-fidelity loop's row factors (`A @ w` is then that variant's optimiser dose).
     #[allow(clippy::type_complexity)]
     fn influence_csr<'py>(
         &self,
@@ -385,26 +420,27 @@ impl PreparedPlan {
     ) -> PyResult<(
         Bound<'py, PyArray1<f32>>,
         Bound<'py, PyArray1<i32>>,
-        Bound<'py, PyArray1<i64>>,
+        Bound<'py, PyArray1<i32>>,
         (usize, usize),
     )> {
         let m = self.inner.matrix();
         let (n_rows, n_cols) = (m.n_rows(), m.n_cols());
-        if n_cols > i32::MAX as usize {
-            return Err(InternalError::new_err(
-                "more beamlets than a 32-bit index holds",
-            ));
+        if n_cols > i32::MAX as usize || m.nnz() > i32::MAX as usize {
+            return Err(InternalError::new_err(format!(
+                "the influence matrix ({n_cols} columns, {} non-zeros) exceeds 32-bit indices",
+                m.nnz()
+            )));
         }
         let (ptr, cols, vals) = py.detach(|| {
             let mut ptr = Vec::with_capacity(n_rows + 1);
             let mut cols = Vec::with_capacity(m.nnz());
             let mut vals = Vec::with_capacity(m.nnz());
-            ptr.push(0i64);
+            ptr.push(0i32);
             for r in 0..n_rows {
                 let (c, v) = m.row(r);
                 cols.extend(c.iter().map(|&c| c as i32));
                 vals.extend_from_slice(v);
-                ptr.push(cols.len() as i64);
+                ptr.push(cols.len() as i32);
             }
             (ptr, cols, vals)
         });
@@ -434,7 +470,8 @@ impl PreparedPlan {
     }
 
     /// Total dose (Gy over the course) of beamlet weights (MU per fraction) through the
-    /// optimisation matrix, on the full dose grid `[z, y, x]`.
+    /// optimisation matrix as it stands (see `influence_csr`), on the full dose grid
+    /// `[z, y, x]`.
     fn dose_of<'py>(
         &self,
         py: Python<'py>,

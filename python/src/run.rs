@@ -36,7 +36,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The planner's observer: stage counts and the Python progress callback.
 #[derive(Default)]
 pub struct PyObserver {
-    callback: Mutex<Option<Py<PyAny>>>,
+    /// Set once, at construction: without one, no event takes the GIL.
+    callback: Option<Py<PyAny>>,
     /// The first exception the callback raised during the call in progress.
     error: Mutex<Option<PyErr>>,
     /// The token of the call in progress (cancelled when the callback raises).
@@ -48,7 +49,7 @@ pub struct PyObserver {
 impl PyObserver {
     pub fn new(callback: Option<Py<PyAny>>) -> Arc<Self> {
         Arc::new(PyObserver {
-            callback: Mutex::new(callback),
+            callback,
             ..Default::default()
         })
     }
@@ -64,8 +65,7 @@ impl PyObserver {
     /// Call the Python callback with an event built by `fill`; an exception is kept and
     /// cancels the computation.
     fn emit(&self, fill: impl FnOnce(&Bound<'_, PyDict>) -> PyResult<()>) {
-        let Some(cb) = Python::attach(|py| lock(&self.callback).as_ref().map(|c| c.clone_ref(py)))
-        else {
+        let Some(cb) = &self.callback else {
             return;
         };
         if lock(&self.error).is_some() {
@@ -114,6 +114,15 @@ impl PlanObserver for PyObserver {
     }
 }
 
+/// Sets its flag when dropped.
+struct Finished<'a>(&'a AtomicBool);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 /// Run `work` on a worker thread with the GIL released; Ctrl-C cancels it through `cancel`
 /// and raises `KeyboardInterrupt` once the worker has stopped. `observer` (when given) is
 /// told the token, so that an exception in the progress callback cancels too.
@@ -130,9 +139,9 @@ pub fn blocking<T: Send>(
     let done = AtomicBool::new(false);
     let (outcome, interrupt) = std::thread::scope(|s| {
         let worker = s.spawn(|| {
-            let r = work();
-            done.store(true, Ordering::SeqCst);
-            r
+            // Set on return and on a panic's unwinding alike, so the wait always ends.
+            let _finished = Finished(&done);
+            work()
         });
         let mut interrupt: Option<PyErr> = None;
         loop {

@@ -59,6 +59,13 @@ def test_python_plan_is_the_command_lines_plan(tg119_case, tg119_protocol, rtopt
     assert np.max(np.abs(from_file - planned.dose_gy)) <= scaling
     assert planned.dose_gy.max() > tg119_protocol.prescription_gy  # a plan, not zeros
 
+    # The DVHs in long form: one cumulative curve per structure, from 100 % down.
+    dvh = pd.DataFrame(planned.dvh())
+    assert set(dvh.structure) == {"Core", "OuterTarget", "BODY"}
+    for _, curve in dvh.groupby("structure"):
+        assert curve.volume_pct.iloc[0] == pytest.approx(100.0)
+        assert np.all(np.diff(curve.volume_pct.to_numpy()) <= 1e-9)
+
 
 def test_variant_reuses_the_prepared_matrix(tg119_prepared, tg119_base):
     prepared, log = tg119_prepared
@@ -98,12 +105,15 @@ def test_influence_matrix_reproduces_the_optimisers_dose(tg119_prepared, tg119_p
     np.testing.assert_array_equal(prepared.dose_of(plan.weights_mu), plan.dose_gy)
     # The CSR arrays SciPy holds are the ones handed over (no second copy).
     data, indices, indptr, shape = prepared.influence_csr()
-    assert (data.dtype, indices.dtype, indptr.dtype) == (np.float32, np.int32, np.int64)
+    assert (data.dtype, indices.dtype, indptr.dtype) == (np.float32, np.int32, np.int32)
     assert shape == a.shape and indptr[-1] == a.nnz
+    # SciPy keeps these index types as they are: influence_matrix() builds its matrix so.
     import scipy.sparse
 
     b = scipy.sparse.csr_matrix((data, indices, indptr), shape=shape, copy=False)
     assert np.shares_memory(b.data, data) and np.shares_memory(b.indices, indices)
+    assert np.shares_memory(b.indptr, indptr)
+    assert (a.indices.dtype, a.indptr.dtype) == (np.int32, np.int32)
 
 
 def test_the_same_variant_gives_bit_identical_weights(tg119_prepared, tg119_base):
@@ -146,7 +156,7 @@ def test_progress_callback_error_stops_the_solve_and_is_raised(tg119_case, tg119
 def test_a_planner_is_prepared_once(tg119_case, tg119_protocol):
     planner = rtopt.Planner(tg119_case, tg119_protocol, fidelity_corrections=0)
     planner.prepare()
-    with pytest.raises(rtopt.InputError, match="already prepared"):
+    with pytest.raises(rtopt.InputError, match="prepares once"):
         planner.prepare()
 
 
@@ -160,6 +170,19 @@ def test_output_folder_is_checked_before_computation(tg119_case, tg119_protocol,
     assert str(keep) in str(e.value)
     assert log.events == []
     assert (keep / "notes.txt").read_text() == "mine"
+    # An output inside an input is refused too; a callback that raises at the first event
+    # keeps a regression from computing and writing a plan into the repository.
+    def refuse(event):
+        raise AssertionError(f"computation started: {event}")
+
     with pytest.raises(rtopt.InputError):
-        rtopt.plan(tg119_case, tg119_protocol, out=TG119 / "out", progress=log)
-    assert log.events == []
+        rtopt.plan(tg119_case, tg119_protocol, out=TG119 / "out", progress=refuse)
+    assert not (TG119 / "out").exists()
+
+
+def test_malformed_variant_is_an_input_error(tg119_prepared):
+    prepared, _ = tg119_prepared
+    with pytest.raises(rtopt.InputError, match="not a number"):
+        prepared.optimise(weights={("Core", "overdose"): "heavy"})
+    with pytest.raises(rtopt.InputError, match="no goal of 'Core' matches 'nothing'"):
+        prepared.optimise(weights={("Core", "nothing"): 1.0})

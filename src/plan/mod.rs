@@ -913,13 +913,17 @@ impl PreparedPlan {
                 .sequencing
                 .min_segment_mu
                 .unwrap_or(machine.min_segment_mu);
+            // The segment solve reports its iterations and stops on the cancel token, as the
+            // beamlet solve does.
+            let mut options = self.settings.optimize.clone();
+            options.observers.push(self.runner.solver_observer());
             let inputs = segment_weights::SegmentProblemInputs {
                 beams: &self.beams,
                 matrix: self.problem.matrix(),
                 dose_grid: &self.dose_grid,
                 structures: &self.structures,
                 protocol: &optimised.protocol,
-                options: &self.settings.optimize,
+                options: &options,
                 optimised_weights_mu: &optimised.result.weights_mu,
                 exact_dose_gy: optimised.exact_dose_gy.as_deref(),
                 min_segment_mu: min_mu,

@@ -1,4 +1,5 @@
-"""Ctrl-C: SIGINT to a Python process that is preparing or optimising stops the computation
+"""Ctrl-C: SIGINT to a Python process that is building the influence matrix, solving the
+beamlet weights or solving the segment weights stops the computation
 within a second (the library's cancellation token, checked per beamlet and per solver
 iteration), raises KeyboardInterrupt, and leaves nothing written."""
 
@@ -56,7 +57,7 @@ def line_reader(stream):
     return next_line
 
 
-@pytest.mark.parametrize("wait_for", ["dose influence matrix", "iteration"])
+@pytest.mark.parametrize("wait_for", ["dose influence matrix", "iteration", "segment weights"])
 def test_sigint_stops_within_a_second_and_writes_nothing(wait_for, tmp_path):
     out = tmp_path / "plan"
     proc = subprocess.Popen(

@@ -927,6 +927,7 @@ impl PreparedPlan {
                 optimised_weights_mu: &optimised.result.weights_mu,
                 exact_dose_gy: optimised.exact_dose_gy.as_deref(),
                 min_segment_mu: min_mu,
+                cancel: &self.runner.cancel,
             };
             let plan = self.in_pool(|| {
                 self.runner.run(PlanStage::SegmentWeights, &mut times, || {

@@ -61,7 +61,13 @@ pub(crate) struct SegmentProblemInputs<'a> {
     pub optimised_weights_mu: &'a [f64],
     pub exact_dose_gy: Option<&'a [f64]>,
     pub min_segment_mu: f64,
+    /// Checked between the model's build steps (the solve checks it through the observers
+    /// in `options`).
+    pub cancel: &'a crate::control::CancelToken,
 }
+
+/// The stage name a cancellation reports.
+const STAGE: &str = "segment weights";
 
 /// Per segment (in plan order): its beamlet weights per MU as `(column, weight)` pairs.
 fn segment_beamlets(
@@ -199,13 +205,16 @@ pub(crate) fn optimise_segment_weights(
         ),
         None => vec![1.0; inp.matrix.n_rows()],
     };
+    inp.cancel.check(STAGE)?;
     let m = segment_matrix(inp.matrix, &beamlets, &norms, &row_factor);
     summary.matrix_nnz = m.nnz();
+    inp.cancel.check(STAGE)?;
 
     let mut protocol = inp.protocol.clone();
     protocol.fluence.smoothness_weight = 0.0;
     protocol.fluence.max_beamlet_mu = None;
     let problem = PlanningProblem::new(&m, inp.dose_grid, &[], inp.structures, &protocol)?;
+    inp.cancel.check(STAGE)?;
     let goal_objective = |problem: &PlanningProblem<'_>, dose_gy: &[f64]| -> Result<f64> {
         Ok(problem
             .evaluate_goals(dose_gy)?
@@ -217,6 +226,7 @@ pub(crate) fn optimise_segment_weights(
     let dose_of =
         |v: &[f64]| -> Vec<f64> { m.dose(v).into_iter().map(|d| d * fractions).collect() };
     summary.goal_objective_sequenced = goal_objective(&problem, &dose_of(&v_in))?;
+    inp.cancel.check(STAGE)?;
 
     let mut opts = inp.options.clone();
     opts.reuse_fixed_beamlets = false;

@@ -1,0 +1,212 @@
+//! C-GET SCU (objects come back on the same association, rtopt taking the storage SCP role
+//! for CT and RT Structure Set) and C-MOVE SCU (the node sends to a third AE, e.g. the
+//! listener of `rtopt listen`).
+
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+
+use super::association::{open, Proposal};
+use super::config::{NetConfig, Node};
+use super::dimse::{
+    self, ae, command, data_set_type, net_error, status_ok, status_pending, ui, us, with_node,
+    Incoming, CT_IMAGE_STORAGE, EXPLICIT_VR_LE, IMPLICIT_VR_LE, RT_STRUCTURE_SET_STORAGE,
+    STUDY_ROOT_GET, STUDY_ROOT_MOVE,
+};
+use super::receive::{answer_store, Staging};
+use crate::error::Result;
+
+/// The final response of a C-GET or C-MOVE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetrieveOutcome {
+    pub status: u16,
+    pub completed: u16,
+    pub failed: u16,
+    pub warning: u16,
+}
+
+/// The identifier of a retrieve at SERIES level (or STUDY level without a series).
+fn identifier(study_uid: &str, series_uid: Option<&str>) -> InMemDicomObject {
+    let mut e = vec![
+        DataElement::new(
+            tags::QUERY_RETRIEVE_LEVEL,
+            VR::CS,
+            PrimitiveValue::from(if series_uid.is_some() {
+                "SERIES"
+            } else {
+                "STUDY"
+            }),
+        ),
+        DataElement::new(
+            tags::STUDY_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from(study_uid),
+        ),
+    ];
+    if let Some(s) = series_uid {
+        e.push(DataElement::new(
+            tags::SERIES_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from(s),
+        ));
+    }
+    InMemDicomObject::from_element_iter(e)
+}
+
+fn outcome(msg: &dimse::Message, label: &str) -> Result<RetrieveOutcome> {
+    let count = |tag| {
+        msg.command
+            .get(tag)
+            .and_then(|e| e.to_int::<u16>().ok())
+            .unwrap_or(0)
+    };
+    Ok(RetrieveOutcome {
+        status: msg.status().map_err(|e| with_node(e, label))?,
+        completed: count(tags::NUMBER_OF_COMPLETED_SUBOPERATIONS),
+        failed: count(tags::NUMBER_OF_FAILED_SUBOPERATIONS),
+        warning: count(tags::NUMBER_OF_WARNING_SUBOPERATIONS),
+    })
+}
+
+/// C-GET the given series of a study into `staging` (one association). Fails when the
+/// node reports a failure or any sub-operation failed.
+pub fn c_get(
+    config: &NetConfig,
+    node: &Node,
+    study_uid: &str,
+    series_uids: &[String],
+    staging: &mut Staging,
+) -> Result<Vec<RetrieveOutcome>> {
+    let label = node.label();
+    let storage = [CT_IMAGE_STORAGE, RT_STRUCTURE_SET_STORAGE];
+    let mut proposal = Proposal::new(&[STUDY_ROOT_GET], &[EXPLICIT_VR_LE, IMPLICIT_VR_LE]);
+    for c in storage {
+        proposal.contexts.push((
+            c.to_string(),
+            vec![EXPLICIT_VR_LE.to_string(), IMPLICIT_VR_LE.to_string()],
+        ));
+        proposal.scp_roles.push(c.to_string());
+    }
+    let mut assoc = open(config, node, &proposal)?;
+    let (ctx, ts) = dimse::find_context(&assoc, STUDY_ROOT_GET, None)
+        .ok_or_else(|| net_error(&label, "Study Root C-GET not accepted"))?;
+    let mut outcomes = Vec::new();
+    for (k, series) in series_uids.iter().enumerate() {
+        let data = dimse::write_data_set(&identifier(study_uid, Some(series)), &ts)
+            .map_err(|e| with_node(e, &label))?;
+        let rq = dimse::command_set(vec![
+            ui(tags::AFFECTED_SOP_CLASS_UID, STUDY_ROOT_GET),
+            us(tags::COMMAND_FIELD, command::C_GET_RQ),
+            us(tags::MESSAGE_ID, (k + 1) as u16),
+            us(tags::PRIORITY, 0),
+            data_set_type(true),
+        ]);
+        dimse::send(&mut assoc, ctx, &rq, Some(&data)).map_err(|e| with_node(e, &label))?;
+        loop {
+            let msg = match dimse::receive(&mut assoc, config.limits.max_object_bytes)
+                .map_err(|e| with_node(e, &label))?
+            {
+                Incoming::Message(m) => m,
+                _ => return Err(net_error(&label, "association ended during a C-GET")),
+            };
+            match msg.command_field().map_err(|e| with_node(e, &label))? {
+                command::C_STORE_RQ => {
+                    let (st, why) = answer_store(&mut assoc, &msg, staging)
+                        .map_err(|e| with_node(e, &label))?;
+                    if !status_ok(st) {
+                        let _ = assoc.abort();
+                        return Err(net_error(
+                            &label,
+                            format!(
+                                "C-GET object refused ({st:04X}): {}",
+                                why.unwrap_or_default()
+                            ),
+                        ));
+                    }
+                }
+                command::C_GET_RSP => {
+                    let o = outcome(&msg, &label)?;
+                    if status_pending(o.status) {
+                        continue;
+                    }
+                    if !status_ok(o.status) || o.failed > 0 {
+                        let _ = assoc.abort();
+                        return Err(net_error(
+                            &label,
+                            format!(
+                                "C-GET of series {series} failed: status {:04X}, {} completed, {} failed",
+                                o.status, o.completed, o.failed
+                            ),
+                        ));
+                    }
+                    outcomes.push(o);
+                    break;
+                }
+                other => {
+                    let _ = assoc.abort();
+                    return Err(net_error(
+                        &label,
+                        format!("unexpected command {other:04X} during a C-GET"),
+                    ));
+                }
+            }
+        }
+    }
+    assoc
+        .release()
+        .map_err(|e| net_error(&label, format!("releasing the association failed: {e}")))?;
+    Ok(outcomes)
+}
+
+/// C-MOVE a study (or one series) from `node` to the AE titled `destination_ae` (which the
+/// node must know). Returns the final response once the node has sent everything.
+pub fn c_move(
+    config: &NetConfig,
+    node: &Node,
+    study_uid: &str,
+    series_uid: Option<&str>,
+    destination_ae: &str,
+) -> Result<RetrieveOutcome> {
+    let label = node.label();
+    let proposal = Proposal::new(&[STUDY_ROOT_MOVE], &[EXPLICIT_VR_LE, IMPLICIT_VR_LE]);
+    let mut assoc = open(config, node, &proposal)?;
+    let (ctx, ts) = dimse::find_context(&assoc, STUDY_ROOT_MOVE, None)
+        .ok_or_else(|| net_error(&label, "Study Root C-MOVE not accepted"))?;
+    let data = dimse::write_data_set(&identifier(study_uid, series_uid), &ts)
+        .map_err(|e| with_node(e, &label))?;
+    let rq = dimse::command_set(vec![
+        ui(tags::AFFECTED_SOP_CLASS_UID, STUDY_ROOT_MOVE),
+        us(tags::COMMAND_FIELD, command::C_MOVE_RQ),
+        us(tags::MESSAGE_ID, 1),
+        ae(tags::MOVE_DESTINATION, destination_ae),
+        us(tags::PRIORITY, 0),
+        data_set_type(true),
+    ]);
+    dimse::send(&mut assoc, ctx, &rq, Some(&data)).map_err(|e| with_node(e, &label))?;
+    loop {
+        let msg = match dimse::receive(&mut assoc, config.limits.max_object_bytes)
+            .map_err(|e| with_node(e, &label))?
+        {
+            Incoming::Message(m) => m,
+            _ => return Err(net_error(&label, "association ended during a C-MOVE")),
+        };
+        if msg.command_field().map_err(|e| with_node(e, &label))? != command::C_MOVE_RSP {
+            return Err(net_error(&label, "answered a C-MOVE with another message"));
+        }
+        let o = outcome(&msg, &label)?;
+        if status_pending(o.status) {
+            continue;
+        }
+        let _ = assoc.release();
+        if !status_ok(o.status) || o.failed > 0 {
+            return Err(net_error(
+                &label,
+                format!(
+                    "C-MOVE to {destination_ae} failed: status {:04X}, {} completed, {} failed",
+                    o.status, o.completed, o.failed
+                ),
+            ));
+        }
+        return Ok(o);
+    }
+}

@@ -345,18 +345,19 @@ impl Listener {
             [_] => return Err("StudyInstanceUID is not a valid UID".into()),
             many => return Err(format!("{} studies in one association", many.len())),
         };
-        let mut case =
+        let checked =
             Case::load(staging.dir(), &LoadOptions::default()).map_err(|e| e.to_string())?;
-        let Some(ss) = &case.structure_set else {
+        if checked.structure_set.is_none() {
             return Err(format!("study {study_uid} has no RT Structure Set"));
-        };
-        let _ = ss;
+        }
         let study_description = study_description(staging.dir());
         let name = self.free_name(&study_uid);
         let dest = self.config.incoming_dir().join(&name);
         let bytes = staging.bytes();
         let folder = staging.commit(&dest).map_err(|e| e.to_string())?;
-        case.dir = Some(folder.clone());
+        // Read again from its final place: the case keeps its files' paths (the planner
+        // reads the CT files again when it writes the plan).
+        let case = Case::load(&folder, &LoadOptions::default()).map_err(|e| e.to_string())?;
         let facts = StudyFacts {
             study_description,
             roi_names: case.structure_names(),

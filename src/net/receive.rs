@@ -203,6 +203,10 @@ impl Staging {
         }
         std::fs::rename(&self.dir, dest).map_err(|e| Error::io(dest, e))?;
         self.committed = true;
+        // The shared staging root goes when it is empty (fails harmlessly otherwise).
+        if let Some(root) = self.dir.parent() {
+            let _ = std::fs::remove_dir(root);
+        }
         Ok(dest.to_path_buf())
     }
 }

@@ -1,0 +1,623 @@
+//! DICOM networking against a real PACS (issue 21): Debian's Orthanc, started by the test on
+//! the loopback with a generated configuration (its own storage folder, fixed AE titles, free
+//! ports, HTTP off) and killed when the test ends, whatever the outcome (a guard that kills its
+//! process group on drop; `.ci/run` also kills what the pid files under `target/tmp` name).
+//!
+//! A. `rtopt push` TG119 into Orthanc; `rtopt pull` it back: every CT slice's pixel data byte
+//!    for byte, the same case for `rtopt inspect`; `rtopt plan` the pulled case; `rtopt push`
+//!    the plan; C-FIND at IMAGE level finds exactly the study's CT, RTSTRUCT, RTPLAN and
+//!    RTDOSE SOP instance UIDs.
+//! B. `rtopt listen` with an allow-list and a rule file: a sender not on the allow-list is
+//!    rejected; an association dropped mid-transfer leaves no case and no plan; a C-MOVE of
+//!    TG119 (with a known patient name and ID) from Orthanc to the listener's AE is received,
+//!    planned with the rule's protocol and sent back, and Orthanc then holds the listener's
+//!    RTPLAN and RTDOSE (same SOP instance UIDs); the listener's log names neither the patient
+//!    name nor the ID.
+//!
+//! Without `Orthanc` on the PATH the tests say so and pass; with `RTOPT_TEST_ORTHANC=1`
+//! (`.ci/run` sets it after installing Orthanc) they fail instead.
+
+mod common;
+
+use std::io::{BufRead, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dicom_dictionary_std::tags;
+use rtopt::net::dimse::{self, command};
+use rtopt::net::find::find_instances;
+use rtopt::net::store::read_part10_meta;
+use rtopt::net::NetConfig;
+
+const ORTHANC_AE: &str = "ORTHANC";
+const RTOPT_AE: &str = "RTOPT";
+const LISTENER_AE: &str = "RTOPTLISTEN";
+
+/// StudyInstanceUID of data/tg119.
+const TG119_STUDY: &str = "2.25.98384215349240921989320549991266716103653971269191017892415";
+
+/// The `Orthanc` executable, or `None` (then the test is skipped, unless
+/// `RTOPT_TEST_ORTHANC=1` asks for a failure).
+fn orthanc_binary() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .chain([PathBuf::from("/usr/sbin")])
+            .map(|d| d.join("Orthanc"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var("RTOPT_TEST_ORTHANC").as_deref() != Ok("1"),
+            "RTOPT_TEST_ORTHANC=1 but no Orthanc executable on the PATH (apt-get install orthanc)"
+        );
+        eprintln!("skipped: Orthanc is not installed (apt-get install orthanc; .ci/run does)");
+    }
+    found
+}
+
+/// A free TCP port on the loopback (bound and released: a small race, fine for a test).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A child process killed with its whole process group when dropped; its pid is written to
+/// `target/tmp/rtopt-pacs-<pid>.pid` so that `.ci/run` can kill it should the test process
+/// itself die, and removed once the child is reaped.
+struct Guard {
+    child: Child,
+    pid_file: PathBuf,
+}
+
+impl Guard {
+    fn spawn(mut cmd: Command) -> Guard {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+        let child = cmd.spawn().expect("spawn child process");
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        std::fs::create_dir_all(&dir).expect("target/tmp");
+        let pid_file = dir.join(format!("rtopt-pacs-{}.pid", child.id()));
+        std::fs::write(&pid_file, child.id().to_string()).expect("pid file");
+        Guard { child, pid_file }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let pid = self.child.id() as i32;
+        // SAFETY: kill(2) on the process group this guard created; no memory is involved.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.pid_file);
+    }
+}
+
+/// An Orthanc on the loopback with its own storage, AE title ORTHANC, and the given
+/// modalities (name -> AE title, port) as the only peers it serves.
+struct Orthanc {
+    _guard: Guard,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Orthanc {
+    fn start(binary: &Path, modalities: &[(&str, &str, u16)]) -> Orthanc {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let storage = dir.path().join("storage");
+        let mods: serde_json::Map<String, serde_json::Value> = modalities
+            .iter()
+            .map(|(name, ae, p)| (name.to_string(), serde_json::json!([ae, "127.0.0.1", p])))
+            .collect();
+        let config = serde_json::json!({
+            "Name": "rtopt-test",
+            "StorageDirectory": storage,
+            "IndexDirectory": storage,
+            "DicomAet": ORTHANC_AE,
+            "DicomPort": port,
+            "HttpServerEnabled": false,
+            "HttpPort": free_port(),
+            "RemoteAccessAllowed": false,
+            "DicomCheckCalledAet": true,
+            "DicomCheckModalityHost": true,
+            "DicomAlwaysAllowEcho": false,
+            "DicomAlwaysAllowStore": false,
+            "DicomAlwaysAllowFind": false,
+            "DicomAlwaysAllowGet": false,
+            "DicomAlwaysAllowMove": false,
+            "DicomModalities": mods,
+            "SyncStorageArea": false,
+            "Plugins": [],
+        });
+        let cfg = dir.path().join("orthanc.json");
+        std::fs::write(&cfg, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+        let log = std::fs::File::create(dir.path().join("orthanc.log")).unwrap();
+        let mut cmd = Command::new(binary);
+        cmd.arg(&cfg)
+            .current_dir(dir.path())
+            // DCMTK (inside Orthanc) sets TCP_NODELAY when asked: without it every object
+            // waits ~40 ms on Nagle's algorithm (docs/benchmarks.md).
+            .env("TCP_NODELAY", "1")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null());
+        let guard = Guard::spawn(cmd);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "Orthanc did not open port {port} within 30 s; its log: {}",
+                std::fs::read_to_string(dir.path().join("orthanc.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Orthanc {
+            _guard: guard,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+/// rtopt's networking configuration in `dir` (returned path), with `extra` TOML appended.
+fn write_config(dir: &Path, ae: &str, orthanc_port: u16, extra: &str) -> PathBuf {
+    let p = dir.join(format!("net-{ae}.toml"));
+    let text = format!(
+        "[local]\nae_title = \"{ae}\"\n\n[nodes.pacs]\nae_title = \"{ORTHANC_AE}\"\nhost = \"127.0.0.1\"\nport = {orthanc_port}\n\n[timeouts]\nread_s = 20\n\n{extra}"
+    );
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn rtopt(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_rtopt"))
+        .args(args)
+        .output()
+        .expect("run rtopt")
+}
+
+fn os(s: &str) -> &std::ffi::OsStr {
+    std::ffi::OsStr::new(s)
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn pixel_bytes(p: &Path) -> Vec<u8> {
+    dicom_object::open_file(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .element(tags::PIXEL_DATA)
+        .expect("PixelData")
+        .to_bytes()
+        .expect("bytes")
+        .into_owned()
+}
+
+/// SOP instance UIDs of the DICOM files of a folder.
+fn instance_uids(dir: &Path) -> Vec<String> {
+    let files = rtopt::net::store::dicom_files(&[dir.to_path_buf()]).unwrap();
+    let mut v: Vec<String> = files
+        .iter()
+        .map(|f| read_part10_meta(f).unwrap().sop_instance_uid)
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn push_pull_plan_push_round_trip_through_orthanc() {
+    let Some(bin) = orthanc_binary() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let orthanc = Orthanc::start(&bin, &[("rtopt", RTOPT_AE, free_port())]);
+    let cfg = write_config(work.path(), RTOPT_AE, orthanc.port, "");
+    let cfg_s = cfg.to_str().unwrap();
+    let tg119 = common::tg119_dir();
+
+    // Store TG119 into Orthanc.
+    let out = rtopt(&[
+        os("push"),
+        os("--config"),
+        os(cfg_s),
+        os("--node"),
+        os("pacs"),
+        tg119.as_os_str(),
+    ]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("130 of 130 objects stored at ORTHANC@127.0.0.1:"),
+        "{t}"
+    );
+    assert_eq!(t.matches(": status 0000 (stored)").count(), 130, "{t}");
+
+    // Pull it back.
+    let case = work.path().join("pulled");
+    let out = rtopt(&[
+        os("pull"),
+        os("--config"),
+        os(cfg_s),
+        os("--node"),
+        os("pacs"),
+        os("--study-uid"),
+        os(TG119_STUDY),
+        os("--out"),
+        case.as_os_str(),
+    ]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.starts_with(&format!(
+            "study {TG119_STUDY}: CT series 2.25.20423824958025023944826868223864373349710663940189032395888 (167 x 167 x 129 voxels), RTSTRUCT series 2.25.37679535113484069330486753045922912321946865435220435838880 (3 structures); 130 objects"
+        )),
+        "{t}"
+    );
+    // Byte-identical pixel data, slice by slice, matched by SOP instance UID.
+    let originals = common::ct_files(&tg119);
+    assert_eq!(originals.len(), 129);
+    for f in &originals {
+        let uid = read_part10_meta(f).unwrap().sop_instance_uid;
+        let pulled = case.join(format!("CT.{uid}.dcm"));
+        assert_eq!(
+            pixel_bytes(f),
+            pixel_bytes(&pulled),
+            "pixel data of {uid} differs"
+        );
+    }
+    assert_eq!(instance_uids(&case), instance_uids(&tg119));
+    // The same case for `rtopt inspect`.
+    let inspect = |d: &Path| {
+        let o = rtopt(&[os("inspect"), d.as_os_str(), os("--json")]);
+        assert!(o.status.success(), "{}", text(&o));
+        let mut v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v.as_object_mut().unwrap().remove("set_aside");
+        v
+    };
+    assert_eq!(inspect(&case), inspect(&tg119));
+    // Pulling into an existing folder is refused before any transfer.
+    let again = rtopt(&[
+        os("pull"),
+        os("--config"),
+        os(cfg_s),
+        os("--node"),
+        os("pacs"),
+        os("--study-uid"),
+        os(TG119_STUDY),
+        os("--out"),
+        case.as_os_str(),
+    ]);
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again));
+    assert!(text(&again).contains("exists already"), "{}", text(&again));
+    // An unknown study is an error naming the key.
+    let none = rtopt(&[
+        os("pull"),
+        os("--config"),
+        os(cfg_s),
+        os("--node"),
+        os("pacs"),
+        os("--accession"),
+        os("NO-SUCH-ACC"),
+        os("--out"),
+        work.path().join("none").as_os_str(),
+    ]);
+    assert_eq!(none.status.code(), Some(5), "{}", text(&none));
+    assert!(
+        text(&none).contains("no study with accession number NO-SUCH-ACC"),
+        "{}",
+        text(&none)
+    );
+    assert!(!work.path().join("none").exists());
+
+    // Plan the pulled case, push the plan.
+    let plan = work.path().join("plan");
+    let out = rtopt(&[
+        os("plan"),
+        case.as_os_str(),
+        os("--protocol"),
+        tg119.join("protocol.toml").as_os_str(),
+        os("--out"),
+        plan.as_os_str(),
+        os("--quiet"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = rtopt(&[
+        os("push"),
+        os("--config"),
+        os(cfg_s),
+        os("--node"),
+        os("pacs"),
+        plan.as_os_str(),
+    ]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let plan_uids = instance_uids(&plan);
+    assert_eq!(plan_uids.len(), 2, "RTPLAN and RTDOSE: {plan_uids:?}");
+    for uid in &plan_uids {
+        assert!(t.contains(&format!("{uid}: status 0000 (stored)")), "{t}");
+    }
+
+    // C-FIND: the study now holds exactly TG119's instances and the plan's.
+    let config = NetConfig::load(&cfg).unwrap();
+    let found: Vec<String> =
+        find_instances(&config, config.node("pacs").unwrap(), TG119_STUDY, None)
+            .unwrap()
+            .into_iter()
+            .map(|i| i.sop_instance_uid)
+            .collect();
+    let mut expected = instance_uids(&tg119);
+    expected.extend(plan_uids);
+    expected.sort();
+    assert_eq!(found, expected);
+}
+
+/// Lines of the listener's log as they come, shared with the test thread.
+struct LogTail {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl LogTail {
+    fn follow(stderr: std::process::ChildStderr) -> LogTail {
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let l2 = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                l2.lock().unwrap().push(line);
+            }
+        });
+        LogTail { lines }
+    }
+
+    fn all(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Wait for a line containing `needle`; panics with the log after `timeout`, or at once
+    /// when the listener reports a failure.
+    fn wait_for(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return l.clone();
+            }
+            let failed = self.lines.lock().unwrap().iter().any(|l| {
+                l.contains("planning failed") || l.contains("sending to") || l.contains("not sent")
+            });
+            assert!(!failed, "the listener failed:\n{}", self.all());
+            assert!(
+                Instant::now() < deadline,
+                "no '{needle}' in the listener's log within {timeout:?}:\n{}",
+                self.all()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Entries of a folder (none when it does not exist), sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn listener_refuses_strangers_drops_broken_transfers_and_plans_a_moved_study() {
+    let Some(bin) = orthanc_binary() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let listen_port = free_port();
+    let orthanc = Orthanc::start(
+        &bin,
+        &[
+            ("rtopt", RTOPT_AE, free_port()),
+            ("listener", LISTENER_AE, listen_port),
+        ],
+    );
+    // The study carries a patient name and ID that must not reach the listener's log.
+    let study = common::copy_tg119_with_identity();
+    let scu_cfg = write_config(work.path(), RTOPT_AE, orthanc.port, "");
+    let scu = NetConfig::load(&scu_cfg).unwrap();
+    let pacs = scu.node("pacs").unwrap().clone();
+    let files = rtopt::net::store::dicom_files(&[study.path().to_path_buf()]).unwrap();
+    let stored = rtopt::net::push(&scu, &pacs, &files).unwrap();
+    assert!(stored.all_ok(), "{:?}", stored.outcomes);
+
+    // The listener: allow-list ORTHANC only, rules choose the C-shape protocol by ROI name
+    // and study description (the first rule does not match TG119).
+    let protocol = common::tg119_dir().join("protocol.toml");
+    std::fs::write(
+        work.path().join("rules.toml"),
+        format!(
+            "[[rule]]\nname = \"prostate\"\nroi = \"PTV_Prostate*\"\nprotocol = {p:?}\n\n\
+             [[rule]]\nname = \"c-shape\"\nroi = \"outertarget\"\nstudy_description = \"*TG119*\"\nprotocol = {p:?}\n",
+            p = protocol.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let listen_cfg = write_config(
+        work.path(),
+        LISTENER_AE,
+        orthanc.port,
+        &format!(
+            "[listen]\nallowed_callers = [\"{ORTHANC_AE}\"]\nrules = \"rules.toml\"\nsend_to = \"pacs\"\n\n[storage]\nincoming = \"incoming\"\nplans = \"plans\"\n"
+        ),
+    );
+    // Its port.
+    let mut text_cfg = std::fs::read_to_string(&listen_cfg).unwrap();
+    text_cfg = text_cfg.replacen(
+        &format!("ae_title = \"{LISTENER_AE}\"\n"),
+        &format!("ae_title = \"{LISTENER_AE}\"\nport = {listen_port}\n"),
+        1,
+    );
+    std::fs::write(&listen_cfg, text_cfg).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rtopt"));
+    cmd.args([os("listen"), os("--config"), listen_cfg.as_os_str()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut guard = Guard::spawn(cmd);
+    let log = LogTail::follow(guard.child.stderr.take().unwrap());
+    log.wait_for(
+        &format!("listening as {LISTENER_AE} on 127.0.0.1:{listen_port}"),
+        Duration::from_secs(30),
+    );
+    let incoming = work.path().join("incoming");
+    let plans = work.path().join("plans");
+
+    // 1. A sender not on the allow-list is rejected.
+    let intruder_cfg = write_config(work.path(), "INTRUDER", listen_port, "");
+    let intruder = NetConfig::load(&intruder_cfg).unwrap();
+    let listener_node = rtopt::net::Node {
+        ae_title: LISTENER_AE.into(),
+        host: "127.0.0.1".into(),
+        port: listen_port,
+    };
+    let proposal = rtopt::net::association::Proposal::new(
+        &[dimse::CT_IMAGE_STORAGE],
+        &[dimse::EXPLICIT_VR_LE],
+    );
+    let err = rtopt::net::association::open(&intruder, &listener_node, &proposal)
+        .err()
+        .expect("INTRUDER must be rejected");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "DICOM node {LISTENER_AE}@127.0.0.1:{listen_port}: association rejected: calling AE title not recognized (Permanent)"
+        )
+    );
+    log.wait_for("association refused", Duration::from_secs(10));
+    // Called by a wrong AE title: rejected too, even from an allowed caller.
+    let as_orthanc_cfg = write_config(work.path(), ORTHANC_AE, listen_port, "");
+    let as_orthanc = NetConfig::load(&as_orthanc_cfg).unwrap();
+    let wrong_called = rtopt::net::Node {
+        ae_title: "SOMEONEELSE".into(),
+        ..listener_node.clone()
+    };
+    let err = rtopt::net::association::open(&as_orthanc, &wrong_called, &proposal)
+        .err()
+        .expect("a wrong called AE title must be rejected");
+    assert!(
+        err.to_string()
+            .ends_with("association rejected: called AE title not recognized (Permanent)"),
+        "{err}"
+    );
+
+    // 2. An association dropped mid-transfer: three whole CT objects, half of a fourth, then
+    //    the connection closes. Nothing may stay behind.
+    {
+        let mut assoc =
+            rtopt::net::association::open(&as_orthanc, &listener_node, &proposal).unwrap();
+        let (ctx, ts) = dimse::find_context(&assoc, dimse::CT_IMAGE_STORAGE, None).unwrap();
+        assert_eq!(ts, dimse::EXPLICIT_VR_LE);
+        let cts = common::ct_files(study.path());
+        for (i, f) in cts.iter().take(4).enumerate() {
+            let meta = read_part10_meta(f).unwrap();
+            let bytes = std::fs::read(f).unwrap();
+            let data = &bytes[meta.data_offset as usize..];
+            let rq = dimse::command_set(vec![
+                dimse::ui(tags::AFFECTED_SOP_CLASS_UID, &meta.sop_class_uid),
+                dimse::us(tags::COMMAND_FIELD, command::C_STORE_RQ),
+                dimse::us(tags::MESSAGE_ID, i as u16 + 1),
+                dimse::us(tags::PRIORITY, 0),
+                dimse::data_set_type(true),
+                dimse::ui(tags::AFFECTED_SOP_INSTANCE_UID, &meta.sop_instance_uid),
+            ]);
+            if i < 3 {
+                dimse::send(&mut assoc, ctx, &rq, Some(data)).unwrap();
+                match dimse::receive(&mut assoc, 1 << 20).unwrap() {
+                    dimse::Incoming::Message(m) => assert_eq!(m.status().unwrap(), 0),
+                    other => panic!("{other:?}"),
+                }
+            } else {
+                dimse::send(&mut assoc, ctx, &rq, None).unwrap();
+                let mut w = assoc.send_pdata(ctx);
+                w.write_all(&data[..data.len() / 2]).unwrap();
+                w.abandon();
+            }
+        }
+        assoc
+            .inner_stream()
+            .shutdown(std::net::Shutdown::Both)
+            .unwrap();
+    }
+    log.wait_for(
+        &format!("association from {ORTHANC_AE} broken off after 3 objects"),
+        Duration::from_secs(30),
+    );
+    assert_eq!(entries(&incoming), Vec::<String>::new(), "no partial case");
+    assert_eq!(entries(&plans), Vec::<String>::new(), "no plan");
+
+    // 3. Orthanc C-MOVEs the study to the listener, which plans it and sends the plan back.
+    let moved = rtopt::net::retrieve::c_move(&scu, &pacs, TG119_STUDY, None, LISTENER_AE).unwrap();
+    assert_eq!((moved.completed, moved.failed), (130, 0));
+    let received = log.wait_for(
+        &format!("study {TG119_STUDY} received"),
+        Duration::from_secs(60),
+    );
+    assert!(
+        received.contains(&format!("from {ORTHANC_AE}: 130 objects")),
+        "{received}"
+    );
+    log.wait_for(
+        &format!("study {TG119_STUDY}: rule 'c-shape'"),
+        Duration::from_secs(10),
+    );
+    let planned = log.wait_for(
+        &format!("study {TG119_STUDY}: planned"),
+        Duration::from_secs(600),
+    );
+    assert!(planned.contains("(hard goals met)"), "{}", log.all());
+    let sent = log.wait_for(
+        &format!("study {TG119_STUDY}: 2 of 2 plan objects stored at {ORTHANC_AE}@127.0.0.1:"),
+        Duration::from_secs(60),
+    );
+    assert!(!sent.is_empty());
+    assert_eq!(entries(&incoming), vec![TG119_STUDY.to_string()]);
+    assert_eq!(entries(&incoming.join(TG119_STUDY)).len(), 130);
+    let plan_dir = plans.join(TG119_STUDY);
+    let plan_uids = instance_uids(&plan_dir);
+    assert_eq!(plan_uids.len(), 2);
+    let found: Vec<String> = find_instances(&scu, &pacs, TG119_STUDY, None)
+        .unwrap()
+        .into_iter()
+        .map(|i| i.sop_instance_uid)
+        .collect();
+    for uid in &plan_uids {
+        assert!(found.contains(uid), "{uid} not at Orthanc: {found:?}");
+    }
+    assert_eq!(found.len(), 132);
+
+    // Privacy: the log never names the patient.
+    let all = log.all();
+    for secret in [common::SECRET_NAME, common::SECRET_ID, "Privacy"] {
+        assert!(
+            !all.contains(secret),
+            "'{secret}' in the listener's log:\n{all}"
+        );
+    }
+    drop(guard);
+}

@@ -13,6 +13,7 @@
 //!    planned with the rule's protocol and sent back, and Orthanc then holds the listener's
 //!    RTPLAN and RTDOSE (same SOP instance UIDs); the listener's log names neither the patient
 //!    name nor the ID.
+//! C. A test that panics while its Orthanc runs leaves no Orthanc process and no open port.
 //!
 //! Without `Orthanc` on the PATH the tests say so and pass; with `RTOPT_TEST_ORTHANC=1`
 //! (`.ci/run` sets it after installing Orthanc) they fail instead.
@@ -620,4 +621,26 @@ fn listener_refuses_strangers_drops_broken_transfers_and_plans_a_moved_study() {
         );
     }
     drop(guard);
+}
+
+#[test]
+fn orthanc_is_stopped_when_a_test_fails() {
+    let Some(bin) = orthanc_binary() else { return };
+    let seen = std::sync::Mutex::new((0u32, 0u16));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let orthanc = Orthanc::start(&bin, &[]);
+        *seen.lock().unwrap() = (orthanc._guard.child.id(), orthanc.port);
+        panic!("a failing test");
+    }));
+    assert!(outcome.is_err());
+    let (pid, port) = *seen.lock().unwrap();
+    assert!(pid > 0);
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "Orthanc (pid {pid}) still runs after the test failed"
+    );
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+    assert!(!PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("rtopt-pacs-{pid}.pid"))
+        .exists());
 }

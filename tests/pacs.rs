@@ -14,6 +14,9 @@
 //!    RTPLAN and RTDOSE (same SOP instance UIDs); the listener's log names neither the patient
 //!    name nor the ID.
 //! C. A test that panics while its Orthanc runs leaves no Orthanc process and no open port.
+//! D. (No Orthanc needed: an in-process listener.) An object above `max_object_bytes` aborts
+//!    the association and leaves nothing; a third object with `max_objects_per_association =
+//!    2` is refused with status A700, reported per object, and the study is not kept.
 //!
 //! Without `Orthanc` on the PATH the tests say so and pass; with `RTOPT_TEST_ORTHANC=1`
 //! (`.ci/run` sets it after installing Orthanc) they fail instead.
@@ -502,8 +505,7 @@ fn listener_refuses_strangers_drops_broken_transfers_and_plans_a_moved_study() {
         &[dimse::EXPLICIT_VR_LE],
     );
     let err = rtopt::net::association::open(&intruder, &listener_node, &proposal)
-        .err()
-        .expect("INTRUDER must be rejected");
+        .expect_err("INTRUDER must be rejected");
     assert_eq!(
         err.to_string(),
         format!(
@@ -519,8 +521,7 @@ fn listener_refuses_strangers_drops_broken_transfers_and_plans_a_moved_study() {
         ..listener_node.clone()
     };
     let err = rtopt::net::association::open(&as_orthanc, &wrong_called, &proposal)
-        .err()
-        .expect("a wrong called AE title must be rejected");
+        .expect_err("a wrong called AE title must be rejected");
     assert!(
         err.to_string()
             .ends_with("association rejected: called AE title not recognized (Permanent)"),
@@ -643,4 +644,133 @@ fn orthanc_is_stopped_when_a_test_fails() {
     assert!(!PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("rtopt-pacs-{pid}.pid"))
         .exists());
+}
+
+/// Run an in-process listener (no Orthanc needed) on a free loopback port that accepts the
+/// caller SENDER, with `limits` TOML, while `f` runs with the listener's node, the events so
+/// far and the incoming folder.
+fn with_listener(
+    limits: &str,
+    f: impl FnOnce(&rtopt::net::Node, &dyn Fn() -> Vec<rtopt::net::ListenEvent>, &Path),
+) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(
+        work.path().join("rules.toml"),
+        format!(
+            "[[rule]]\nname = \"any\"\nprotocol = {:?}\n",
+            common::tg119_dir().join("protocol.toml").to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let cfg_path = work.path().join("listen.toml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "[local]\nae_title = \"{LISTENER_AE}\"\nport = 0\n\n[listen]\nallowed_callers = [\"SENDER\"]\nrules = \"rules.toml\"\n\n[limits]\n{limits}\n"
+        ),
+    )
+    .unwrap();
+    let config = NetConfig::load(&cfg_path).unwrap();
+    let listener = rtopt::net::Listener::new(&config).unwrap();
+    let node = rtopt::net::Node {
+        ae_title: LISTENER_AE.into(),
+        host: "127.0.0.1".into(),
+        port: listener.local_addr().unwrap().port(),
+    };
+    let events = std::sync::Mutex::new(Vec::new());
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let l = &listener;
+        let (stop_r, events_r) = (&stop, &events);
+        s.spawn(move || {
+            l.run(stop_r, &|e| events_r.lock().unwrap().push(e.clone()))
+                .unwrap()
+        });
+        let snapshot = || events.lock().unwrap().clone();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            f(&node, &snapshot, &config.incoming_dir())
+        }));
+        stop.store(true, Ordering::Relaxed);
+        if let Err(p) = result {
+            std::panic::resume_unwind(p);
+        }
+    });
+}
+
+/// The first event for which `pick` says something, waited for up to 10 s.
+fn wait_event<T>(
+    events: &dyn Fn() -> Vec<rtopt::net::ListenEvent>,
+    pick: impl Fn(&rtopt::net::ListenEvent) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(t) = events().iter().find_map(&pick) {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "no such event: {:?}", events());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn listener_bounds_object_size_and_objects_per_association() {
+    use rtopt::net::ListenEvent;
+    let dir = tempfile::tempdir().unwrap();
+    let sender_cfg = dir.path().join("sender.toml");
+    std::fs::write(&sender_cfg, "[local]\nae_title = \"SENDER\"\n").unwrap();
+    let sender = NetConfig::load(&sender_cfg).unwrap();
+    let cts = common::ct_files(&common::tg119_dir());
+
+    // An object above max_object_bytes: the association is aborted, nothing is kept.
+    with_listener("max_object_bytes = 40000", |node, events, incoming| {
+        let err = rtopt::net::push(&sender, node, &cts[..1]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "DICOM node {}: the node ended the association after 0 of 1 objects",
+                node.label()
+            )
+        );
+        let (objects, reason) = wait_event(events, |e| match e {
+            ListenEvent::Dropped {
+                calling_ae,
+                objects,
+                reason,
+            } if calling_ae == "SENDER" => Some((*objects, reason.clone())),
+            _ => None,
+        });
+        assert_eq!(objects, 0);
+        assert_eq!(reason, "an object above the limit of 40000 bytes");
+        assert_eq!(entries(incoming), Vec::<String>::new());
+    });
+
+    // More objects than max_objects_per_association: the third is refused with status A700
+    // (reported per object), and the released association is no complete case.
+    with_listener(
+        "max_objects_per_association = 2",
+        |node, events, incoming| {
+            let report = rtopt::net::push(&sender, node, &cts[..3]).unwrap();
+            let statuses: Vec<Option<u16>> = report.outcomes.iter().map(|o| o.status).collect();
+            assert_eq!(statuses, vec![Some(0x0000), Some(0x0000), Some(0xA700)]);
+            let err = report.check().unwrap_err().to_string();
+            assert!(
+                err.contains("1 of 3 objects not stored: CT.TG119.0003.dcm")
+                    && err.ends_with("status A700 (refused: out of resources)"),
+                "{err}"
+            );
+            let (objects, reason) = wait_event(events, |e| match e {
+                ListenEvent::Incomplete {
+                    objects, reason, ..
+                } => Some((*objects, reason.clone())),
+                _ => None,
+            });
+            assert_eq!(objects, 2);
+            assert_eq!(
+                reason,
+                "1 objects refused: more than 2 objects in one association"
+            );
+            assert_eq!(entries(incoming), Vec::<String>::new());
+        },
+    );
 }

@@ -12,7 +12,8 @@
 //!    TG119 (with a known patient name and ID) from Orthanc to the listener's AE is received,
 //!    planned with the rule's protocol and sent back, and Orthanc then holds the listener's
 //!    RTPLAN and RTDOSE (same SOP instance UIDs); the listener's log names neither the patient
-//!    name nor the ID.
+//!    name nor the ID; `rtopt pull --accession` fetches the same study by its accession
+//!    number.
 //! C. A test that panics while its Orthanc runs leaves no Orthanc process and no open port.
 //! D. (No Orthanc needed: an in-process listener.) An object above `max_object_bytes` aborts
 //!    the association and leaves nothing; a third object with `max_objects_per_association =
@@ -38,6 +39,9 @@ use rtopt::net::NetConfig;
 const ORTHANC_AE: &str = "ORTHANC";
 const RTOPT_AE: &str = "RTOPT";
 const LISTENER_AE: &str = "RTOPTLISTEN";
+
+/// AccessionNumber given to the listener test's copy of TG119.
+const ACCESSION: &str = "ACC-TG119-21";
 
 /// StudyInstanceUID of data/tg119.
 const TG119_STUDY: &str = "2.25.98384215349240921989320549991266716103653971269191017892415";
@@ -188,6 +192,28 @@ fn rtopt(args: &[&std::ffi::OsStr]) -> std::process::Output {
         .expect("run rtopt")
 }
 
+/// `rtopt <cmd> --config <cfg> --node pacs <rest>`.
+fn net(cmd: &str, cfg: &Path, rest: &[&std::ffi::OsStr]) -> std::process::Output {
+    let mut args = vec![
+        os(cmd),
+        os("--config"),
+        cfg.as_os_str(),
+        os("--node"),
+        os("pacs"),
+    ];
+    args.extend_from_slice(rest);
+    rtopt(&args)
+}
+
+/// `rtopt pull --config <cfg> --node pacs <key flag> <key> --out <out>`.
+fn pull(cfg: &Path, key: (&str, &str), out: &Path) -> std::process::Output {
+    net(
+        "pull",
+        cfg,
+        &[os(key.0), os(key.1), os("--out"), out.as_os_str()],
+    )
+}
+
 fn os(s: &str) -> &std::ffi::OsStr {
     std::ffi::OsStr::new(s)
 }
@@ -227,18 +253,10 @@ fn push_pull_plan_push_round_trip_through_orthanc() {
     let work = tempfile::tempdir().unwrap();
     let orthanc = Orthanc::start(&bin, &[("rtopt", RTOPT_AE, free_port())]);
     let cfg = write_config(work.path(), RTOPT_AE, orthanc.port, "");
-    let cfg_s = cfg.to_str().unwrap();
     let tg119 = common::tg119_dir();
 
     // Store TG119 into Orthanc.
-    let out = rtopt(&[
-        os("push"),
-        os("--config"),
-        os(cfg_s),
-        os("--node"),
-        os("pacs"),
-        tg119.as_os_str(),
-    ]);
+    let out = net("push", &cfg, &[tg119.as_os_str()]);
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     assert!(
@@ -249,17 +267,7 @@ fn push_pull_plan_push_round_trip_through_orthanc() {
 
     // Pull it back.
     let case = work.path().join("pulled");
-    let out = rtopt(&[
-        os("pull"),
-        os("--config"),
-        os(cfg_s),
-        os("--node"),
-        os("pacs"),
-        os("--study-uid"),
-        os(TG119_STUDY),
-        os("--out"),
-        case.as_os_str(),
-    ]);
+    let out = pull(&cfg, ("--study-uid", TG119_STUDY), &case);
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     assert!(
@@ -291,31 +299,15 @@ fn push_pull_plan_push_round_trip_through_orthanc() {
     };
     assert_eq!(inspect(&case), inspect(&tg119));
     // Pulling into an existing folder is refused before any transfer.
-    let again = rtopt(&[
-        os("pull"),
-        os("--config"),
-        os(cfg_s),
-        os("--node"),
-        os("pacs"),
-        os("--study-uid"),
-        os(TG119_STUDY),
-        os("--out"),
-        case.as_os_str(),
-    ]);
+    let again = pull(&cfg, ("--study-uid", TG119_STUDY), &case);
     assert_eq!(again.status.code(), Some(2), "{}", text(&again));
     assert!(text(&again).contains("exists already"), "{}", text(&again));
     // An unknown study is an error naming the key.
-    let none = rtopt(&[
-        os("pull"),
-        os("--config"),
-        os(cfg_s),
-        os("--node"),
-        os("pacs"),
-        os("--accession"),
-        os("NO-SUCH-ACC"),
-        os("--out"),
-        work.path().join("none").as_os_str(),
-    ]);
+    let none = pull(
+        &cfg,
+        ("--accession", "NO-SUCH-ACC"),
+        &work.path().join("none"),
+    );
     assert_eq!(none.status.code(), Some(5), "{}", text(&none));
     assert!(
         text(&none).contains("no study with accession number NO-SUCH-ACC"),
@@ -336,14 +328,7 @@ fn push_pull_plan_push_round_trip_through_orthanc() {
         os("--quiet"),
     ]);
     assert!(out.status.success(), "{}", text(&out));
-    let out = rtopt(&[
-        os("push"),
-        os("--config"),
-        os(cfg_s),
-        os("--node"),
-        os("pacs"),
-        plan.as_os_str(),
-    ]);
+    let out = net("push", &cfg, &[plan.as_os_str()]);
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     let plan_uids = instance_uids(&plan);
@@ -443,6 +428,17 @@ fn listener_refuses_strangers_drops_broken_transfers_and_plans_a_moved_study() {
     );
     // The study carries a patient name and ID that must not reach the listener's log.
     let study = common::copy_tg119_with_identity();
+    // And an accession number, to pull by it at the end.
+    for e in std::fs::read_dir(study.path()).unwrap() {
+        let p = e.unwrap().path();
+        let mut f = rtopt::io::dicom::read::read(&p).unwrap();
+        f.obj.put(dicom_core::DataElement::new(
+            tags::ACCESSION_NUMBER,
+            dicom_core::VR::SH,
+            dicom_core::PrimitiveValue::from(ACCESSION),
+        ));
+        f.obj.write_to_file(&p).unwrap();
+    }
     let scu_cfg = write_config(work.path(), RTOPT_AE, orthanc.port, "");
     let scu = NetConfig::load(&scu_cfg).unwrap();
     let pacs = scu.node("pacs").unwrap().clone();
@@ -613,6 +609,24 @@ fn listener_refuses_strangers_drops_broken_transfers_and_plans_a_moved_study() {
     }
     assert_eq!(found.len(), 132);
 
+    // 4. `rtopt pull` by accession number: the same study (the plan's series are left
+    //    behind), and no patient name or ID in its output either.
+    let by_acc = work.path().join("by-accession");
+    let out = pull(&scu_cfg, ("--accession", ACCESSION), &by_acc);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.starts_with(&format!("study {TG119_STUDY}: CT series ")),
+        "{t}"
+    );
+    assert_eq!(entries(&by_acc).len(), 130);
+    for secret in [common::SECRET_NAME, common::SECRET_ID, "Privacy"] {
+        assert!(
+            !t.contains(secret),
+            "'{secret}' in rtopt pull's output:\n{t}"
+        );
+    }
+
     // Privacy: the log never names the patient.
     let all = log.all();
     for secret in [common::SECRET_NAME, common::SECRET_ID, "Privacy"] {
@@ -728,7 +742,7 @@ fn listener_bounds_object_size_and_objects_per_association() {
         assert_eq!(
             err.to_string(),
             format!(
-                "DICOM node {}: the node ended the association after 0 of 1 objects",
+                "DICOM node {}: the node ended the association during object 1 of 1",
                 node.label()
             )
         );

@@ -356,6 +356,55 @@ where
     }
 }
 
+/// Send a query/retrieve request: the command `command_field` of `sop_class` with
+/// `extra` command elements, and `identifier` encoded in `ts`. Errors name `node`.
+#[allow(clippy::too_many_arguments)]
+pub fn send_request<A>(
+    assoc: &mut A,
+    context: (u8, &str),
+    sop_class: &str,
+    command_field: u16,
+    message_id: u16,
+    extra: Vec<DataElement<InMemDicomObject>>,
+    identifier: &InMemDicomObject,
+    node: &str,
+) -> Result<()>
+where
+    A: SyncAssociation<TcpStream>,
+{
+    let (ctx, ts) = context;
+    let data = write_data_set(identifier, ts).map_err(|e| with_node(e, node))?;
+    let mut elements = vec![
+        ui(tags::AFFECTED_SOP_CLASS_UID, sop_class),
+        us(tags::COMMAND_FIELD, command_field),
+        us(tags::MESSAGE_ID, message_id),
+        us(tags::PRIORITY, 0),
+        data_set_type(true),
+    ];
+    elements.extend(extra);
+    send(assoc, ctx, &command_set(elements), Some(&data)).map_err(|e| with_node(e, node))
+}
+
+/// The next message; an error naming `node` when the association ends instead (`during`
+/// says in what: "a C-FIND").
+pub fn expect_message<A>(
+    assoc: &mut A,
+    max_object_bytes: u64,
+    node: &str,
+    during: &str,
+) -> Result<Message>
+where
+    A: SyncAssociation<TcpStream>,
+{
+    match receive(assoc, max_object_bytes).map_err(|e| with_node(e, node))? {
+        Incoming::Message(m) => Ok(m),
+        Incoming::Released | Incoming::Aborted => Err(net_error(
+            node,
+            format!("the node ended the association during {during}"),
+        )),
+    }
+}
+
 /// The transfer syntax negotiated on presentation context `id` (trailing padding removed),
 /// `None` when that context was not accepted.
 pub fn context_transfer_syntax<A>(assoc: &A, id: u8) -> Option<String>

@@ -8,8 +8,8 @@ use dicom_object::InMemDicomObject;
 use super::association::{open, Proposal};
 use super::config::{NetConfig, Node};
 use super::dimse::{
-    self, command, data_set_type, net_error, status_ok, status_pending, text_of, ui, us, with_node,
-    Incoming, EXPLICIT_VR_LE, IMPLICIT_VR_LE, STUDY_ROOT_FIND,
+    self, command, net_error, status_ok, status_pending, text_of, with_node, EXPLICIT_VR_LE,
+    IMPLICIT_VR_LE, STUDY_ROOT_FIND,
 };
 use crate::error::Result;
 
@@ -74,23 +74,24 @@ pub fn c_find(
     let mut assoc = open(config, node, &proposal)?;
     let (ctx, ts) = dimse::find_context(&assoc, STUDY_ROOT_FIND, None)
         .ok_or_else(|| net_error(&label, "Study Root C-FIND not accepted"))?;
-    let data = dimse::write_data_set(&identifier, &ts).map_err(|e| with_node(e, &label))?;
-    let rq = dimse::command_set(vec![
-        ui(tags::AFFECTED_SOP_CLASS_UID, STUDY_ROOT_FIND),
-        us(tags::COMMAND_FIELD, command::C_FIND_RQ),
-        us(tags::MESSAGE_ID, 1),
-        us(tags::PRIORITY, 0),
-        data_set_type(true),
-    ]);
-    dimse::send(&mut assoc, ctx, &rq, Some(&data)).map_err(|e| with_node(e, &label))?;
+    dimse::send_request(
+        &mut assoc,
+        (ctx, &ts),
+        STUDY_ROOT_FIND,
+        command::C_FIND_RQ,
+        1,
+        Vec::new(),
+        &identifier,
+        &label,
+    )?;
     let mut matches = Vec::new();
     loop {
-        let msg = match dimse::receive(&mut assoc, config.limits.max_object_bytes)
-            .map_err(|e| with_node(e, &label))?
-        {
-            Incoming::Message(m) => m,
-            _ => return Err(net_error(&label, "association ended during a C-FIND")),
-        };
+        let msg = dimse::expect_message(
+            &mut assoc,
+            config.limits.max_object_bytes,
+            &label,
+            "a C-FIND",
+        )?;
         if msg.command_field().map_err(|e| with_node(e, &label))? != command::C_FIND_RSP {
             return Err(net_error(&label, "answered a C-FIND with another message"));
         }

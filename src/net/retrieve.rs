@@ -9,9 +9,8 @@ use dicom_object::InMemDicomObject;
 use super::association::{open, Proposal};
 use super::config::{NetConfig, Node};
 use super::dimse::{
-    self, ae, command, data_set_type, net_error, status_ok, status_pending, ui, us, with_node,
-    Incoming, CT_IMAGE_STORAGE, EXPLICIT_VR_LE, IMPLICIT_VR_LE, RT_STRUCTURE_SET_STORAGE,
-    STUDY_ROOT_GET, STUDY_ROOT_MOVE,
+    self, ae, command, net_error, status_ok, status_pending, with_node, CT_IMAGE_STORAGE,
+    EXPLICIT_VR_LE, IMPLICIT_VR_LE, RT_STRUCTURE_SET_STORAGE, STUDY_ROOT_GET, STUDY_ROOT_MOVE,
 };
 use super::receive::{answer_store, Staging};
 use crate::error::Result;
@@ -92,23 +91,23 @@ pub fn c_get(
         .ok_or_else(|| net_error(&label, "Study Root C-GET not accepted"))?;
     let mut outcomes = Vec::new();
     for (k, series) in series_uids.iter().enumerate() {
-        let data = dimse::write_data_set(&identifier(study_uid, Some(series)), &ts)
-            .map_err(|e| with_node(e, &label))?;
-        let rq = dimse::command_set(vec![
-            ui(tags::AFFECTED_SOP_CLASS_UID, STUDY_ROOT_GET),
-            us(tags::COMMAND_FIELD, command::C_GET_RQ),
-            us(tags::MESSAGE_ID, (k + 1) as u16),
-            us(tags::PRIORITY, 0),
-            data_set_type(true),
-        ]);
-        dimse::send(&mut assoc, ctx, &rq, Some(&data)).map_err(|e| with_node(e, &label))?;
+        dimse::send_request(
+            &mut assoc,
+            (ctx, &ts),
+            STUDY_ROOT_GET,
+            command::C_GET_RQ,
+            (k + 1) as u16,
+            Vec::new(),
+            &identifier(study_uid, Some(series)),
+            &label,
+        )?;
         loop {
-            let msg = match dimse::receive(&mut assoc, config.limits.max_object_bytes)
-                .map_err(|e| with_node(e, &label))?
-            {
-                Incoming::Message(m) => m,
-                _ => return Err(net_error(&label, "association ended during a C-GET")),
-            };
+            let msg = dimse::expect_message(
+                &mut assoc,
+                config.limits.max_object_bytes,
+                &label,
+                "a C-GET",
+            )?;
             match msg.command_field().map_err(|e| with_node(e, &label))? {
                 command::C_STORE_RQ => {
                     let (st, why) = answer_store(&mut assoc, &msg, staging)
@@ -172,24 +171,23 @@ pub fn c_move(
     let mut assoc = open(config, node, &proposal)?;
     let (ctx, ts) = dimse::find_context(&assoc, STUDY_ROOT_MOVE, None)
         .ok_or_else(|| net_error(&label, "Study Root C-MOVE not accepted"))?;
-    let data = dimse::write_data_set(&identifier(study_uid, series_uid), &ts)
-        .map_err(|e| with_node(e, &label))?;
-    let rq = dimse::command_set(vec![
-        ui(tags::AFFECTED_SOP_CLASS_UID, STUDY_ROOT_MOVE),
-        us(tags::COMMAND_FIELD, command::C_MOVE_RQ),
-        us(tags::MESSAGE_ID, 1),
-        ae(tags::MOVE_DESTINATION, destination_ae),
-        us(tags::PRIORITY, 0),
-        data_set_type(true),
-    ]);
-    dimse::send(&mut assoc, ctx, &rq, Some(&data)).map_err(|e| with_node(e, &label))?;
+    dimse::send_request(
+        &mut assoc,
+        (ctx, &ts),
+        STUDY_ROOT_MOVE,
+        command::C_MOVE_RQ,
+        1,
+        vec![ae(tags::MOVE_DESTINATION, destination_ae)],
+        &identifier(study_uid, series_uid),
+        &label,
+    )?;
     loop {
-        let msg = match dimse::receive(&mut assoc, config.limits.max_object_bytes)
-            .map_err(|e| with_node(e, &label))?
-        {
-            Incoming::Message(m) => m,
-            _ => return Err(net_error(&label, "association ended during a C-MOVE")),
-        };
+        let msg = dimse::expect_message(
+            &mut assoc,
+            config.limits.max_object_bytes,
+            &label,
+            "a C-MOVE",
+        )?;
         if msg.command_field().map_err(|e| with_node(e, &label))? != command::C_MOVE_RSP {
             return Err(net_error(&label, "answered a C-MOVE with another message"));
         }

@@ -13,7 +13,7 @@ use dicom_object::meta::FileMetaTable;
 use super::association::{open, Proposal};
 use super::config::{NetConfig, Node};
 use super::dimse::{
-    self, command, data_set_type, net_error, read_data_set, status_ok, ui, us, with_node, Incoming,
+    self, command, data_set_type, net_error, read_data_set, status_ok, ui, us, with_node,
     EXPLICIT_VR_LE, IMPLICIT_VR_LE,
 };
 use crate::error::{Error, Result};
@@ -307,20 +307,12 @@ pub fn push(config: &NetConfig, node: &Node, files: &[PathBuf]) -> Result<PushRe
         ]);
         dimse::send(&mut assoc, ctx, &rq, Some(&data)).map_err(|e| with_node(e, &label))?;
         bytes_sent += data.len() as u64;
-        let rsp = match dimse::receive(&mut assoc, config.limits.max_object_bytes)
-            .map_err(|e| with_node(e, &label))?
-        {
-            Incoming::Message(m) => m,
-            Incoming::Released | Incoming::Aborted => {
-                return Err(net_error(
-                    &label,
-                    format!(
-                        "the node ended the association after {i} of {} objects",
-                        metas.len()
-                    ),
-                ))
-            }
-        };
+        let rsp = dimse::expect_message(
+            &mut assoc,
+            config.limits.max_object_bytes,
+            &label,
+            &format!("object {} of {}", i + 1, metas.len()),
+        )?;
         if rsp.command_field().map_err(|e| with_node(e, &label))? != command::C_STORE_RSP {
             return Err(net_error(&label, "answered a C-STORE with another message"));
         }

@@ -17,7 +17,9 @@
 //! C. A test that panics while its Orthanc runs leaves no Orthanc process and no open port.
 //! D. (No Orthanc needed: an in-process listener.) An object above `max_object_bytes` aborts
 //!    the association and leaves nothing; a third object with `max_objects_per_association =
-//!    2` is refused with status A700, reported per object, and the study is not kept.
+//!    2` is refused with status A700, reported per object, and the study is not kept; a
+//!    sender stalling mid-object is dropped after `read_s` with what it had sent; a listener
+//!    without an allow-list does not start.
 //!
 //! Without `Orthanc` on the PATH the tests say so and pass; with `RTOPT_TEST_ORTHANC=1`
 //! (`.ci/run` sets it after installing Orthanc) they fail instead.
@@ -401,6 +403,18 @@ impl LogTail {
     }
 }
 
+/// A C-STORE request command for a file.
+fn store_rq(meta: &rtopt::net::store::Part10, message_id: u16) -> dicom_object::InMemDicomObject {
+    dimse::command_set(vec![
+        dimse::ui(tags::AFFECTED_SOP_CLASS_UID, &meta.sop_class_uid),
+        dimse::us(tags::COMMAND_FIELD, command::C_STORE_RQ),
+        dimse::us(tags::MESSAGE_ID, message_id),
+        dimse::us(tags::PRIORITY, 0),
+        dimse::data_set_type(true),
+        dimse::ui(tags::AFFECTED_SOP_INSTANCE_UID, &meta.sop_instance_uid),
+    ])
+}
+
 /// Entries of a folder (none when it does not exist), sorted.
 fn entries(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
@@ -536,14 +550,7 @@ fn listener_refuses_strangers_drops_broken_transfers_and_plans_a_moved_study() {
             let meta = read_part10_meta(f).unwrap();
             let bytes = std::fs::read(f).unwrap();
             let data = &bytes[meta.data_offset as usize..];
-            let rq = dimse::command_set(vec![
-                dimse::ui(tags::AFFECTED_SOP_CLASS_UID, &meta.sop_class_uid),
-                dimse::us(tags::COMMAND_FIELD, command::C_STORE_RQ),
-                dimse::us(tags::MESSAGE_ID, i as u16 + 1),
-                dimse::us(tags::PRIORITY, 0),
-                dimse::data_set_type(true),
-                dimse::ui(tags::AFFECTED_SOP_INSTANCE_UID, &meta.sop_instance_uid),
-            ]);
+            let rq = store_rq(&meta, i as u16 + 1);
             if i < 3 {
                 dimse::send(&mut assoc, ctx, &rq, Some(data)).unwrap();
                 match dimse::receive(&mut assoc, 1 << 20).unwrap() {
@@ -661,10 +668,10 @@ fn orthanc_is_stopped_when_a_test_fails() {
 }
 
 /// Run an in-process listener (no Orthanc needed) on a free loopback port that accepts the
-/// caller SENDER, with `limits` TOML, while `f` runs with the listener's node, the events so
-/// far and the incoming folder.
+/// caller SENDER, with `extra` TOML (`[limits]`, `[timeouts]`), while `f` runs with the
+/// listener's node, the events so far and the incoming folder.
 fn with_listener(
-    limits: &str,
+    extra: &str,
     f: impl FnOnce(&rtopt::net::Node, &dyn Fn() -> Vec<rtopt::net::ListenEvent>, &Path),
 ) {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -681,7 +688,7 @@ fn with_listener(
     std::fs::write(
         &cfg_path,
         format!(
-            "[local]\nae_title = \"{LISTENER_AE}\"\nport = 0\n\n[listen]\nallowed_callers = [\"SENDER\"]\nrules = \"rules.toml\"\n\n[limits]\n{limits}\n"
+            "[local]\nae_title = \"{LISTENER_AE}\"\nport = 0\n\n[listen]\nallowed_callers = [\"SENDER\"]\nrules = \"rules.toml\"\n\n{extra}\n"
         ),
     )
     .unwrap();
@@ -737,32 +744,35 @@ fn listener_bounds_object_size_and_objects_per_association() {
     let cts = common::ct_files(&common::tg119_dir());
 
     // An object above max_object_bytes: the association is aborted, nothing is kept.
-    with_listener("max_object_bytes = 40000", |node, events, incoming| {
-        let err = rtopt::net::push(&sender, node, &cts[..1]).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            format!(
-                "DICOM node {}: the node ended the association during object 1 of 1",
-                node.label()
-            )
-        );
-        let (objects, reason) = wait_event(events, |e| match e {
-            ListenEvent::Dropped {
-                calling_ae,
-                objects,
-                reason,
-            } if calling_ae == "SENDER" => Some((*objects, reason.clone())),
-            _ => None,
-        });
-        assert_eq!(objects, 0);
-        assert_eq!(reason, "an object above the limit of 40000 bytes");
-        assert_eq!(entries(incoming), Vec::<String>::new());
-    });
+    with_listener(
+        "[limits]\nmax_object_bytes = 40000",
+        |node, events, incoming| {
+            let err = rtopt::net::push(&sender, node, &cts[..1]).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "DICOM node {}: the node ended the association during object 1 of 1",
+                    node.label()
+                )
+            );
+            let (objects, reason) = wait_event(events, |e| match e {
+                ListenEvent::Dropped {
+                    calling_ae,
+                    objects,
+                    reason,
+                } if calling_ae == "SENDER" => Some((*objects, reason.clone())),
+                _ => None,
+            });
+            assert_eq!(objects, 0);
+            assert_eq!(reason, "an object above the limit of 40000 bytes");
+            assert_eq!(entries(incoming), Vec::<String>::new());
+        },
+    );
 
     // More objects than max_objects_per_association: the third is refused with status A700
     // (reported per object), and the released association is no complete case.
     with_listener(
-        "max_objects_per_association = 2",
+        "[limits]\nmax_objects_per_association = 2",
         |node, events, incoming| {
             let report = rtopt::net::push(&sender, node, &cts[..3]).unwrap();
             let statuses: Vec<Option<u16>> = report.outcomes.iter().map(|o| o.status).collect();
@@ -786,5 +796,61 @@ fn listener_bounds_object_size_and_objects_per_association() {
             );
             assert_eq!(entries(incoming), Vec::<String>::new());
         },
+    );
+
+    // A sender that stalls mid-object (the connection stays open) is dropped after
+    // [timeouts] read_s, with the object it had completed.
+    with_listener("[timeouts]\nread_s = 1", |node, events, incoming| {
+        let proposal = rtopt::net::association::Proposal::new(
+            &[dimse::CT_IMAGE_STORAGE],
+            &[dimse::EXPLICIT_VR_LE],
+        );
+        let mut assoc = rtopt::net::association::open(&sender, node, &proposal).unwrap();
+        let (ctx, _) = dimse::find_context(&assoc, dimse::CT_IMAGE_STORAGE, None).unwrap();
+        for (i, f) in cts.iter().take(2).enumerate() {
+            let meta = read_part10_meta(f).unwrap();
+            let bytes = std::fs::read(f).unwrap();
+            let data = &bytes[meta.data_offset as usize..];
+            let rq = store_rq(&meta, i as u16 + 1);
+            if i == 0 {
+                dimse::send(&mut assoc, ctx, &rq, Some(data)).unwrap();
+                assert!(matches!(
+                    dimse::receive(&mut assoc, 1 << 20).unwrap(),
+                    dimse::Incoming::Message(_)
+                ));
+            } else {
+                dimse::send(&mut assoc, ctx, &rq, None).unwrap();
+                let mut w = assoc.send_pdata(ctx);
+                w.write_all(&data[..data.len() / 2]).unwrap();
+                w.abandon();
+            }
+        }
+        let started = Instant::now();
+        let objects = wait_event(events, |e| match e {
+            ListenEvent::Dropped { objects, .. } => Some(*objects),
+            _ => None,
+        });
+        assert_eq!(objects, 1);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(entries(incoming), Vec::<String>::new());
+        drop(assoc);
+    });
+
+    // A listener without an allow-list is a configuration error, not an open door.
+    let cfg = dir.path().join("open.toml");
+    std::fs::write(
+        &cfg,
+        "[local]\nae_title = \"RTOPT\"\n[listen]\nrules = \"rules.toml\"\n",
+    )
+    .unwrap();
+    let err = rtopt::net::Listener::new(&NetConfig::load(&cfg).unwrap())
+        .err()
+        .unwrap();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: [listen] allowed_callers is empty: the listener would refuse every sender",
+            cfg.display()
+        )
     );
 }

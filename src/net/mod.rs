@@ -11,7 +11,7 @@
 //!
 //! One concern per file: [`config`] (TOML), [`association`] (opening an association),
 //! [`dimse`] (command sets, messages, bounds), [`find`] (C-FIND), [`retrieve`] (C-GET,
-//! C-MOVE), [`store`] (C-STORE SCU), [`receive`] (staging received objects), [`pull`],
+//! C-MOVE), [`store`] (C-STORE SCU), [`receive`] (staging received objects), [`pull`](mod@pull),
 //! [`scp`] (the storage SCP and its allow-list), [`rules`] (the listener's rule file) and
 //! [`listen`] (receive, plan, send back).
 

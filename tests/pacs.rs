@@ -20,6 +20,9 @@
 //!    2` is refused with status A700, reported per object, and the study is not kept; a
 //!    sender stalling mid-object is dropped after `read_s` with what it had sent; a listener
 //!    without an allow-list does not start.
+//! E. (Feature `tls`.) The same through the DICOM TLS profile, certificates made by `openssl`
+//!    and required both ways: push, pull (pixel data byte for byte), a C-MOVE of the CT series
+//!    from Orthanc to a TLS listener; a plain association to Orthanc's TLS port fails.
 //!
 //! Without `Orthanc` on the PATH the tests say so and pass; with `RTOPT_TEST_ORTHANC=1`
 //! (`.ci/run` sets it after installing Orthanc) they fail instead.
@@ -44,6 +47,9 @@ const LISTENER_AE: &str = "RTOPTLISTEN";
 
 /// AccessionNumber given to the listener test's copy of TG119.
 const ACCESSION: &str = "ACC-TG119-21";
+
+/// SeriesInstanceUID of data/tg119's CT.
+const TG119_CT_SERIES: &str = "2.25.20423824958025023944826868223864373349710663940189032395888";
 
 /// StudyInstanceUID of data/tg119.
 const TG119_STUDY: &str = "2.25.98384215349240921989320549991266716103653971269191017892415";
@@ -120,14 +126,29 @@ struct Orthanc {
 
 impl Orthanc {
     fn start(binary: &Path, modalities: &[(&str, &str, u16)]) -> Orthanc {
+        Orthanc::start_with_tls(binary, modalities, None)
+    }
+
+    /// With `tls` (a folder of [`Certificates`]): DICOM TLS on Orthanc's port and to every
+    /// modality, peers' certificates required.
+    fn start_with_tls(
+        binary: &Path,
+        modalities: &[(&str, &str, u16)],
+        tls: Option<&Path>,
+    ) -> Orthanc {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let storage = dir.path().join("storage");
         let mods: serde_json::Map<String, serde_json::Value> = modalities
             .iter()
-            .map(|(name, ae, p)| (name.to_string(), serde_json::json!([ae, "127.0.0.1", p])))
+            .map(|(name, ae, p)| {
+                let m = serde_json::json!({
+                    "AET": ae, "Host": "127.0.0.1", "Port": p, "UseDicomTls": tls.is_some()
+                });
+                (name.to_string(), m)
+            })
             .collect();
-        let config = serde_json::json!({
+        let mut config = serde_json::json!({
             "Name": "rtopt-test",
             "StorageDirectory": storage,
             "IndexDirectory": storage,
@@ -147,6 +168,18 @@ impl Orthanc {
             "SyncStorageArea": false,
             "Plugins": [],
         });
+        if let Some(t) = tls {
+            let o = config.as_object_mut().unwrap();
+            o.insert("DicomTlsEnabled".into(), true.into());
+            for (k, f) in [
+                ("DicomTlsCertificate", "orthanc.crt"),
+                ("DicomTlsPrivateKey", "orthanc.key"),
+                ("DicomTlsTrustedCertificates", "ca.crt"),
+            ] {
+                o.insert(k.into(), t.join(f).to_str().unwrap().into());
+            }
+            o.insert("DicomTlsRemoteCertificateRequired".into(), true.into());
+        }
         let cfg = dir.path().join("orthanc.json");
         std::fs::write(&cfg, serde_json::to_string_pretty(&config).unwrap()).unwrap();
         let log = std::fs::File::create(dir.path().join("orthanc.log")).unwrap();
@@ -668,7 +701,7 @@ fn orthanc_is_stopped_when_a_test_fails() {
 }
 
 /// Run an in-process listener (no Orthanc needed) on a free loopback port that accepts the
-/// caller SENDER, with `extra` TOML (`[limits]`, `[timeouts]`), while `f` runs with the
+/// callers SENDER and ORTHANC, with `extra` TOML (`[limits]`, `[timeouts]`), while `f` runs with the
 /// listener's node, the events so far and the incoming folder.
 fn with_listener(
     extra: &str,
@@ -688,7 +721,7 @@ fn with_listener(
     std::fs::write(
         &cfg_path,
         format!(
-            "[local]\nae_title = \"{LISTENER_AE}\"\nport = 0\n\n[listen]\nallowed_callers = [\"SENDER\"]\nrules = \"rules.toml\"\n\n{extra}\n"
+            "[local]\nae_title = \"{LISTENER_AE}\"\nport = 0\n\n[listen]\nallowed_callers = [\"SENDER\", \"{ORTHANC_AE}\"]\nrules = \"rules.toml\"\n\n{extra}\n"
         ),
     )
     .unwrap();
@@ -853,4 +886,162 @@ fn listener_bounds_object_size_and_objects_per_association() {
             cfg.display()
         )
     );
+}
+
+/// A test CA and certificates for Orthanc and rtopt signed by it (`openssl` command line):
+/// `ca.crt`, `orthanc.{crt,key}`, `rtopt.{crt,key}`, valid for 127.0.0.1.
+fn certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl (apt-get install openssl)");
+        assert!(o.status.success(), "openssl {args:?}: {}", text(&o));
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=rtopt test CA",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n",
+    )
+    .unwrap();
+    for n in ["orthanc", "rtopt"] {
+        let (key, csr, crt) = (format!("{n}.key"), format!("{n}.csr"), format!("{n}.crt"));
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &format!("/CN={n}"),
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &crt,
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]);
+    }
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn tls_push_pull_and_move_to_the_listener_through_orthanc() {
+    use rtopt::net::ListenEvent;
+    let Some(bin) = orthanc_binary() else { return };
+    let certs = tempfile::tempdir().unwrap();
+    certificates(certs.path());
+    let tls = format!(
+        "[tls]\ncertificate = {:?}\nprivate_key = {:?}\ntrusted = {:?}\n",
+        certs.path().join("rtopt.crt").to_str().unwrap(),
+        certs.path().join("rtopt.key").to_str().unwrap(),
+        certs.path().join("ca.crt").to_str().unwrap()
+    );
+    with_listener(&tls, |listener, events, incoming| {
+        let orthanc = Orthanc::start_with_tls(
+            &bin,
+            &[
+                ("rtopt", RTOPT_AE, free_port()),
+                ("listener", LISTENER_AE, listener.port),
+            ],
+            Some(certs.path()),
+        );
+        let work = tempfile::tempdir().unwrap();
+        let cfg = write_config(work.path(), RTOPT_AE, orthanc.port, &tls);
+        let scu = NetConfig::load(&cfg).unwrap();
+        let pacs = scu.node("pacs").unwrap().clone();
+        let tg119 = common::tg119_dir();
+
+        // Push over TLS; a plain association to the TLS port fails.
+        let out = net("push", &cfg, &[tg119.as_os_str()]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(
+            text(&out).contains("130 of 130 objects stored"),
+            "{}",
+            text(&out)
+        );
+        let plain_cfg = write_config(work.path(), "PLAIN", orthanc.port, "");
+        let plain = NetConfig::load(&plain_cfg).unwrap();
+        let err = rtopt::net::find::find_studies(
+            &plain,
+            plain.node("pacs").unwrap(),
+            &rtopt::net::StudyKey::StudyUid(TG119_STUDY.into()),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "DICOM node {}: cannot open an association",
+                pacs.label()
+            )),
+            "{err}"
+        );
+
+        // Pull over TLS: pixel data byte for byte.
+        let case = work.path().join("pulled");
+        let out = pull(&cfg, ("--study-uid", TG119_STUDY), &case);
+        assert!(out.status.success(), "{}", text(&out));
+        for f in common::ct_files(&tg119) {
+            let uid = read_part10_meta(&f).unwrap().sop_instance_uid;
+            assert_eq!(
+                pixel_bytes(&f),
+                pixel_bytes(&case.join(format!("CT.{uid}.dcm")))
+            );
+        }
+
+        // Orthanc C-MOVEs the CT series to the listener over TLS: received whole, not kept
+        // as a case (no RT Structure Set).
+        let moved = rtopt::net::retrieve::c_move(
+            &scu,
+            &pacs,
+            TG119_STUDY,
+            Some(TG119_CT_SERIES),
+            LISTENER_AE,
+        )
+        .unwrap();
+        assert_eq!((moved.completed, moved.failed), (129, 0));
+        let (calling, objects, reason) = wait_event(events, |e| match e {
+            ListenEvent::Incomplete {
+                calling_ae,
+                objects,
+                reason,
+            } => Some((calling_ae.clone(), *objects, reason.clone())),
+            _ => None,
+        });
+        assert_eq!((calling.as_str(), objects), (ORTHANC_AE, 129));
+        assert_eq!(
+            reason,
+            format!("study {TG119_STUDY} has no RT Structure Set")
+        );
+        assert_eq!(entries(incoming), Vec::<String>::new());
+    });
 }

@@ -4,7 +4,7 @@
 
 use std::net::TcpStream;
 
-use dicom_ul::association::ClientAssociation;
+use dicom_ul::association::{ClientAssociation, CloseSocket, SyncAssociation};
 use dicom_ul::ClientAssociationOptions;
 
 use super::config::{NetConfig, Node};
@@ -42,9 +42,12 @@ impl Proposal {
     }
 }
 
-/// Open an association from rtopt's AE to `node`. A rejection or an unreachable node is an
-/// [`crate::Error::Network`] naming the node (rejections with dicom-ul's reason).
-pub fn open(config: &NetConfig, node: &Node, proposal: &Proposal) -> Result<Association> {
+/// The client options of an association from rtopt's AE to `node`.
+fn options<'a>(
+    config: &'a NetConfig,
+    node: &'a Node,
+    proposal: &'a Proposal,
+) -> ClientAssociationOptions<'a> {
     let mut options = ClientAssociationOptions::new()
         .calling_ae_title(config.local.ae_title.as_str())
         .called_ae_title(node.ae_title.as_str())
@@ -61,13 +64,73 @@ pub fn open(config: &NetConfig, node: &Node, proposal: &Proposal) -> Result<Asso
     for sop in &proposal.scp_roles {
         options = options.with_role_selection(sop.as_str(), false, true);
     }
-    let mut assoc = options
+    options
+}
+
+/// Open a plain (TCP) association from rtopt's AE to `node`. A rejection or an unreachable
+/// node is an [`crate::Error::Network`] naming the node (rejections with dicom-ul's reason).
+pub fn open(config: &NetConfig, node: &Node, proposal: &Proposal) -> Result<Association> {
+    let mut assoc = options(config, node, proposal)
         .establish(node.address())
         .map_err(|e| net_error(&node.label(), describe_establish_error(&e)))?;
     // A command PDU, data PDUs and a short response per object: without TCP_NODELAY,
     // Nagle's algorithm and delayed ACKs add tens of milliseconds to every object.
     let _ = assoc.inner_stream().set_nodelay(true);
     Ok(assoc)
+}
+
+/// Work done on an open association, whatever its transport (TCP or TLS).
+pub trait OnAssociation {
+    type Output;
+    /// Run on the association; it is released after `Ok` and aborted after `Err`.
+    fn run<S, A>(self, assoc: &mut A) -> Result<Self::Output>
+    where
+        S: std::io::Read + std::io::Write + CloseSocket,
+        A: SyncAssociation<S>;
+}
+
+/// Open an association to `node` (with TLS when the configuration has `[tls]`), run `op` on
+/// it, then release it (or abort it when `op` failed).
+pub fn with_association<O: OnAssociation>(
+    config: &NetConfig,
+    node: &Node,
+    proposal: &Proposal,
+    op: O,
+) -> Result<O::Output> {
+    fn finish<S, A, T>(mut assoc: A, op: impl FnOnce(&mut A) -> Result<T>) -> Result<T>
+    where
+        S: std::io::Read + std::io::Write + CloseSocket,
+        A: SyncAssociation<S>,
+    {
+        match op(&mut assoc) {
+            Ok(v) => {
+                let _ = SyncAssociation::release(assoc);
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = SyncAssociation::abort(assoc);
+                Err(e)
+            }
+        }
+    }
+    match &config.tls {
+        None => finish(open(config, node, proposal)?, |a| op.run(a)),
+        #[cfg(feature = "tls")]
+        Some(t) => {
+            let mut assoc = options(config, node, proposal)
+                .tls_config(super::tls::client_config(t)?)
+                .server_name(&node.host)
+                .establish_tls(node.address())
+                .map_err(|e| net_error(&node.label(), describe_establish_error(&e)))?;
+            let _ = assoc.inner_stream().sock.set_nodelay(true);
+            finish(assoc, |a| op.run(a))
+        }
+        #[cfg(not(feature = "tls"))]
+        Some(_) => Err(crate::error::Error::Config {
+            path: config.path.clone(),
+            reason: "[tls] is set but this build of rtopt has no TLS (cargo feature `tls`)".into(),
+        }),
+    }
 }
 
 /// dicom-ul's association errors in words; a rejection says who rejected and why.

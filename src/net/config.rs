@@ -43,6 +43,19 @@ pub struct NetConfig {
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub storage: Storage,
+    /// The DICOM TLS profile for every association, incoming and outgoing (feature `tls`).
+    pub tls: Option<TlsSettings>,
+}
+
+/// TLS settings (PEM files, paths relative to the configuration file): rtopt's certificate
+/// and key, presented to every peer, and the certificates it trusts; a peer must present a
+/// certificate signed by one of them (both directions: mutual authentication).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+    pub trusted: PathBuf,
 }
 
 /// rtopt's own application entity.
@@ -214,6 +227,7 @@ struct File {
     limits: Limits,
     #[serde(default)]
     storage: Storage,
+    tls: Option<TlsSettings>,
 }
 
 impl NetConfig {
@@ -292,7 +306,13 @@ impl NetConfig {
                 f.storage.plans.as_deref().unwrap_or(Path::new("plans")),
             )),
         };
+        let tls = f.tls.as_ref().map(|t| TlsSettings {
+            certificate: anchor(&t.certificate),
+            private_key: anchor(&t.private_key),
+            trusted: anchor(&t.trusted),
+        });
         Ok(NetConfig {
+            tls,
             path: path.to_path_buf(),
             local: f.local,
             nodes: f.nodes,

@@ -4,13 +4,11 @@
 //! the data set's size, so a peer cannot make rtopt hold more than
 //! [`Limits::max_object_bytes`](super::config::Limits) of one object.
 
-use std::net::TcpStream;
-
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
-use dicom_ul::association::SyncAssociation;
+use dicom_ul::association::{Association, CloseSocket, SyncAssociation};
 use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextResultReason};
 use dicom_ul::Pdu;
 
@@ -220,14 +218,15 @@ pub fn response(
 
 /// Send a command set and, when given, its data set (already encoded in the context's
 /// transfer syntax).
-pub fn send<A>(
+pub fn send<S, A>(
     assoc: &mut A,
     context_id: u8,
     command: &InMemDicomObject,
     data: Option<&[u8]>,
 ) -> Result<()>
 where
-    A: SyncAssociation<TcpStream>,
+    S: std::io::Read + std::io::Write + CloseSocket,
+    A: SyncAssociation<S>,
 {
     let mut bytes = Vec::with_capacity(128);
     command
@@ -257,9 +256,10 @@ where
 
 /// Receive the next message (command and data set), a release request or an abort. A data
 /// set above `max_object_bytes` is refused (the association is aborted by the caller).
-pub fn receive<A>(assoc: &mut A, max_object_bytes: u64) -> Result<Incoming>
+pub fn receive<S, A>(assoc: &mut A, max_object_bytes: u64) -> Result<Incoming>
 where
-    A: SyncAssociation<TcpStream>,
+    S: std::io::Read + std::io::Write + CloseSocket,
+    A: SyncAssociation<S>,
 {
     let mut command_bytes: Vec<u8> = Vec::new();
     let mut command: Option<(u8, InMemDicomObject, bool)> = None;
@@ -359,7 +359,7 @@ where
 /// Send a query/retrieve request: the command `command_field` of `sop_class` with
 /// `extra` command elements, and `identifier` encoded in `ts`. Errors name `node`.
 #[allow(clippy::too_many_arguments)]
-pub fn send_request<A>(
+pub fn send_request<S, A>(
     assoc: &mut A,
     context: (u8, &str),
     sop_class: &str,
@@ -370,7 +370,8 @@ pub fn send_request<A>(
     node: &str,
 ) -> Result<()>
 where
-    A: SyncAssociation<TcpStream>,
+    S: std::io::Read + std::io::Write + CloseSocket,
+    A: SyncAssociation<S>,
 {
     let (ctx, ts) = context;
     let data = write_data_set(identifier, ts).map_err(|e| with_node(e, node))?;
@@ -387,14 +388,15 @@ where
 
 /// The next message; an error naming `node` when the association ends instead (`during`
 /// says in what: "a C-FIND").
-pub fn expect_message<A>(
+pub fn expect_message<S, A>(
     assoc: &mut A,
     max_object_bytes: u64,
     node: &str,
     during: &str,
 ) -> Result<Message>
 where
-    A: SyncAssociation<TcpStream>,
+    S: std::io::Read + std::io::Write + CloseSocket,
+    A: SyncAssociation<S>,
 {
     match receive(assoc, max_object_bytes).map_err(|e| with_node(e, node))? {
         Incoming::Message(m) => Ok(m),
@@ -409,7 +411,7 @@ where
 /// `None` when that context was not accepted.
 pub fn context_transfer_syntax<A>(assoc: &A, id: u8) -> Option<String>
 where
-    A: SyncAssociation<TcpStream>,
+    A: Association,
 {
     assoc
         .presentation_contexts()
@@ -426,7 +428,7 @@ pub fn find_context<A>(
     preferred_ts: Option<&str>,
 ) -> Option<(u8, String)>
 where
-    A: SyncAssociation<TcpStream>,
+    A: Association,
 {
     let trim = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
     let accepted: Vec<(u8, String)> = assoc

@@ -5,7 +5,9 @@ use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
-use super::association::{open, Proposal};
+use dicom_ul::association::{CloseSocket, SyncAssociation};
+
+use super::association::{with_association, OnAssociation, Proposal};
 use super::config::{NetConfig, Node};
 use super::dimse::{
     self, command, net_error, status_ok, status_pending, text_of, with_node, EXPLICIT_VR_LE,
@@ -69,52 +71,73 @@ pub fn c_find(
     node: &Node,
     identifier: InMemDicomObject,
 ) -> Result<Vec<InMemDicomObject>> {
-    let label = node.label();
     let proposal = Proposal::new(&[STUDY_ROOT_FIND], &[EXPLICIT_VR_LE, IMPLICIT_VR_LE]);
-    let mut assoc = open(config, node, &proposal)?;
-    let (ctx, ts) = dimse::find_context(&assoc, STUDY_ROOT_FIND, None)
-        .ok_or_else(|| net_error(&label, "Study Root C-FIND not accepted"))?;
-    dimse::send_request(
-        &mut assoc,
-        (ctx, &ts),
-        STUDY_ROOT_FIND,
-        command::C_FIND_RQ,
-        1,
-        Vec::new(),
-        &identifier,
-        &label,
-    )?;
-    let mut matches = Vec::new();
-    loop {
-        let msg = dimse::expect_message(
-            &mut assoc,
-            config.limits.max_object_bytes,
+    let op = Find {
+        config,
+        label: node.label(),
+        identifier,
+    };
+    with_association(config, node, &proposal, op)
+}
+
+struct Find<'a> {
+    config: &'a NetConfig,
+    label: String,
+    identifier: InMemDicomObject,
+}
+
+impl OnAssociation for Find<'_> {
+    type Output = Vec<InMemDicomObject>;
+
+    fn run<S, A>(self, assoc: &mut A) -> Result<Self::Output>
+    where
+        S: std::io::Read + std::io::Write + CloseSocket,
+        A: SyncAssociation<S>,
+    {
+        let Find {
+            config,
+            label,
+            identifier,
+        } = self;
+        let (ctx, ts) = dimse::find_context(&*assoc, STUDY_ROOT_FIND, None)
+            .ok_or_else(|| net_error(&label, "Study Root C-FIND not accepted"))?;
+        dimse::send_request(
+            assoc,
+            (ctx, &ts),
+            STUDY_ROOT_FIND,
+            command::C_FIND_RQ,
+            1,
+            Vec::new(),
+            &identifier,
             &label,
-            "a C-FIND",
         )?;
-        if msg.command_field().map_err(|e| with_node(e, &label))? != command::C_FIND_RSP {
-            return Err(net_error(&label, "answered a C-FIND with another message"));
-        }
-        let st = msg.status().map_err(|e| with_node(e, &label))?;
-        if status_pending(st) {
-            if let Some(d) = &msg.data {
-                matches.push(dimse::read_data_set(d, &ts).map_err(|e| with_node(e, &label))?);
+        let mut matches = Vec::new();
+        loop {
+            let msg =
+                dimse::expect_message(assoc, config.limits.max_object_bytes, &label, "a C-FIND")?;
+            if msg.command_field().map_err(|e| with_node(e, &label))? != command::C_FIND_RSP {
+                return Err(net_error(&label, "answered a C-FIND with another message"));
             }
-            if matches.len() > 100_000 {
-                return Err(net_error(&label, "more than 100000 C-FIND matches"));
+            let st = msg.status().map_err(|e| with_node(e, &label))?;
+            if status_pending(st) {
+                if let Some(d) = &msg.data {
+                    matches.push(dimse::read_data_set(d, &ts).map_err(|e| with_node(e, &label))?);
+                }
+                if matches.len() > 100_000 {
+                    return Err(net_error(&label, "more than 100000 C-FIND matches"));
+                }
+                continue;
             }
-            continue;
+            if !status_ok(st) {
+                return Err(net_error(
+                    &label,
+                    format!("C-FIND failed with status {st:04X}"),
+                ));
+            }
+            break;
         }
-        if !status_ok(st) {
-            return Err(net_error(
-                &label,
-                format!("C-FIND failed with status {st:04X}"),
-            ));
-        }
-        break;
+        Ok(matches)
     }
-    let _ = assoc.release();
-    Ok(matches)
 }
 
 /// The studies matching `key` (at most one is expected).

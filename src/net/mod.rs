@@ -26,6 +26,8 @@ pub mod retrieve;
 pub mod rules;
 pub mod scp;
 pub mod store;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use config::{NetConfig, Node};
 pub use find::StudyKey;

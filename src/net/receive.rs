@@ -4,12 +4,11 @@
 //! an association that breaks off leaves nothing behind.
 
 use std::io::Write;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 
 use dicom_dictionary_std::tags;
 use dicom_object::meta::FileMetaTableBuilder;
-use dicom_ul::association::SyncAssociation;
+use dicom_ul::association::{CloseSocket, SyncAssociation};
 
 use super::config::Limits;
 use super::dimse::{self, command, status, text_of, Message};
@@ -274,13 +273,14 @@ fn write_part10(path: &Path, class: &str, instance: &str, ts: &str, data: &[u8])
 
 /// Answer a C-STORE request received on `assoc`: store it into `staging` and send the
 /// C-STORE response. Returns the status and why it failed, when it did.
-pub fn answer_store<A>(
+pub fn answer_store<S, A>(
     assoc: &mut A,
     msg: &Message,
     staging: &mut Staging,
 ) -> Result<(u16, Option<String>)>
 where
-    A: SyncAssociation<TcpStream>,
+    S: std::io::Read + std::io::Write + CloseSocket,
+    A: SyncAssociation<S>,
 {
     let class = msg.text(tags::AFFECTED_SOP_CLASS_UID);
     let instance = msg.text(tags::AFFECTED_SOP_INSTANCE_UID);

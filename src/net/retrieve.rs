@@ -6,7 +6,9 @@ use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
-use super::association::{open, Proposal};
+use dicom_ul::association::{CloseSocket, SyncAssociation};
+
+use super::association::{with_association, OnAssociation, Proposal};
 use super::config::{NetConfig, Node};
 use super::dimse::{
     self, ae, command, net_error, status_ok, status_pending, with_node, CT_IMAGE_STORAGE,
@@ -76,7 +78,6 @@ pub fn c_get(
     series_uids: &[String],
     staging: &mut Staging,
 ) -> Result<Vec<RetrieveOutcome>> {
-    let label = node.label();
     let storage = [CT_IMAGE_STORAGE, RT_STRUCTURE_SET_STORAGE];
     let mut proposal = Proposal::new(&[STUDY_ROOT_GET], &[EXPLICIT_VR_LE, IMPLICIT_VR_LE]);
     for c in storage {
@@ -86,75 +87,102 @@ pub fn c_get(
         ));
         proposal.scp_roles.push(c.to_string());
     }
-    let mut assoc = open(config, node, &proposal)?;
-    let (ctx, ts) = dimse::find_context(&assoc, STUDY_ROOT_GET, None)
-        .ok_or_else(|| net_error(&label, "Study Root C-GET not accepted"))?;
-    let mut outcomes = Vec::new();
-    for (k, series) in series_uids.iter().enumerate() {
-        dimse::send_request(
-            &mut assoc,
-            (ctx, &ts),
-            STUDY_ROOT_GET,
-            command::C_GET_RQ,
-            (k + 1) as u16,
-            Vec::new(),
-            &identifier(study_uid, Some(series)),
-            &label,
-        )?;
-        loop {
-            let msg = dimse::expect_message(
-                &mut assoc,
-                config.limits.max_object_bytes,
+    let op = Get {
+        config,
+        label: node.label(),
+        study_uid,
+        series_uids,
+        staging,
+    };
+    with_association(config, node, &proposal, op)
+}
+
+struct Get<'a> {
+    config: &'a NetConfig,
+    label: String,
+    study_uid: &'a str,
+    series_uids: &'a [String],
+    staging: &'a mut Staging,
+}
+
+impl OnAssociation for Get<'_> {
+    type Output = Vec<RetrieveOutcome>;
+
+    fn run<S, A>(self, assoc: &mut A) -> Result<Self::Output>
+    where
+        S: std::io::Read + std::io::Write + CloseSocket,
+        A: SyncAssociation<S>,
+    {
+        let Get {
+            config,
+            label,
+            study_uid,
+            series_uids,
+            staging,
+        } = self;
+        let (ctx, ts) = dimse::find_context(&*assoc, STUDY_ROOT_GET, None)
+            .ok_or_else(|| net_error(&label, "Study Root C-GET not accepted"))?;
+        let mut outcomes = Vec::new();
+        for (k, series) in series_uids.iter().enumerate() {
+            dimse::send_request(
+                assoc,
+                (ctx, &ts),
+                STUDY_ROOT_GET,
+                command::C_GET_RQ,
+                (k + 1) as u16,
+                Vec::new(),
+                &identifier(study_uid, Some(series)),
                 &label,
-                "a C-GET",
             )?;
-            match msg.command_field().map_err(|e| with_node(e, &label))? {
-                command::C_STORE_RQ => {
-                    let (st, why) = answer_store(&mut assoc, &msg, staging)
-                        .map_err(|e| with_node(e, &label))?;
-                    if !status_ok(st) {
-                        let _ = assoc.abort();
+            loop {
+                let msg = dimse::expect_message(
+                    assoc,
+                    config.limits.max_object_bytes,
+                    &label,
+                    "a C-GET",
+                )?;
+                match msg.command_field().map_err(|e| with_node(e, &label))? {
+                    command::C_STORE_RQ => {
+                        let (st, why) =
+                            answer_store(assoc, &msg, staging).map_err(|e| with_node(e, &label))?;
+                        if !status_ok(st) {
+                            return Err(net_error(
+                                &label,
+                                format!(
+                                    "C-GET object refused ({st:04X}): {}",
+                                    why.unwrap_or_default()
+                                ),
+                            ));
+                        }
+                    }
+                    command::C_GET_RSP => {
+                        let o = outcome(&msg, &label)?;
+                        if status_pending(o.status) {
+                            continue;
+                        }
+                        if !status_ok(o.status) || o.failed > 0 {
+                            return Err(net_error(
+                                &label,
+                                format!(
+                                    "C-GET of series {series} failed: status {:04X}, {} completed, {} failed",
+                                    o.status, o.completed, o.failed
+                                ),
+                            ));
+                        }
+                        outcomes.push(o);
+                        break;
+                    }
+                    other => {
                         return Err(net_error(
                             &label,
-                            format!(
-                                "C-GET object refused ({st:04X}): {}",
-                                why.unwrap_or_default()
-                            ),
+                            format!("unexpected command {other:04X} during a C-GET"),
                         ));
                     }
-                }
-                command::C_GET_RSP => {
-                    let o = outcome(&msg, &label)?;
-                    if status_pending(o.status) {
-                        continue;
-                    }
-                    if !status_ok(o.status) || o.failed > 0 {
-                        let _ = assoc.abort();
-                        return Err(net_error(
-                            &label,
-                            format!(
-                                "C-GET of series {series} failed: status {:04X}, {} completed, {} failed",
-                                o.status, o.completed, o.failed
-                            ),
-                        ));
-                    }
-                    outcomes.push(o);
-                    break;
-                }
-                other => {
-                    let _ = assoc.abort();
-                    return Err(net_error(
-                        &label,
-                        format!("unexpected command {other:04X} during a C-GET"),
-                    ));
                 }
             }
         }
+        Ok(outcomes)
     }
-    assoc
-        .release()
-        .map_err(|e| net_error(&label, format!("releasing the association failed: {e}")))?;
-    Ok(outcomes)
 }
 
 /// C-MOVE a study (or one series) from `node` to the AE titled `destination_ae` (which the
@@ -166,45 +194,72 @@ pub fn c_move(
     series_uid: Option<&str>,
     destination_ae: &str,
 ) -> Result<RetrieveOutcome> {
-    let label = node.label();
     let proposal = Proposal::new(&[STUDY_ROOT_MOVE], &[EXPLICIT_VR_LE, IMPLICIT_VR_LE]);
-    let mut assoc = open(config, node, &proposal)?;
-    let (ctx, ts) = dimse::find_context(&assoc, STUDY_ROOT_MOVE, None)
-        .ok_or_else(|| net_error(&label, "Study Root C-MOVE not accepted"))?;
-    dimse::send_request(
-        &mut assoc,
-        (ctx, &ts),
-        STUDY_ROOT_MOVE,
-        command::C_MOVE_RQ,
-        1,
-        vec![ae(tags::MOVE_DESTINATION, destination_ae)],
-        &identifier(study_uid, series_uid),
-        &label,
-    )?;
-    loop {
-        let msg = dimse::expect_message(
-            &mut assoc,
-            config.limits.max_object_bytes,
+    let op = Move {
+        config,
+        label: node.label(),
+        study_uid,
+        series_uid,
+        destination_ae,
+    };
+    with_association(config, node, &proposal, op)
+}
+
+struct Move<'a> {
+    config: &'a NetConfig,
+    label: String,
+    study_uid: &'a str,
+    series_uid: Option<&'a str>,
+    destination_ae: &'a str,
+}
+
+impl OnAssociation for Move<'_> {
+    type Output = RetrieveOutcome;
+
+    fn run<S, A>(self, assoc: &mut A) -> Result<Self::Output>
+    where
+        S: std::io::Read + std::io::Write + CloseSocket,
+        A: SyncAssociation<S>,
+    {
+        let Move {
+            config,
+            label,
+            study_uid,
+            series_uid,
+            destination_ae,
+        } = self;
+        let (ctx, ts) = dimse::find_context(&*assoc, STUDY_ROOT_MOVE, None)
+            .ok_or_else(|| net_error(&label, "Study Root C-MOVE not accepted"))?;
+        dimse::send_request(
+            assoc,
+            (ctx, &ts),
+            STUDY_ROOT_MOVE,
+            command::C_MOVE_RQ,
+            1,
+            vec![ae(tags::MOVE_DESTINATION, destination_ae)],
+            &identifier(study_uid, series_uid),
             &label,
-            "a C-MOVE",
         )?;
-        if msg.command_field().map_err(|e| with_node(e, &label))? != command::C_MOVE_RSP {
-            return Err(net_error(&label, "answered a C-MOVE with another message"));
+        loop {
+            let msg =
+                dimse::expect_message(assoc, config.limits.max_object_bytes, &label, "a C-MOVE")?;
+            if msg.command_field().map_err(|e| with_node(e, &label))? != command::C_MOVE_RSP {
+                return Err(net_error(&label, "answered a C-MOVE with another message"));
+            }
+            let o = outcome(&msg, &label)?;
+            if status_pending(o.status) {
+                continue;
+            }
+            if !status_ok(o.status) || o.failed > 0 {
+                return Err(net_error(
+                    &label,
+                    format!(
+                        "C-MOVE to {destination_ae} failed: status {:04X}, {} completed, {} failed",
+                        o.status, o.completed, o.failed
+                    ),
+                ));
+            }
+            return Ok(o);
         }
-        let o = outcome(&msg, &label)?;
-        if status_pending(o.status) {
-            continue;
-        }
-        let _ = assoc.release();
-        if !status_ok(o.status) || o.failed > 0 {
-            return Err(net_error(
-                &label,
-                format!(
-                    "C-MOVE to {destination_ae} failed: status {:04X}, {} completed, {} failed",
-                    o.status, o.completed, o.failed
-                ),
-            ));
-        }
-        return Ok(o);
     }
 }

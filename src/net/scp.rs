@@ -10,7 +10,7 @@ use std::path::Path;
 
 use dicom_dictionary_std::tags;
 use dicom_ul::association::server::AccessControl;
-use dicom_ul::association::Association as _;
+use dicom_ul::association::{CloseSocket, SyncAssociation};
 use dicom_ul::pdu::{AssociationRJServiceUserReason, UserIdentity};
 use dicom_ul::{Pdu, ServerAssociationOptions};
 
@@ -135,24 +135,66 @@ impl StorageScp {
                 reason: "cannot configure the connection".into(),
             };
         }
-        let mut assoc = match options.establish(socket) {
-            Ok(a) => a,
-            Err(e) => {
+        let refused = |e: dicom_ul::association::Error| AssociationOutcome::Refused {
+            reason: e.to_string(),
+        };
+        let (outcome, _aborted) = match &c.tls {
+            None => match options.establish(socket) {
+                Ok(mut a) => {
+                    let r = self.receive_on(&mut a, staging_parent);
+                    finish(a, r)
+                }
+                Err(e) => return refused(e),
+            },
+            #[cfg(feature = "tls")]
+            Some(t) => {
+                let config = match super::tls::server_config(t) {
+                    Ok(cfg) => cfg,
+                    Err(e) => {
+                        return AssociationOutcome::Refused {
+                            reason: e.to_string(),
+                        }
+                    }
+                };
+                match options.tls_config(config).establish_tls(socket) {
+                    Ok(mut a) => {
+                        let r = self.receive_on(&mut a, staging_parent);
+                        finish(a, r)
+                    }
+                    Err(e) => return refused(e),
+                }
+            }
+            #[cfg(not(feature = "tls"))]
+            Some(_) => {
                 return AssociationOutcome::Refused {
-                    reason: e.to_string(),
+                    reason: "[tls] is set but this build of rtopt has no TLS (cargo feature `tls`)"
+                        .into(),
                 }
             }
         };
+        outcome
+    }
+
+    /// Receive on an established association until it ends; the flag says whether it must
+    /// be aborted.
+    fn receive_on<S, A>(&self, assoc: &mut A, staging_parent: &Path) -> (AssociationOutcome, bool)
+    where
+        S: std::io::Read + std::io::Write + CloseSocket,
+        A: SyncAssociation<S>,
+    {
+        let c = &self.config;
         let calling_ae = assoc.peer_ae_title().trim().to_string();
         let mut staging = match Staging::create(staging_parent, c.limits, &RECEIVED_CLASSES) {
             Ok(s) => s,
             Err(e) => {
-                let _ = assoc.abort();
-                return AssociationOutcome::Broken {
-                    calling_ae,
-                    objects: 0,
-                    reason: e.to_string(),
-                };
+                return (
+                    AssociationOutcome::Broken {
+                        calling_ae,
+                        objects: 0,
+                        reason: e.to_string(),
+                    },
+                    true,
+                );
             }
         };
         let mut refused = 0;
@@ -163,33 +205,34 @@ impl StorageScp {
             reason,
         };
         loop {
-            let msg = match dimse::receive(&mut assoc, c.limits.max_object_bytes) {
+            let msg = match dimse::receive(assoc, c.limits.max_object_bytes) {
                 Ok(Incoming::Message(m)) => m,
                 Ok(Incoming::Released) => {
-                    let _ = assoc.send(&Pdu::ReleaseRP);
+                    let _ = SyncAssociation::send(assoc, &Pdu::ReleaseRP);
                     if staging.objects().is_empty() && refused == 0 {
-                        return AssociationOutcome::Empty { calling_ae };
+                        return (AssociationOutcome::Empty { calling_ae }, false);
                     }
-                    return AssociationOutcome::Released {
-                        calling_ae,
-                        staging,
-                        refused,
-                        reasons,
-                    };
+                    return (
+                        AssociationOutcome::Released {
+                            calling_ae,
+                            staging,
+                            refused,
+                            reasons,
+                        },
+                        false,
+                    );
                 }
-                Ok(Incoming::Aborted) => return broken(&staging, "aborted by the peer".into()),
+                Ok(Incoming::Aborted) => {
+                    return (broken(&staging, "aborted by the peer".into()), false)
+                }
                 Err(e) => {
-                    let out = broken(&staging, reason_of(&e));
-                    let _ = assoc.abort();
-                    return out;
+                    return (broken(&staging, reason_of(&e)), true);
                 }
             };
             let field = match msg.command_field() {
                 Ok(f) => f,
                 Err(e) => {
-                    let out = broken(&staging, reason_of(&e));
-                    let _ = assoc.abort();
-                    return out;
+                    return (broken(&staging, reason_of(&e)), true);
                 }
             };
             let answered = match field {
@@ -201,28 +244,40 @@ impl StorageScp {
                         id,
                         status::SUCCESS,
                     );
-                    dimse::send(&mut assoc, msg.context_id, &rsp, None)
+                    dimse::send(assoc, msg.context_id, &rsp, None)
                 }),
-                command::C_STORE_RQ => {
-                    answer_store(&mut assoc, &msg, &mut staging).map(|(st, why)| {
-                        if !dimse::status_ok(st) {
-                            refused += 1;
-                            reasons.extend(why);
-                        }
-                    })
-                }
+                command::C_STORE_RQ => answer_store(assoc, &msg, &mut staging).map(|(st, why)| {
+                    if !dimse::status_ok(st) {
+                        refused += 1;
+                        reasons.extend(why);
+                    }
+                }),
                 other => Err(net_error(
                     &calling_ae,
                     format!("command {other:04X} is not served here"),
                 )),
             };
             if let Err(e) = answered {
-                let out = broken(&staging, reason_of(&e));
-                let _ = assoc.abort();
-                return out;
+                return (broken(&staging, reason_of(&e)), true);
             }
         }
     }
+}
+
+/// Abort an association that ended in error (the peer may be gone already); release needs
+/// nothing more (the release response was sent).
+fn finish<S, A>(
+    assoc: A,
+    (outcome, abort): (AssociationOutcome, bool),
+) -> (AssociationOutcome, bool)
+where
+    S: std::io::Read + std::io::Write + CloseSocket,
+    A: SyncAssociation<S>,
+{
+    if abort {
+        let _ = SyncAssociation::abort(assoc);
+    }
+    (outcome, abort)
 }
 
 fn reason_of(e: &Error) -> String {

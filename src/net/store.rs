@@ -10,7 +10,9 @@ use std::time::Instant;
 use dicom_dictionary_std::tags;
 use dicom_object::meta::FileMetaTable;
 
-use super::association::{open, Proposal};
+use dicom_ul::association::{CloseSocket, SyncAssociation};
+
+use super::association::{with_association, OnAssociation, Proposal};
 use super::config::{NetConfig, Node};
 use super::dimse::{
     self, command, data_set_type, net_error, read_data_set, status_ok, ui, us, with_node,
@@ -267,71 +269,97 @@ pub fn push(config: &NetConfig, node: &Node, files: &[PathBuf]) -> Result<PushRe
     }
     let label = node.label();
     let start = Instant::now();
-    let mut assoc = open(config, node, &proposal)?;
-    let mut outcomes = Vec::with_capacity(metas.len());
-    let mut bytes_sent = 0u64;
-    for (i, m) in metas.iter().enumerate() {
-        let Some((ctx, ts)) =
-            dimse::find_context(&assoc, &m.sop_class_uid, Some(&m.transfer_syntax))
-        else {
-            outcomes.push(StoreOutcome {
-                file: m.path.clone(),
-                sop_class_uid: m.sop_class_uid.clone(),
-                sop_instance_uid: m.sop_instance_uid.clone(),
-                status: None,
-                note: "the node accepted no presentation context for its SOP class".into(),
-            });
-            continue;
-        };
-        let data = match data_set_bytes(m, &ts, config.limits.max_object_bytes) {
-            Ok(d) => d,
-            Err(e) => {
+    let op = Store {
+        config,
+        label: &label,
+        metas: &metas,
+    };
+    let (outcomes, bytes) = with_association(config, node, &proposal, op)?;
+    Ok(PushReport {
+        node: label,
+        outcomes,
+        bytes,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+struct Store<'a> {
+    config: &'a NetConfig,
+    label: &'a str,
+    metas: &'a [Part10],
+}
+
+impl OnAssociation for Store<'_> {
+    /// The outcomes and the data-set bytes sent.
+    type Output = (Vec<StoreOutcome>, u64);
+
+    fn run<S, A>(self, assoc: &mut A) -> Result<Self::Output>
+    where
+        S: std::io::Read + std::io::Write + CloseSocket,
+        A: SyncAssociation<S>,
+    {
+        let Store {
+            config,
+            label,
+            metas,
+        } = self;
+        let mut outcomes = Vec::with_capacity(metas.len());
+        let mut bytes_sent = 0u64;
+        for (i, m) in metas.iter().enumerate() {
+            let Some((ctx, ts)) =
+                dimse::find_context(&*assoc, &m.sop_class_uid, Some(&m.transfer_syntax))
+            else {
                 outcomes.push(StoreOutcome {
                     file: m.path.clone(),
                     sop_class_uid: m.sop_class_uid.clone(),
                     sop_instance_uid: m.sop_instance_uid.clone(),
                     status: None,
-                    note: e.to_string(),
+                    note: "the node accepted no presentation context for its SOP class".into(),
                 });
                 continue;
+            };
+            let data = match data_set_bytes(m, &ts, config.limits.max_object_bytes) {
+                Ok(d) => d,
+                Err(e) => {
+                    outcomes.push(StoreOutcome {
+                        file: m.path.clone(),
+                        sop_class_uid: m.sop_class_uid.clone(),
+                        sop_instance_uid: m.sop_instance_uid.clone(),
+                        status: None,
+                        note: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            let message_id = (i % 65535 + 1) as u16;
+            let rq = dimse::command_set(vec![
+                ui(tags::AFFECTED_SOP_CLASS_UID, &m.sop_class_uid),
+                us(tags::COMMAND_FIELD, command::C_STORE_RQ),
+                us(tags::MESSAGE_ID, message_id),
+                us(tags::PRIORITY, 0),
+                data_set_type(true),
+                ui(tags::AFFECTED_SOP_INSTANCE_UID, &m.sop_instance_uid),
+            ]);
+            dimse::send(assoc, ctx, &rq, Some(&data)).map_err(|e| with_node(e, &label))?;
+            bytes_sent += data.len() as u64;
+            let rsp = dimse::expect_message(
+                assoc,
+                config.limits.max_object_bytes,
+                &label,
+                &format!("object {} of {}", i + 1, metas.len()),
+            )?;
+            if rsp.command_field().map_err(|e| with_node(e, &label))? != command::C_STORE_RSP {
+                return Err(net_error(&label, "answered a C-STORE with another message"));
             }
-        };
-        let message_id = (i % 65535 + 1) as u16;
-        let rq = dimse::command_set(vec![
-            ui(tags::AFFECTED_SOP_CLASS_UID, &m.sop_class_uid),
-            us(tags::COMMAND_FIELD, command::C_STORE_RQ),
-            us(tags::MESSAGE_ID, message_id),
-            us(tags::PRIORITY, 0),
-            data_set_type(true),
-            ui(tags::AFFECTED_SOP_INSTANCE_UID, &m.sop_instance_uid),
-        ]);
-        dimse::send(&mut assoc, ctx, &rq, Some(&data)).map_err(|e| with_node(e, &label))?;
-        bytes_sent += data.len() as u64;
-        let rsp = dimse::expect_message(
-            &mut assoc,
-            config.limits.max_object_bytes,
-            &label,
-            &format!("object {} of {}", i + 1, metas.len()),
-        )?;
-        if rsp.command_field().map_err(|e| with_node(e, &label))? != command::C_STORE_RSP {
-            return Err(net_error(&label, "answered a C-STORE with another message"));
+            let status = rsp.status().map_err(|e| with_node(e, &label))?;
+            outcomes.push(StoreOutcome {
+                file: m.path.clone(),
+                sop_class_uid: m.sop_class_uid.clone(),
+                sop_instance_uid: m.sop_instance_uid.clone(),
+                status: Some(status),
+                note: status_meaning(status).into(),
+            });
         }
-        let status = rsp.status().map_err(|e| with_node(e, &label))?;
-        outcomes.push(StoreOutcome {
-            file: m.path.clone(),
-            sop_class_uid: m.sop_class_uid.clone(),
-            sop_instance_uid: m.sop_instance_uid.clone(),
-            status: Some(status),
-            note: status_meaning(status).into(),
-        });
+        Ok((outcomes, bytes_sent))
     }
-    assoc
-        .release()
-        .map_err(|e| net_error(&label, format!("releasing the association failed: {e}")))?;
-    Ok(PushReport {
-        node: label,
-        outcomes,
-        bytes: bytes_sent,
-        seconds: start.elapsed().as_secs_f64(),
-    })
 }

@@ -340,18 +340,18 @@ impl OnAssociation for Store<'_> {
                 data_set_type(true),
                 ui(tags::AFFECTED_SOP_INSTANCE_UID, &m.sop_instance_uid),
             ]);
-            dimse::send(assoc, ctx, &rq, Some(&data)).map_err(|e| with_node(e, &label))?;
+            dimse::send(assoc, ctx, &rq, Some(&data)).map_err(|e| with_node(e, label))?;
             bytes_sent += data.len() as u64;
             let rsp = dimse::expect_message(
                 assoc,
                 config.limits.max_object_bytes,
-                &label,
+                label,
                 &format!("object {} of {}", i + 1, metas.len()),
             )?;
-            if rsp.command_field().map_err(|e| with_node(e, &label))? != command::C_STORE_RSP {
-                return Err(net_error(&label, "answered a C-STORE with another message"));
+            if rsp.command_field().map_err(|e| with_node(e, label))? != command::C_STORE_RSP {
+                return Err(net_error(label, "answered a C-STORE with another message"));
             }
-            let status = rsp.status().map_err(|e| with_node(e, &label))?;
+            let status = rsp.status().map_err(|e| with_node(e, label))?;
             outcomes.push(StoreOutcome {
                 file: m.path.clone(),
                 sop_class_uid: m.sop_class_uid.clone(),

@@ -53,6 +53,14 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The error of a certificate and key that do not belong together.
+fn misfit(t: &TlsSettings, e: rustls::Error) -> Error {
+    bad(
+        &t.private_key,
+        format!("certificate and key do not fit: {e}"),
+    )
+}
+
 /// rtopt as a TLS client: trusts `trusted`, presents its certificate.
 pub fn client_config(t: &TlsSettings) -> Result<Arc<ClientConfig>> {
     let c = ClientConfig::builder_with_provider(provider())
@@ -60,12 +68,7 @@ pub fn client_config(t: &TlsSettings) -> Result<Arc<ClientConfig>> {
         .map_err(|e| bad(&t.certificate, e))?
         .with_root_certificates(roots(&t.trusted)?)
         .with_client_auth_cert(certificates(&t.certificate)?, key(&t.private_key)?)
-        .map_err(|e| {
-            bad(
-                &t.private_key,
-                format!("certificate and key do not fit: {e}"),
-            )
-        })?;
+        .map_err(|e| misfit(t, e))?;
     Ok(Arc::new(c))
 }
 
@@ -80,11 +83,6 @@ pub fn server_config(t: &TlsSettings) -> Result<Arc<ServerConfig>> {
         .map_err(|e| bad(&t.certificate, e))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(certificates(&t.certificate)?, key(&t.private_key)?)
-        .map_err(|e| {
-            bad(
-                &t.private_key,
-                format!("certificate and key do not fit: {e}"),
-            )
-        })?;
+        .map_err(|e| misfit(t, e))?;
     Ok(Arc::new(c))
 }

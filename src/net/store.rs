@@ -212,7 +212,13 @@ fn data_set_bytes(file: &Part10, ts: &str, max_object_bytes: u64) -> Result<Vec<
         )));
     }
     let bytes = std::fs::read(&file.path).map_err(|e| Error::io(&file.path, e))?;
-    let data = &bytes[file.data_offset as usize..];
+    // The file may have changed since its meta group was read: no slicing past its end.
+    let data = bytes.get(file.data_offset as usize..).ok_or_else(|| {
+        Error::Invalid(format!(
+            "{}: shorter than its file meta group (changed while being sent?)",
+            file.path.display()
+        ))
+    })?;
     if ts == file.transfer_syntax {
         return Ok(data.to_vec());
     }

@@ -13,7 +13,7 @@
 //!    planned with the rule's protocol and sent back, and Orthanc then holds the listener's
 //!    RTPLAN and RTDOSE (same SOP instance UIDs); the listener's log names neither the patient
 //!    name nor the ID; `rtopt pull --accession` fetches the same study by its accession
-//!    number.
+//!    number; SIGTERM stops the listener in order (exit 0).
 //! C. A test that panics while its Orthanc runs leaves no Orthanc process and no open port.
 //! D. (No Orthanc needed: an in-process listener.) An object above `max_object_bytes` aborts
 //!    the association and leaves nothing; a third object with `max_objects_per_association =
@@ -675,6 +675,21 @@ fn listener_refuses_strangers_drops_broken_transfers_and_plans_a_moved_study() {
             "'{secret}' in the listener's log:\n{all}"
         );
     }
+    // SIGTERM: the listener stops in order (nothing under way) and exits 0.
+    // SAFETY: kill(2) on the listener this test started.
+    unsafe {
+        libc::kill(guard.child.id() as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = guard.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the listener ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    log.wait_for("stopped (SIGTERM or SIGINT)", Duration::from_secs(5));
     drop(guard);
 }
 

@@ -120,12 +120,29 @@ pub fn push(a: &PushArgs) -> (String, Result<()>) {
     }
 }
 
-/// Serve until the process is stopped; events go to stderr with a UTC time stamp.
+/// Set by SIGTERM and SIGINT: the listener stops taking associations, finishes the plan under
+/// way and returns.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+#[cfg(target_os = "linux")]
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Serve until SIGTERM or SIGINT (elsewhere: until the process is killed); events go to
+/// stderr with a UTC time stamp.
 pub fn listen(a: &ListenArgs) -> Result<()> {
     let config = NetConfig::load(&a.config)?;
     let listener = rtopt::net::Listener::new(&config)?;
-    let stop = AtomicBool::new(false);
-    listener.run(&stop, &|e| {
+    #[cfg(target_os = "linux")]
+    // SAFETY: installs a handler that only stores to a static atomic.
+    unsafe {
+        let handler = on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::signal(libc::SIGTERM, handler);
+        libc::signal(libc::SIGINT, handler);
+    }
+    let log = |line: &dyn std::fmt::Display| {
         let secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
@@ -133,6 +150,9 @@ pub fn listen(a: &ListenArgs) -> Result<()> {
         let when = chrono::DateTime::from_timestamp(secs, 0)
             .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
             .unwrap_or_default();
-        eprintln!("{when} {e}");
-    })
+        eprintln!("{when} {line}");
+    };
+    listener.run(&STOP, &|e| log(e))?;
+    log(&"stopped (SIGTERM or SIGINT): no association open, no plan under way");
+    Ok(())
 }

@@ -79,6 +79,9 @@ pub enum AssociationOutcome {
 pub struct StorageScp {
     listener: TcpListener,
     config: NetConfig,
+    /// The TLS server configuration, read once at start (bad files fail there).
+    #[cfg(feature = "tls")]
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl StorageScp {
@@ -87,9 +90,22 @@ impl StorageScp {
         let addr = format!("{}:{}", config.local.bind, config.local.port);
         let listener = TcpListener::bind(&addr)
             .map_err(|e| net_error(&format!("{}@{addr}", config.local.ae_title), e))?;
+        #[cfg(not(feature = "tls"))]
+        if config.tls.is_some() {
+            return Err(Error::Config {
+                path: config.path.clone(),
+                reason: "[tls] is set but this build of rtopt has no TLS (cargo feature `tls`)"
+                    .into(),
+            });
+        }
         Ok(StorageScp {
             listener,
             config: config.clone(),
+            #[cfg(feature = "tls")]
+            tls: match &config.tls {
+                Some(t) => Some(super::tls::server_config(t)?),
+                None => None,
+            },
         })
     }
 
@@ -138,7 +154,11 @@ impl StorageScp {
         let refused = |e: dicom_ul::association::Error| AssociationOutcome::Refused {
             reason: e.to_string(),
         };
-        let (outcome, _aborted) = match &c.tls {
+        #[cfg(feature = "tls")]
+        let tls = self.tls.clone();
+        #[cfg(not(feature = "tls"))]
+        let tls: Option<std::convert::Infallible> = None;
+        let (outcome, _aborted) = match tls {
             None => match options.establish(socket) {
                 Ok(mut a) => {
                     let r = self.receive_on(&mut a, staging_parent);
@@ -147,30 +167,15 @@ impl StorageScp {
                 Err(e) => return refused(e),
             },
             #[cfg(feature = "tls")]
-            Some(t) => {
-                let config = match super::tls::server_config(t) {
-                    Ok(cfg) => cfg,
-                    Err(e) => {
-                        return AssociationOutcome::Refused {
-                            reason: e.to_string(),
-                        }
-                    }
-                };
-                match options.tls_config(config).establish_tls(socket) {
-                    Ok(mut a) => {
-                        let r = self.receive_on(&mut a, staging_parent);
-                        finish(a, r)
-                    }
-                    Err(e) => return refused(e),
+            Some(config) => match options.tls_config(config).establish_tls(socket) {
+                Ok(mut a) => {
+                    let r = self.receive_on(&mut a, staging_parent);
+                    finish(a, r)
                 }
-            }
+                Err(e) => return refused(e),
+            },
             #[cfg(not(feature = "tls"))]
-            Some(_) => {
-                return AssociationOutcome::Refused {
-                    reason: "[tls] is set but this build of rtopt has no TLS (cargo feature `tls`)"
-                        .into(),
-                }
-            }
+            Some(never) => match never {},
         };
         outcome
     }

@@ -101,6 +101,11 @@ pub enum Error {
         number: i64,
         reason: String,
     },
+    /// DICOM networking failed: a node could not be reached, refused the association or a
+    /// request, sent something rtopt does not accept, or broke off. `node` names the node
+    /// (configured name or AE title and address); `reason` never holds patient data.
+    #[error("DICOM node {node}: {reason}")]
+    Network { node: String, reason: String },
     /// One ROI of the RT Structure Set refers to another frame of reference than the CT.
     #[error("{path}: ROI {number} '{roi}': tag (3006,0024) ReferencedFrameOfReferenceUID {roi_uid} does not match the CT's FrameOfReferenceUID {ct_uid}")]
     RoiFrameOfReferenceMismatch {
@@ -146,6 +151,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Io { .. } => ErrorKind::Io,
+            Error::Network { .. } => ErrorKind::Io,
             Error::Dicom(_) => ErrorKind::Input,
             Error::Infeasible { .. } => ErrorKind::Infeasible,
             Error::Implausible { .. } => ErrorKind::Refused,

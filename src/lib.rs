@@ -84,6 +84,7 @@ pub mod gamma;
 pub mod geometry;
 pub mod io;
 pub mod machine;
+pub mod net;
 pub mod optimize;
 pub mod outputs;
 pub mod phantom;

@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod check_cmd;
+mod net_cmd;
 mod plan_cmd;
 mod progress;
 mod segment_cmd;
@@ -27,7 +28,7 @@ const EXIT_CODES: &str = "Exit codes:
   3  infeasible protocol (the conflicting constraints are named)
   4  plan refused: implausible (MU, normalisation, deliverable agreement, dose per fraction),
      hard goals not met after sequencing, or report goals not met with --strict
-  5  reading or writing a file failed (I/O)";
+  5  reading or writing a file failed (I/O), or a DICOM node failed (pull, push, listen)";
 
 #[derive(Parser)]
 #[command(
@@ -120,6 +121,15 @@ enum Command {
     Segment(segment_cmd::SegmentArgs),
     /// Dice and 95 % Hausdorff distance of the classical segmentation against a reference.
     SegmentEval(segment_cmd::SegmentEvalArgs),
+    /// Fetch a study (CT series + RT Structure Set) from a DICOM node by StudyInstanceUID or
+    /// accession number (C-FIND, C-GET) into a new case folder, checked as `inspect` checks.
+    Pull(net_cmd::PullArgs),
+    /// Send a plan folder's DICOM objects (RTPLAN, RTDOSE, any RTSTRUCT) to a DICOM node
+    /// (C-STORE), with a status per object.
+    Push(net_cmd::PushArgs),
+    /// Run the auto-planning node: receive CT + RTSTRUCT (storage SCP), plan with the protocol
+    /// of a rule file, send the plan back (docs/networking.md).
+    Listen(net_cmd::ListenArgs),
     /// Compare plan variants (output folders of `rtopt plan`): metrics, goals, DVHs.
     Compare {
         /// Two or more output folders.
@@ -325,6 +335,25 @@ fn main() -> ExitCode {
         Err(e) => return fail(e),
     };
     match cli.command {
+        Command::Pull(a) => match net_cmd::pull(&a) {
+            Ok(text) => {
+                emit(&text);
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Command::Push(a) => {
+            let (text, result) = net_cmd::push(&a);
+            emit(&text);
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Command::Listen(a) => match net_cmd::listen(&a) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        },
         Command::Segment(a) => match source_date_epoch()
             .and_then(|created| rtopt::segment::task::segment(&a.request(budget, created)))
         {

@@ -58,6 +58,7 @@ __all__ = [
     "SequencedPlan",
     "Structure",
     "plan",
+    "refuse_unmet",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -492,16 +493,35 @@ class PlannedCase:
         self._n.write(os.fspath(out), force)
 
 
+def refuse_unmet(planned: PlannedCase, strict: bool = False) -> None:
+    """Raise :class:`PlanRefusedError` (with the plan as ``.planned``) when a hard goal is not
+    met on the deliverable dose, or with ``strict`` a report-only goal: the cases in which
+    ``rtopt plan`` exits 4 after writing the files for review."""
+    unmet = [
+        f"{g['structure']} {g['goal']} ({g['achieved']:.2f} {g['unit']})"
+        for g in planned.goals
+        if g["met"] is False and (strict or g["kind"] == "constraint")
+    ]
+    if not planned.constraints_met or (strict and not planned.all_goals_met):
+        what = "goals" if strict else "hard goals"
+        err = PlanRefusedError(f"{what} not met on the deliverable dose: {'; '.join(unmet)}")
+        err.planned = planned  # type: ignore[attr-defined]
+        raise err
+
+
 def plan(
     case: Case,
     protocol: Protocol,
     out: Optional[PathLike] = None,
     force: bool = False,
+    strict: bool = False,
     **options: Any,
 ) -> PlannedCase:
     """The whole pipeline once, as ``rtopt plan`` runs it: the output folder is checked
     before any computation, then prepare, optimise, sequence, finish and (with ``out``)
-    write. Options as for :class:`Planner`."""
+    write. As the command line exits 4, :func:`refuse_unmet` then raises
+    :class:`PlanRefusedError` when a hard goal (with ``strict``, any goal) is not met on the
+    deliverable dose; the files stay written for review. Options as for :class:`Planner`."""
     planner = Planner(case, protocol, **options)
     if out is not None:
         planner.check_output(out, force)
@@ -510,4 +530,5 @@ def plan(
     planned = prepared.finish(optimised, prepared.sequence(optimised))
     if out is not None:
         planned.write(out, force)
+    refuse_unmet(planned, strict)
     return planned

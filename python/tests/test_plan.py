@@ -42,6 +42,18 @@ def test_python_plan_is_the_command_lines_plan(tg119_case, tg119_protocol, rtopt
     assert planned.report["delivery"] == cli_report["delivery"]
     assert planned.constraints_met
 
+    # TG-119's report-only goal Core D10 <= 10 Gy is not met (16.7 Gy): `rtopt plan
+    # --strict` exits 4, and so `strict` refuses it by name; the hard goals are met.
+    rtopt.refuse_unmet(planned)
+    with pytest.raises(rtopt.PlanRefusedError, match="Core D10 <= 10 Gy") as e:
+        rtopt.refuse_unmet(planned, strict=True)
+    assert e.value.planned is planned
+    strict = subprocess.run(
+        [str(rtopt_bin), "plan", str(TG119), "--out", str(workdir / "strict"), "--quiet", "--strict"],
+        env=env, capture_output=True, text=True,
+    )
+    assert strict.returncode == 4, strict.stderr
+
     # The dose array is RTDOSE's, placed where pydicom places the file's pixels.
     ds = pydicom.dcmread(py_out / "RTDOSE.dcm")
     grid = planned.dose_grid

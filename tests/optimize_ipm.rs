@@ -8,6 +8,9 @@ mod common;
 use std::path::Path;
 
 use rtopt::dvh;
+use rtopt::optimize::goals::dvh::{DvhMax, DvhMin};
+use rtopt::optimize::goals::mean::{MeanMax, MeanMin};
+use rtopt::optimize::goals::voxel_limit::{MaxDose, MinDose};
 use rtopt::optimize::synthetic::{c_shape, c_shape_partial, SyntheticCase};
 use rtopt::optimize::{
     Backend, GoalKind, GoalRole, OptimizationResult, OptimizeOptions, PlanningProblem, Protocol,
@@ -85,33 +88,33 @@ fn check_constraints(case: &SyntheticCase, p: &Protocol, r: &OptimizationResult)
             let w = dvh::WeightedDoses::new(&dw, &s.weighted.weights);
             let tol = 1e-6;
             match g.kind {
-                GoalKind::MaxDose { dose_gy, .. } => {
+                GoalKind::MaxDose(MaxDose { dose_gy, .. }) => {
                     assert!(dvh::max(&d) <= dose_gy + tol, "{} max", sg.name)
                 }
-                GoalKind::MinDose { dose_gy, .. } => {
+                GoalKind::MinDose(MinDose { dose_gy, .. }) => {
                     assert!(dvh::min(&d) >= dose_gy - tol, "{} min", sg.name)
                 }
-                GoalKind::MeanMax { dose_gy, .. } => {
+                GoalKind::MeanMax(MeanMax { dose_gy, .. }) => {
                     assert!(w.mean() <= dose_gy + tol, "{} mean", sg.name)
                 }
-                GoalKind::MeanMin { dose_gy, .. } => {
+                GoalKind::MeanMin(MeanMin { dose_gy, .. }) => {
                     assert!(w.mean() >= dose_gy - tol, "{} mean", sg.name)
                 }
-                GoalKind::DvhMax {
+                GoalKind::DvhMax(DvhMax {
                     dose_gy,
                     volume_pct,
                     ..
-                } => {
+                }) => {
                     let cv = w.upper_cvar(volume_pct);
                     let dx = w.dose_at_volume(volume_pct);
                     assert!(cv <= dose_gy + tol, "{} CVaR {cv}", sg.name);
                     assert!(dx <= dose_gy + tol, "{} D{volume_pct} {dx}", sg.name);
                 }
-                GoalKind::DvhMin {
+                GoalKind::DvhMin(DvhMin {
                     dose_gy,
                     volume_pct,
                     ..
-                } => {
+                }) => {
                     let cv = w.lower_cvar(100.0 - volume_pct);
                     let dx = w.dose_at_volume(volume_pct);
                     assert!(cv >= dose_gy - tol, "{} CVaR {cv}", sg.name);

@@ -138,6 +138,11 @@ fn cvxpy_peer_agrees_with_rtopt_on_the_exported_problem() {
         g0["n_voxels"].as_f64().unwrap(),
     );
     assert!(nw < nv, "total weight {nw} of {nv} voxels");
+    // Each goal carries its formulation, from which peer.py builds its problem: the
+    // deviation as a dense quadratic, the max dose as voxel rows.
+    assert_eq!(g0["type"], "deviation");
+    assert!(g0["terms"]["quadratic"].as_f64().unwrap() > 0.0, "{g0}");
+    assert_eq!(meta["goals"][4]["terms"]["parts"][0]["part"], "voxels");
     // Goal 4 (OuterTarget max dose) acts on whole voxels.
     assert_eq!(
         meta["goals"][4]["total_weight"].as_f64(),

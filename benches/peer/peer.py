@@ -2,10 +2,12 @@
 """State the problem written by `rtopt export-problem` in CVXPY, the way PortPy does, solve it
 with CVXPY's solvers and compare with rtopt's solution.
 
-Objectives are sums of squared positive parts (cp.sum_squares(cp.pos(...))), constraints are
-CVXPY constraints and DVH limits use the Rockafellar-Uryasev CVaR form, as in PortPy's
-`Optimization`. The objective definition is the one in `problem.json` (and
-docs/peer-benchmark.md); this script evaluates it independently on rtopt's solution too.
+The CVXPY problem is built from each goal's `terms`: the same backend-neutral formulation
+that rtopt's two solvers translate (src/optimize/goals/terms.rs), so a new goal type needs no
+code here. Squared hinges become cp.sum_squares(cp.pos(...)), CVaR tails the
+Rockafellar-Uryasev form, as in PortPy's `Optimization`. Independently of that formulation,
+this script evaluates the objective's definition (`problem.json`, docs/peer-benchmark.md) and
+every hard constraint on rtopt's solution and on the peer's, from the goals' parameters.
 
 Usage: peer.py EXPORT_DIR [--solver CLARABEL] [--solver SCS] [--json OUT.json]
 Prints one line per solver and, with --json, writes the figures for the driver.
@@ -25,8 +27,8 @@ import scipy.sparse as sp
 def load(export_dir):
     with open(os.path.join(export_dir, "problem.json")) as f:
         meta = json.load(f)
-    if meta.get("format") != "rtopt-problem" or meta.get("version") != 2:
-        raise SystemExit(f"{export_dir}/problem.json: not an rtopt-problem version 2 file")
+    if meta.get("format") != "rtopt-problem" or meta.get("version") != 3:
+        raise SystemExit(f"{export_dir}/problem.json: not an rtopt-problem version 3 file")
     a = sp.load_npz(os.path.join(export_dir, "influence.npz")).tocsr().astype(np.float64)
     arrays = dict(np.load(os.path.join(export_dir, "problem.npz")))
     return meta, a, arrays
@@ -59,6 +61,8 @@ def objective_value(meta, a, arrays, x):
         k = g["goal"]
         if g["role"] != "objective":
             continue
+        if k is None:
+            raise SystemExit(f"goal type {g['type']} has no definition here to check against")
         dv = d[arrays[g["rows_key"]]]
         vw = arrays[g["weights_key"]]
         w, t = k.get("weight", 0.0), k["type"]
@@ -97,6 +101,8 @@ def violations(meta, a, arrays, x):
         if g["role"] != "constraint":
             continue
         k, dv = g["goal"], d[arrays[g["rows_key"]]]
+        if k is None:
+            raise SystemExit(f"goal type {g['type']} has no definition here to check against")
         vw = arrays[g["weights_key"]]
         t, lim = k["type"], k["dose_gy"]
         name = f'{g["structure"]}: {g["description"]}'
@@ -120,56 +126,63 @@ def violations(meta, a, arrays, x):
 
 
 def build(meta, a, arrays):
-    """The CVXPY problem, PortPy-style."""
+    """The CVXPY problem, from each goal's terms (see the module notes)."""
     f = meta["fractions"]
     n = meta["n_beamlets"]
     x = cp.Variable(n, nonneg=True, name="x")
     terms, cons = [], []
     for g in active_goals(meta):
-        k = g["goal"]
+        tm = g["terms"]
         rows = arrays[g["rows_key"]]
         vw = arrays[g["weights_key"]]
-        ag = f * a[rows, :]
-        nv = float(np.sum(vw))
-        dv = ag @ x
+        dv = (f * a[rows, :]) @ x
         # Squared terms weigh voxel v by w_v: sum w_v h_v^2 = ||sqrt(w) h||^2.
         sw = np.sqrt(vw)
-        t = k["type"]
-        if t == "deviation":
-            terms.append(k["weight"] / nv * cp.sum_squares(cp.multiply(sw, dv - k["dose_gy"])))
-        elif t == "overdose":
-            terms.append(
-                k["weight"] / nv * cp.sum_squares(cp.multiply(sw, cp.pos(dv - k["dose_gy"])))
-            )
-        elif t == "underdose":
-            terms.append(
-                k["weight"] / nv * cp.sum_squares(cp.multiply(sw, cp.pos(k["dose_gy"] - dv)))
-            )
-        elif t == "mean_dose":
-            terms.append(k["weight"] * (vw @ dv) / nv)
-        elif t == "eud":
-            a_ = k["a"]
-            terms.append(k["weight"] * nv ** (-1.0 / a_) * cp.pnorm(cp.multiply(vw ** (1.0 / a_), dv), a_))
-        elif t == "max_penalty":
-            terms.append(k["weight"] * cp.max(dv))
-        elif t == "max_dose":
-            cons.append(dv <= k["dose_gy"])
-        elif t == "min_dose":
-            cons.append(dv >= k["dose_gy"])
-        elif t == "mean_max":
-            cons.append((vw @ dv) / nv <= k["dose_gy"])
-        elif t == "mean_min":
-            cons.append((vw @ dv) / nv >= k["dose_gy"])
-        elif t == "dvh_max":
-            p = k["volume_pct"] / 100.0
-            tv = cp.Variable()
-            cons.append(tv + (vw @ cp.pos(dv - tv)) / (p * nv) <= k["dose_gy"])
-        elif t == "dvh_min":
-            p = 1.0 - k["volume_pct"] / 100.0
-            tv = cp.Variable()
-            cons.append(tv - (vw @ cp.pos(tv - dv)) / (p * nv) >= k["dose_gy"])
+        y = [cp.Variable(nonneg=v["nonneg"]) for v in tm["vars"]]
+        terms += [v["cost"] * yk for v, yk in zip(tm["vars"], y) if v["cost"] != 0.0]
+
+        def lin(pairs):
+            return sum((c * y[k] for k, c in pairs), 0.0)
+
+        q, l, c0 = tm["quadratic"], tm["linear"], tm["constant"]
+        if q > 0.0:
+            # q sum w d^2 + l sum w d + c0 = q sum w (d - m)^2 + (c0 - q m^2 N), m = -l / 2q:
+            # the square completed, as PortPy states a deviation (no cancellation).
+            m = -l / (2.0 * q)
+            terms.append(q * cp.sum_squares(cp.multiply(sw, dv - m)))
+            rest = c0 - q * m * m * float(np.sum(vw))
+            if rest != 0.0:
+                terms.append(rest)
         else:
-            raise SystemExit(f"unknown goal type {t}")
+            if l != 0.0:
+                terms.append(l * (vw @ dv))
+            if c0 != 0.0:
+                terms.append(c0)
+        excess = {}
+        for i, part in enumerate(tm["parts"]):
+            kind = part["part"]
+            if kind == "voxels":
+                row = part["sign"] * dv + lin(part["vars"]) - part["h_gy"]
+                hinge = part["hinge"]["kind"]
+                if hinge == "none":
+                    cons.append(row <= 0)
+                elif hinge == "squared":
+                    h = part["hinge"]["hessian"]
+                    terms.append(h / 2.0 * cp.sum_squares(cp.multiply(sw, cp.pos(row))))
+                elif hinge == "excess":
+                    excess[i] = cp.pos(row)
+                else:
+                    raise SystemExit(f"goal {g['index']}: unknown hinge {hinge}")
+            elif kind == "sum":
+                cons.append(part["coef"] * (vw @ dv) + lin(part["vars"]) <= part["h_gy"])
+            elif kind == "tail":
+                u = excess[part["voxels"]]
+                cons.append(lin(part["vars"]) + part["beta"] * (vw @ u) <= part["h_gy"])
+            elif kind == "power_mean":
+                p_ = part["a"]
+                terms.append(part["cost"] * cp.pnorm(cp.multiply(vw ** (1.0 / p_), dv), p_))
+            else:
+                raise SystemExit(f"goal {g['index']}: unknown part {kind}")
     fl = meta["fluence"]
     pairs = arrays[fl["pairs_key"]]
     if fl["smoothness_weight"] > 0 and len(pairs) > 0:

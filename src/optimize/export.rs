@@ -23,8 +23,10 @@ use crate::io::npz::{write_npz, NpyArray};
 
 /// Format name and version in `problem.json`.
 pub const FORMAT: &str = "rtopt-problem";
-/// Version 2: goals carry voxel weights (`goal_<k>_weights`).
-pub const FORMAT_VERSION: u32 = 2;
+/// Version 2: goals carry voxel weights (`goal_<k>_weights`). Version 3: goals carry their
+/// formulation (`terms`, [`super::Terms`]) and their type name; `goal` is absent for a goal
+/// type defined outside the library.
+pub const FORMAT_VERSION: u32 = 3;
 
 #[derive(Serialize)]
 struct StructureEntry {
@@ -44,7 +46,13 @@ struct GoalEntry {
     /// Whether the goal is part of the optimisation problem (hard constraints and objectives
     /// with a positive weight).
     in_problem: bool,
-    goal: GoalKind,
+    /// The protocol's type name of the goal (`dvh_min`).
+    #[serde(rename = "type")]
+    type_name: &'static str,
+    /// The protocol's parameters (`None` for a goal type defined outside the library).
+    goal: Option<GoalKind>,
+    /// The goal's formulation in the backends' vocabulary ([`super::Terms`]).
+    terms: super::Terms,
     rows_key: String,
     weights_key: String,
     n_voxels: usize,
@@ -103,7 +111,8 @@ fluence_pairs (x_i-x_j)^2 and total_mu_weight * sum x. Hard constraints: max_dos
 min_dose d>=D, mean_max mean(d)<=D, mean_min mean(d)>=D, dvh_max CVaR upper \
 min_t t + 1/(pN) sum w_v max(d_v-t,0) <= D with p = volume_pct/100, dvh_min CVaR lower \
 max_t t - 1/(pN) sum w_v max(t-d_v,0) >= D with p = 1 - volume_pct/100; \
-x <= max_beamlet_mu when set.";
+x <= max_beamlet_mu when set. Each goal's terms state the same in the solvers' vocabulary \
+(src/optimize/goals/terms.rs).";
 
 /// Write the problem (and, when given, rtopt's solution of it) into the folder `out_dir`
 /// (an existing folder only as `replace` allows, see [`crate::outputs`]).
@@ -176,7 +185,9 @@ pub fn write_problem(
             description: g.kind.describe(),
             role,
             in_problem: PlanningProblem::is_active(g, false),
-            goal: g.kind.clone(),
+            type_name: g.kind.term().type_name(),
+            goal: (!matches!(g.kind, GoalKind::Custom(_))).then(|| g.kind.clone()),
+            terms: g.terms(problem.rx_gy),
             rows_key: key,
             weights_key: wkey,
             n_voxels: g.rows.len(),

@@ -17,7 +17,9 @@
 //! let variant = problem.solve(&OptimizeOptions::default())?;
 //! ```
 
+mod clarabel;
 pub mod export;
+pub mod goals;
 pub mod hessian;
 pub mod ipm;
 pub mod observer;
@@ -27,10 +29,6 @@ pub mod synthetic;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use clarabel::algebra::CscMatrix;
-use clarabel::solver::{
-    DefaultSettingsBuilder, DefaultSolver, IPSolver, SolverStatus, SupportedConeT,
-};
 use serde::Serialize;
 
 use crate::beams::Beam;
@@ -39,6 +37,7 @@ use crate::dose::{
 };
 use crate::dvh;
 use crate::error::{Error, Result};
+pub use goals::{Candidates, CustomGoal, Evaluation, GoalTerm, Limit, Terms};
 pub use hessian::DenseSym;
 pub use protocol::{
     BeamsSection, FluenceSection, Goal, GoalKind, Mode, PlanSection, Prescription, Protocol,
@@ -288,6 +287,13 @@ struct GoalSpec {
 }
 
 impl GoalSpec {
+    /// The goal's formulation ([`GoalTerm::formulate`]) with its `N`.
+    fn terms(&self, rx_gy: f64) -> Terms {
+        let mut t = Terms::new(self.total_w, rx_gy);
+        self.kind.term().formulate(&mut t);
+        t
+    }
+
     /// Weight of row `r` in the goal (0 when the goal does not hold it).
     fn weight_of(&self, r: u32) -> f64 {
         self.rows
@@ -301,71 +307,6 @@ impl GoalSpec {
         let d: Vec<f64> = self.rows.iter().map(|&r| dose[r as usize]).collect();
         dvh::WeightedDoses::new(&d, &self.wts)
     }
-}
-
-/// Who owns a constraint row (for infeasibility diagnosis).
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Owner {
-    Goal(usize),
-    Bounds,
-}
-
-/// Constraint rows under construction (CSR).
-#[derive(Default)]
-struct Rows {
-    ptr: Vec<usize>,
-    cols: Vec<usize>,
-    vals: Vec<f64>,
-    b: Vec<f64>,
-    owner: Vec<Owner>,
-}
-
-impl Rows {
-    fn new() -> Self {
-        Rows {
-            ptr: vec![0],
-            ..Default::default()
-        }
-    }
-    fn len(&self) -> usize {
-        self.b.len()
-    }
-    /// Add the row `sum entries <= b` (or `= b` / cone slot, depending on the block).
-    fn push(&mut self, entries: impl IntoIterator<Item = (usize, f64)>, b: f64, owner: Owner) {
-        for (c, v) in entries {
-            if v != 0.0 {
-                self.cols.push(c);
-                self.vals.push(v);
-            }
-        }
-        self.ptr.push(self.cols.len());
-        self.b.push(b);
-        self.owner.push(owner);
-    }
-}
-
-/// A per-voxel hinge family: voxel `v` matters only when `sign * (d_v - theta) > 0`.
-struct Hinge {
-    goal: usize,
-    sign: f64,
-    theta_const: f64,
-    theta_vars: Vec<(usize, f64)>,
-}
-
-/// The formulated problem handed to Clarabel.
-struct Formulation {
-    n_var: usize,
-    p: CscMatrix<f64>,
-    q: Vec<f64>,
-    a: CscMatrix<f64>,
-    b: Vec<f64>,
-    cones: Vec<SupportedConeT<f64>>,
-    owner: Vec<Owner>,
-    hinges: Vec<Hinge>,
-    /// Constant added to Clarabel's objective (deviation terms).
-    obj_const: f64,
-    /// Relax slack variable per goal.
-    slack_var: Vec<Option<usize>>,
 }
 
 /// A fluence-optimisation problem: influence matrix, structures, protocol and cached
@@ -450,7 +391,7 @@ impl<'a> PlanningProblem<'a> {
             && kinds
                 .iter()
                 .zip(&self.goals)
-                .all(|(k, g)| std::mem::discriminant(*k) == std::mem::discriminant(&g.kind));
+                .all(|(k, g)| k.term().type_name() == g.kind.term().type_name());
         if !same {
             return Err(Error::Invalid(
                 "a variant must keep the structures and goal types of the prepared protocol; change weights and doses only".into(),
@@ -719,16 +660,13 @@ impl<'a> PlanningProblem<'a> {
             .get(goal)
             .ok_or_else(|| Error::Invalid(format!("no goal {goal}")))?;
         let (structure, description) = (g.structure.clone(), g.kind.describe());
-        let upper = match g.kind {
-            GoalKind::MaxDose { mode, .. }
-            | GoalKind::MeanMax { mode, .. }
-            | GoalKind::DvhMax { mode, .. } => (mode == Mode::Hard).then_some(true),
-            GoalKind::MinDose { mode, .. }
-            | GoalKind::MeanMin { mode, .. }
-            | GoalKind::DvhMin { mode, .. } => (mode == Mode::Hard).then_some(false),
-            _ => None,
-        }
-        .ok_or_else(|| {
+        let upper = g
+            .kind
+            .term()
+            .limit()
+            .filter(|_| g.kind.mode() == Mode::Hard)
+            .map(|l| l == Limit::Upper)
+            .ok_or_else(|| {
             Error::Invalid(format!(
                 "'{structure} {description}' is not a hard constraint: only a hard limit has a tightening cost"
             ))
@@ -740,7 +678,7 @@ impl<'a> PlanningProblem<'a> {
                 self.goals.len()
             )));
         }
-        let limit = g.kind.clone().dose_gy_mut().map_or(0.0, |d| *d);
+        let limit = g.kind.dose_gy().unwrap_or(0.0);
         let tighter = if upper {
             limit - delta_gy
         } else {
@@ -807,18 +745,12 @@ impl<'a> PlanningProblem<'a> {
     /// `solve` as needed; exposed so benchmarks can time it separately.
     pub fn precompute(&self) {
         for g in &self.goals {
-            match g.kind {
-                GoalKind::Deviation { .. } => {
-                    self.hess(g);
-                    self.colsum(g);
-                }
-                GoalKind::MeanDose { .. } | GoalKind::MeanMax { .. } | GoalKind::MeanMin { .. } => {
-                    self.colsum(g);
-                }
-                GoalKind::Eud { a: 1.0, .. } => {
-                    self.colsum(g);
-                }
-                _ => {}
+            let t = g.terms(self.rx_gy);
+            if t.uses_gram() {
+                self.hess(g);
+            }
+            if t.uses_colsum() {
+                self.colsum(g);
             }
         }
     }
@@ -852,60 +784,44 @@ impl<'a> PlanningProblem<'a> {
         })
     }
 
-    /// Sign and reference threshold of a hinge goal for initial row selection.
-    fn hinge_sign(kind: &GoalKind) -> Option<f64> {
-        match kind {
-            GoalKind::Overdose { .. }
-            | GoalKind::MaxPenalty { .. }
-            | GoalKind::MaxDose { .. }
-            | GoalKind::DvhMax { .. } => Some(1.0),
-            GoalKind::Underdose { .. } | GoalKind::MinDose { .. } | GoalKind::DvhMin { .. } => {
-                Some(-1.0)
-            }
-            _ => None,
-        }
-    }
-
     fn initial_candidates(&self, gi: usize, opts: &OptimizeOptions) -> Vec<u32> {
         let g = &self.goals[gi];
         if g.rows.len() <= opts.full_rows_limit {
             return g.rows.clone();
         }
         let d0 = self.reference_dose();
-        let sign = Self::hinge_sign(&g.kind).unwrap_or(1.0);
-        // CVaR terms: only the tail beyond the VaR matters; start from three times the tail
-        // of the reference dose (by rank), constraint generation adds what is missing.
-        let tail = match g.kind {
-            GoalKind::DvhMax { volume_pct, .. } => Some(volume_pct / 100.0),
-            GoalKind::DvhMin { volume_pct, .. } => Some(1.0 - volume_pct / 100.0),
-            _ => None,
-        };
-        if let Some(p) = tail {
-            let k = ((3.0 * p * g.rows.len() as f64).ceil() as usize + 50).min(g.rows.len());
-            let mut idx: Vec<u32> = g.rows.clone();
-            // hottest first for upper tails, coldest first for lower tails; ties by row
-            idx.sort_by(|&a, &b| {
-                let (da, db) = (d0[a as usize], d0[b as usize]);
-                (sign * db).total_cmp(&(sign * da)).then(a.cmp(&b))
-            });
-            idx.truncate(k);
-            idx.sort_unstable();
-            return idx;
+        match g.kind.term().candidates() {
+            Candidates::All => g.rows.clone(),
+            // CVaR terms: only the tail beyond the VaR matters; start from three times the
+            // tail of the reference dose (by rank), constraint generation adds what is missing.
+            Candidates::Tail { limit, fraction } => {
+                let sign = limit.sign();
+                let k =
+                    ((3.0 * fraction * g.rows.len() as f64).ceil() as usize + 50).min(g.rows.len());
+                let mut idx: Vec<u32> = g.rows.clone();
+                // hottest first for upper tails, coldest first for lower tails; ties by row
+                idx.sort_by(|&a, &b| {
+                    let (da, db) = (d0[a as usize], d0[b as usize]);
+                    (sign * db).total_cmp(&(sign * da)).then(a.cmp(&b))
+                });
+                idx.truncate(k);
+                idx.sort_unstable();
+                idx
+            }
+            Candidates::Threshold { limit, dose_gy } => {
+                let sign = limit.sign();
+                let theta = dose_gy.unwrap_or_else(|| {
+                    let ext = g.rows.iter().map(|&r| sign * d0[r as usize]);
+                    sign * ext.fold(0.0f64, f64::max)
+                });
+                let margin = 0.25 * theta.abs().max(0.05 * self.rx_gy);
+                g.rows
+                    .iter()
+                    .copied()
+                    .filter(|&r| sign * (d0[r as usize] - theta) > -margin)
+                    .collect()
+            }
         }
-        let theta = match g.kind {
-            GoalKind::MaxPenalty { .. } => g
-                .rows
-                .iter()
-                .map(|&r| d0[r as usize])
-                .fold(0.0f64, f64::max),
-            _ => g.kind.dose_gy().unwrap_or(self.rx_gy),
-        };
-        let margin = 0.25 * theta.abs().max(0.05 * self.rx_gy);
-        g.rows
-            .iter()
-            .copied()
-            .filter(|&r| sign * (d0[r as usize] - theta) > -margin)
-            .collect()
     }
 
     fn is_active(g: &GoalSpec, relax: bool) -> bool {
@@ -914,329 +830,6 @@ impl<'a> PlanningProblem<'a> {
         }
         let _ = relax;
         g.kind.mode() == Mode::Hard
-    }
-
-    /// Build the Clarabel problem for the current candidate rows.
-    fn formulate(&self, cand: &[Option<Vec<u32>>], opts: &OptimizeOptions) -> Formulation {
-        let n = self.a.n_cols();
-        let f = self.fractions;
-        let mut q = vec![0.0; n];
-        let mut nvar = n;
-        let mut pdiag: Vec<(usize, f64)> = Vec::new();
-        let mut eq = Rows::new();
-        let mut nn = Rows::new();
-        let mut pw = Rows::new();
-        let mut pw_alpha: Vec<f64> = Vec::new();
-        let mut hinges = Vec::new();
-        let mut dense: Vec<(f64, Arc<DenseSym>)> = Vec::new();
-        let mut obj_const = 0.0;
-        let mut slack_var = vec![None; self.goals.len()];
-        let a: &InfluenceMatrix = &self.a;
-        // sum_k scale * A[v, k] x_k
-        let vrow = |v: u32, scale: f64| {
-            let (c, vals) = a.row(v as usize);
-            c.iter()
-                .zip(vals)
-                .map(move |(&c, &val)| (c as usize, scale * val as f64))
-        };
-        let mut new_var = |q: &mut Vec<f64>, cost: f64| {
-            q.push(cost);
-            nvar += 1;
-            nvar - 1
-        };
-
-        for (gi, g) in self.goals.iter().enumerate() {
-            if !Self::is_active(g, opts.relax) {
-                continue;
-            }
-            // N of the normalised terms: the goal's voxels, each counted with its weight.
-            let nv = g.total_w;
-            let own = Owner::Goal(gi);
-            let cset: &[u32] = cand[gi].as_deref().unwrap_or(&g.rows);
-            // relax slack: theta shifted by sigma (>= 0) with linear penalty
-            let sigma = if !g.kind.is_objective() && opts.relax {
-                let s = new_var(&mut q, opts.relax_weight);
-                nn.push([(s, -1.0)], 0.0, own);
-                slack_var[gi] = Some(s);
-                Some(s)
-            } else {
-                None
-            };
-            let sig = |coef: f64| sigma.map(|s| (s, coef));
-            match g.kind {
-                GoalKind::Deviation { dose_gy, weight } => {
-                    let c = 2.0 * weight * f * f / nv;
-                    dense.push((c, self.hess(g)));
-                    let cs = self.colsum(g);
-                    for k in 0..n {
-                        q[k] -= 2.0 * weight * f * dose_gy / nv * cs[k];
-                    }
-                    obj_const += weight * dose_gy * dose_gy;
-                }
-                GoalKind::MeanDose { weight } => {
-                    let cs = self.colsum(g);
-                    for k in 0..n {
-                        q[k] += weight * f / nv * cs[k];
-                    }
-                }
-                GoalKind::Eud { a: 1.0, weight } => {
-                    let cs = self.colsum(g);
-                    for k in 0..n {
-                        q[k] += weight * f / nv * cs[k];
-                    }
-                }
-                GoalKind::Eud { a: ea, weight } => {
-                    // (sum_v w_v d_v^a)^(1/a) <= tau via power cones (r_v, tau, d_v),
-                    // r_v >= d_v^a / tau^(a-1), and sum_v w_v r_v = tau; the term is
-                    // N^(-1/a) tau = (1/N sum_v w_v d_v^a)^(1/a).
-                    let tau = new_var(&mut q, weight * nv.powf(-1.0 / ea));
-                    let mut sum_entries = vec![(tau, -1.0)];
-                    for (&v, &wv) in g.rows.iter().zip(&g.wts) {
-                        let r = new_var(&mut q, 0.0);
-                        sum_entries.push((r, wv as f64));
-                        pw.push([(r, -1.0)], 0.0, own);
-                        pw.push([(tau, -1.0)], 0.0, own);
-                        pw.push(vrow(v, -f), 0.0, own);
-                        pw_alpha.push(1.0 / ea);
-                    }
-                    eq.push(sum_entries, 0.0, own);
-                }
-                GoalKind::Overdose { dose_gy, weight }
-                | GoalKind::Underdose { dose_gy, weight } => {
-                    let s = if matches!(g.kind, GoalKind::Overdose { .. }) {
-                        1.0
-                    } else {
-                        -1.0
-                    };
-                    for &v in cset {
-                        let u = new_var(&mut q, 0.0);
-                        pdiag.push((u, 2.0 * weight * g.weight_of(v) / nv));
-                        // u >= 0 is implied: minimising u^2 subject to u >= s (d - D)
-                        // gives u = max(s (d - D), 0).
-                        nn.push(vrow(v, s * f).chain([(u, -1.0)]), s * dose_gy, own);
-                    }
-                    hinges.push(Hinge {
-                        goal: gi,
-                        sign: s,
-                        theta_const: dose_gy,
-                        theta_vars: vec![],
-                    });
-                }
-                GoalKind::MaxPenalty { weight } => {
-                    let z = new_var(&mut q, weight);
-                    nn.push([(z, -1.0)], 0.0, own);
-                    for &v in cset {
-                        nn.push(vrow(v, f).chain([(z, -1.0)]), 0.0, own);
-                    }
-                    hinges.push(Hinge {
-                        goal: gi,
-                        sign: 1.0,
-                        theta_const: 0.0,
-                        theta_vars: vec![(z, 1.0)],
-                    });
-                }
-                GoalKind::MaxDose { dose_gy, .. } | GoalKind::MinDose { dose_gy, .. } => {
-                    let s = if matches!(g.kind, GoalKind::MaxDose { .. }) {
-                        1.0
-                    } else {
-                        -1.0
-                    };
-                    for &v in cset {
-                        nn.push(vrow(v, s * f).chain(sig(-1.0)), s * dose_gy, own);
-                    }
-                    hinges.push(Hinge {
-                        goal: gi,
-                        sign: s,
-                        theta_const: dose_gy,
-                        theta_vars: sigma.map(|sv| vec![(sv, s)]).unwrap_or_default(),
-                    });
-                }
-                GoalKind::MeanMax { dose_gy, .. } | GoalKind::MeanMin { dose_gy, .. } => {
-                    let s = if matches!(g.kind, GoalKind::MeanMax { .. }) {
-                        1.0
-                    } else {
-                        -1.0
-                    };
-                    let cs = self.colsum(g);
-                    let entries: Vec<(usize, f64)> =
-                        (0..n).map(|k| (k, s * f / nv * cs[k])).collect();
-                    nn.push(entries.into_iter().chain(sig(-1.0)), s * dose_gy, own);
-                }
-                GoalKind::DvhMax {
-                    dose_gy,
-                    volume_pct,
-                    ..
-                }
-                | GoalKind::DvhMin {
-                    dose_gy,
-                    volume_pct,
-                    ..
-                } => {
-                    // Upper: t + 1/(pN) sum u_v <= D, u_v >= d_v - t.
-                    // Lower: t - 1/(pN) sum u_v >= D, u_v >= t - d_v, p = 1 - volume.
-                    let upper = matches!(g.kind, GoalKind::DvhMax { .. });
-                    let s = if upper { 1.0 } else { -1.0 };
-                    let p = if upper {
-                        volume_pct / 100.0
-                    } else {
-                        1.0 - volume_pct / 100.0
-                    };
-                    let t = new_var(&mut q, 0.0);
-                    let mut main = vec![(t, s)];
-                    for &v in cset {
-                        let u = new_var(&mut q, 0.0);
-                        nn.push(vrow(v, s * f).chain([(t, -s), (u, -1.0)]), 0.0, own);
-                        nn.push([(u, -1.0)], 0.0, own);
-                        main.push((u, g.weight_of(v) / (p * nv)));
-                    }
-                    nn.push(main.into_iter().chain(sig(-1.0)), s * dose_gy, own);
-                    hinges.push(Hinge {
-                        goal: gi,
-                        sign: s,
-                        theta_const: 0.0,
-                        theta_vars: vec![(t, 1.0)],
-                    });
-                }
-            }
-        }
-        // Fluence terms and bounds.
-        if self.fluence.total_mu_weight > 0.0 {
-            for qk in q.iter_mut().take(n) {
-                *qk += self.fluence.total_mu_weight;
-            }
-        }
-        for k in 0..n {
-            nn.push([(k, -1.0)], 0.0, Owner::Bounds);
-        }
-        if let Some(ub) = self.fluence.max_beamlet_mu {
-            for k in 0..n {
-                nn.push([(k, 1.0)], ub, Owner::Bounds);
-            }
-        }
-        // Smoothness Laplacian, per column j: entries (i <= j).
-        let mut lap: Vec<Vec<(usize, f64)>> = vec![Vec::new(); n];
-        if self.fluence.smoothness_weight > 0.0 && !self.pairs.is_empty() {
-            let c = 2.0 * self.fluence.smoothness_weight / self.pairs.len() as f64;
-            for &(i, j) in &self.pairs {
-                lap[i].push((i, c));
-                lap[j].push((j, c));
-                lap[j].push((i, -c));
-            }
-            for col in &mut lap {
-                col.sort_by_key(|e| e.0);
-                col.dedup_by(|b, a| {
-                    if a.0 == b.0 {
-                        a.1 += b.1;
-                        true
-                    } else {
-                        false
-                    }
-                });
-            }
-        }
-        // P (upper triangle, CSC).
-        let mut colptr = Vec::with_capacity(nvar + 1);
-        let mut rowval = Vec::new();
-        let mut nzval = Vec::new();
-        colptr.push(0);
-        let mut colbuf = vec![0.0; n];
-        for j in 0..n {
-            if dense.is_empty() {
-                for &(i, v) in &lap[j] {
-                    rowval.push(i);
-                    nzval.push(v);
-                }
-            } else {
-                let buf = &mut colbuf[..=j];
-                buf.iter_mut().for_each(|v| *v = 0.0);
-                for (c, h) in &dense {
-                    let col = &h.h[j * n..j * n + j + 1];
-                    for (b, &hv) in buf.iter_mut().zip(col) {
-                        *b += c * hv;
-                    }
-                }
-                for &(i, v) in &lap[j] {
-                    buf[i] += v;
-                }
-                for (i, &v) in buf.iter().enumerate() {
-                    if v != 0.0 {
-                        rowval.push(i);
-                        nzval.push(v);
-                    }
-                }
-            }
-            colptr.push(rowval.len());
-        }
-        let mut pd = pdiag.into_iter().peekable();
-        for j in n..nvar {
-            if let Some(&(u, v)) = pd.peek() {
-                if u == j {
-                    rowval.push(j);
-                    nzval.push(v);
-                    pd.next();
-                }
-            }
-            colptr.push(rowval.len());
-        }
-        let p = CscMatrix::new(nvar, nvar, colptr, rowval, nzval);
-
-        // Stack the row blocks: zero cone, nonnegative cone, power cones.
-        let m = eq.len() + nn.len() + pw.len();
-        let mut cones = Vec::new();
-        if eq.len() > 0 {
-            cones.push(SupportedConeT::ZeroConeT(eq.len()));
-        }
-        if nn.len() > 0 {
-            cones.push(SupportedConeT::NonnegativeConeT(nn.len()));
-        }
-        for &al in &pw_alpha {
-            cones.push(SupportedConeT::PowerConeT(al));
-        }
-        let mut b = Vec::with_capacity(m);
-        let mut owner = Vec::with_capacity(m);
-        let mut counts = vec![0usize; nvar + 1];
-        for blk in [&eq, &nn, &pw] {
-            b.extend_from_slice(&blk.b);
-            owner.extend_from_slice(&blk.owner);
-            for &c in &blk.cols {
-                counts[c + 1] += 1;
-            }
-        }
-        for j in 0..nvar {
-            counts[j + 1] += counts[j];
-        }
-        let acolptr = counts.clone();
-        let nnz = counts[nvar];
-        let mut next = counts;
-        let mut arow = vec![0usize; nnz];
-        let mut aval = vec![0f64; nnz];
-        let mut row0 = 0;
-        for blk in [&eq, &nn, &pw] {
-            for r in 0..blk.len() {
-                for k in blk.ptr[r]..blk.ptr[r + 1] {
-                    let c = blk.cols[k];
-                    arow[next[c]] = row0 + r;
-                    aval[next[c]] = blk.vals[k];
-                    next[c] += 1;
-                }
-            }
-            row0 += blk.len();
-        }
-        // Rows are visited in ascending order, but a row may repeat a column (never here:
-        // each row lists a column once), so the CSC is valid.
-        let amat = CscMatrix::new(m, nvar, acolptr, arow, aval);
-        Formulation {
-            n_var: nvar,
-            p,
-            q,
-            a: amat,
-            b,
-            cones,
-            owner,
-            hinges,
-            obj_const,
-            slack_var,
-        }
     }
 
     /// Solve the problem (see [`OptimizeOptions`]) with the chosen backend. Errors:
@@ -1273,7 +866,9 @@ impl<'a> PlanningProblem<'a> {
         (0..self.goals.len())
             .map(|gi| {
                 let g = &self.goals[gi];
-                Self::hinge_sign(&g.kind)?;
+                if g.kind.term().candidates() == Candidates::All {
+                    return None;
+                }
                 if g.rows.len() <= opts.full_rows_limit {
                     return None; // all rows
                 }
@@ -1283,155 +878,6 @@ impl<'a> PlanningProblem<'a> {
                 })
             })
             .collect()
-    }
-
-    /// Solve with Clarabel (conic formulation, constraint generation in cold rounds).
-    fn solve_clarabel(&self, opts: &OptimizeOptions) -> Result<OptimizationResult> {
-        let t0 = Instant::now();
-        let n = self.a.n_cols();
-        let mut cand = self.starting_candidates(opts);
-        let mut iterations = 0u32;
-        let mut rounds = 0usize;
-        let rx = self.rx_gy;
-        loop {
-            rounds += 1;
-            let form = self.formulate(&cand, opts);
-            let settings = DefaultSettingsBuilder::default()
-                .verbose(opts.verbose)
-                .max_iter(opts.max_iter)
-                .direct_solve_method(opts.linear_solver.clone())
-                .max_threads(opts.threads)
-                .tol_gap_rel(opts.tolerance)
-                .tol_gap_abs(opts.tolerance)
-                .tol_feas(opts.tolerance)
-                .build()
-                .map_err(|e| Error::Solver(format!("settings: {e}")))?;
-            let mut solver =
-                DefaultSolver::new(&form.p, &form.q, &form.a, &form.b, &form.cones, settings)
-                    .map_err(|e| Error::Solver(format!("setup: {e}")))?;
-            if !opts.observers.is_empty() {
-                let observers = opts.observers.clone();
-                let round = rounds;
-                solver.set_termination_callback(
-                    move |info: &clarabel::solver::DefaultInfo<f64>| {
-                        let it = observer::SolverIteration {
-                            round,
-                            iteration: info.iterations,
-                            objective: info.cost_primal,
-                            primal_residual: info.res_primal,
-                            gap_rel: info.gap_rel,
-                        };
-                        observers.notify(&it) == observer::Control::Stop
-                    },
-                );
-            }
-            solver.solve();
-            let sol = &solver.solution;
-            iterations += sol.iterations;
-            match sol.status {
-                SolverStatus::CallbackTerminated => {
-                    return Err(Error::Cancelled {
-                        stage: "optimisation".into(),
-                    })
-                }
-                SolverStatus::Solved | SolverStatus::AlmostSolved => {}
-                SolverStatus::PrimalInfeasible | SolverStatus::AlmostPrimalInfeasible => {
-                    let constraints = self.diagnose(&form, &sol.z);
-                    return Err(Error::Infeasible {
-                        violations_gy: vec![None; constraints.len()],
-                        constraints,
-                    });
-                }
-                s => {
-                    return Err(Error::Solver(format!(
-                        "Clarabel stopped with status {s:?} after {} iterations",
-                        sol.iterations
-                    )))
-                }
-            }
-            let x: Vec<f64> = sol.x[..n].iter().map(|&v| v.max(0.0)).collect();
-            let d_frac = self.a.dose(&x);
-            let dose: Vec<f64> = d_frac.iter().map(|v| v * self.fractions).collect();
-            // Constraint generation: add excluded voxels that violate their hinge.
-            let mut added = false;
-            let tol = 1e-4 * rx;
-            let margin = 0.01 * rx;
-            for h in &form.hinges {
-                let Some(c) = cand[h.goal].as_mut() else {
-                    continue;
-                };
-                let theta =
-                    h.theta_const + h.theta_vars.iter().map(|&(v, k)| k * sol.x[v]).sum::<f64>();
-                let inset = hessian::row_mask(self.a.n_rows(), c);
-                let rows = &self.goals[h.goal].rows;
-                let violated = rows
-                    .iter()
-                    .any(|&r| !inset[r as usize] && h.sign * (dose[r as usize] - theta) > tol);
-                if violated {
-                    c.extend(rows.iter().copied().filter(|&r| {
-                        !inset[r as usize] && h.sign * (dose[r as usize] - theta) > -margin
-                    }));
-                    c.sort_unstable();
-                    added = true;
-                }
-            }
-            if !added || rounds >= opts.max_rounds {
-                if let Ok(mut keep) = self.candidates.lock() {
-                    *keep = cand.clone();
-                }
-                let slacks: Vec<Option<f64>> = form
-                    .slack_var
-                    .iter()
-                    .map(|s| s.map(|v| sol.x[v].max(0.0)))
-                    .collect();
-                let objective = sol.obj_val + form.obj_const;
-                let status = format!("{:?}", sol.status);
-                let (n_variables, n_constraint_rows) = (form.n_var, form.b.len());
-                return self.finish(
-                    x,
-                    dose,
-                    opts,
-                    FinishInfo {
-                        status,
-                        iterations,
-                        rounds,
-                        objective,
-                        n_variables,
-                        n_constraint_rows,
-                        slacks,
-                        multipliers: Vec::new(),
-                        t0,
-                    },
-                );
-            }
-        }
-    }
-
-    /// Name the constraints that carry the dual ray of Clarabel's infeasibility certificate.
-    fn diagnose(&self, form: &Formulation, z: &[f64]) -> Vec<String> {
-        let mut per_goal = vec![0.0f64; self.goals.len()];
-        for (r, &zr) in z.iter().enumerate() {
-            if let Some(Owner::Goal(g)) = form.owner.get(r) {
-                per_goal[*g] += zr.abs();
-            }
-        }
-        let hard: Vec<usize> = (0..self.goals.len())
-            .filter(|&g| !self.goals[g].kind.is_objective())
-            .collect();
-        let zmax = hard.iter().map(|&g| per_goal[g]).fold(0.0, f64::max);
-        let named: Vec<String> = hard
-            .iter()
-            .filter(|&&g| zmax > 0.0 && per_goal[g] > 1e-3 * zmax)
-            .map(|&g| self.describe(g))
-            .collect();
-        if named.is_empty() {
-            hard.iter()
-                .filter(|&&g| self.goals[g].kind.mode() == Mode::Hard)
-                .map(|&g| self.describe(g))
-                .collect()
-        } else {
-            named
-        }
     }
 
     fn describe(&self, g: usize) -> String {
@@ -1546,82 +992,25 @@ impl<'a> PlanningProblem<'a> {
         } else {
             GoalRole::Constraint
         };
-        let within = |achieved: f64, limit: f64, upper: bool| {
+        let term = g.kind.term();
+        let e = term.evaluate(&d);
+        let limit_gy = term.dose_gy();
+        let met = term.limit().map(|side| {
+            let limit = limit_gy.unwrap_or(0.0);
             let tol = MET_TOLERANCE * limit.abs().max(1e-9);
-            if upper {
-                achieved <= limit + tol
-            } else {
-                achieved >= limit - tol
+            match side {
+                Limit::Upper => e.achieved_gy <= limit + tol,
+                Limit::Lower => e.achieved_gy >= limit - tol,
             }
-        };
-        let (achieved, objective_value, met, cvar) = match g.kind {
-            GoalKind::Underdose { dose_gy, weight } => {
-                let v = d.mean_of(|x| (dose_gy - x).max(0.0).powi(2));
-                (d.min(), Some(weight * v), None, None)
-            }
-            GoalKind::Overdose { dose_gy, weight } => {
-                let v = d.mean_of(|x| (x - dose_gy).max(0.0).powi(2));
-                (d.max(), Some(weight * v), None, None)
-            }
-            GoalKind::Deviation { dose_gy, weight } => {
-                let v = d.mean_of(|x| (x - dose_gy).powi(2));
-                (d.mean(), Some(weight * v), None, None)
-            }
-            GoalKind::MeanDose { weight } => {
-                let m = d.mean();
-                (m, Some(weight * m), None, None)
-            }
-            GoalKind::Eud { a, weight } => {
-                let e = d.mean_of(|x| x.max(0.0).powf(a)).powf(1.0 / a);
-                (e, Some(weight * e), None, None)
-            }
-            GoalKind::MaxPenalty { weight } => {
-                let m = d.max();
-                (m, Some(weight * m), None, None)
-            }
-            GoalKind::MaxDose { dose_gy, .. } => {
-                let m = d.max();
-                (m, None, Some(within(m, dose_gy, true)), None)
-            }
-            GoalKind::MinDose { dose_gy, .. } => {
-                let m = d.min();
-                (m, None, Some(within(m, dose_gy, false)), None)
-            }
-            GoalKind::MeanMax { dose_gy, .. } => {
-                let m = d.mean();
-                (m, None, Some(within(m, dose_gy, true)), None)
-            }
-            GoalKind::MeanMin { dose_gy, .. } => {
-                let m = d.mean();
-                (m, None, Some(within(m, dose_gy, false)), None)
-            }
-            GoalKind::DvhMax {
-                dose_gy,
-                volume_pct,
-                ..
-            } => {
-                let dx = d.dose_at_volume(volume_pct);
-                let cv = d.upper_cvar(volume_pct);
-                (dx, None, Some(within(dx, dose_gy, true)), Some(cv))
-            }
-            GoalKind::DvhMin {
-                dose_gy,
-                volume_pct,
-                ..
-            } => {
-                let dx = d.dose_at_volume(volume_pct);
-                let cv = d.lower_cvar(100.0 - volume_pct);
-                (dx, None, Some(within(dx, dose_gy, false)), Some(cv))
-            }
-        };
+        });
         GoalResult {
             structure: g.structure.clone(),
-            description: g.kind.describe(),
+            description: term.describe(),
             role,
-            limit_gy: g.kind.dose_gy(),
-            achieved_gy: achieved,
-            cvar_gy: cvar,
-            objective_value,
+            limit_gy,
+            achieved_gy: e.achieved_gy,
+            cvar_gy: e.cvar_gy,
+            objective_value: e.objective_value,
             met,
             violation_gy: slack,
             objective_per_gy: None,

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use super::goals::{GoalKind, Mode};
 use crate::error::{Error, Result};
 
 /// The prescription.
@@ -64,248 +65,9 @@ pub struct FluenceSection {
     pub max_beamlet_mu: Option<f64>,
 }
 
-/// Whether a constraint-type goal is enforced or only evaluated.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Enforced as a hard constraint (or a heavy penalty with `relax`).
-    #[default]
-    Hard,
-    /// Only evaluated on the final dose and reported (exact DVH, no CVaR).
-    Report,
-}
-
-/// One goal of a structure. Doses are total doses (Gy); weights are dimensionless multipliers
-/// of the normalised terms described in `docs/optimization.md`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum GoalKind {
-    /// Objective `w/N sum_v max(D - d_v, 0)^2`.
-    Underdose { dose_gy: f64, weight: f64 },
-    /// Objective `w/N sum_v max(d_v - D, 0)^2`.
-    Overdose { dose_gy: f64, weight: f64 },
-    /// Objective `w/N sum_v (d_v - D)^2`.
-    Deviation { dose_gy: f64, weight: f64 },
-    /// Objective `w * mean(d)` (linear).
-    MeanDose { weight: f64 },
-    /// Objective `w * gEUD_a(d) = w (1/N sum_v d_v^a)^(1/a)`, `a >= 1` (convex).
-    Eud { a: f64, weight: f64 },
-    /// Objective `w * max_v d_v` (epigraph variable).
-    MaxPenalty { weight: f64 },
-    /// Constraint `d_v <= D` for every voxel.
-    MaxDose {
-        dose_gy: f64,
-        #[serde(default)]
-        mode: Mode,
-    },
-    /// Constraint `d_v >= D` for every voxel.
-    MinDose {
-        dose_gy: f64,
-        #[serde(default)]
-        mode: Mode,
-    },
-    /// Constraint `mean(d) <= D`.
-    MeanMax {
-        dose_gy: f64,
-        #[serde(default)]
-        mode: Mode,
-    },
-    /// Constraint `mean(d) >= D`.
-    MeanMin {
-        dose_gy: f64,
-        #[serde(default)]
-        mode: Mode,
-    },
-    /// "At most `volume_pct` % above `dose_gy`" (`D_pct <= D`), enforced conservatively as
-    /// upper CVaR: mean of the hottest `volume_pct` % `<= D`.
-    DvhMax {
-        dose_gy: f64,
-        volume_pct: f64,
-        #[serde(default)]
-        mode: Mode,
-    },
-    /// "At least `volume_pct` % at or above `dose_gy`" (`D_pct >= D`), enforced conservatively
-    /// as lower CVaR: mean of the coldest `100 - volume_pct` % `>= D`.
-    DvhMin {
-        dose_gy: f64,
-        volume_pct: f64,
-        #[serde(default)]
-        mode: Mode,
-    },
-}
-
-impl GoalKind {
-    /// Name of the dose statistic a goal is judged and reported on (the
-    /// `GoalResult::achieved_gy` of the goal): `max`, `min`, `mean`, `gEUD` or `D<volume>`.
-    pub fn metric(&self) -> String {
-        match self {
-            GoalKind::Overdose { .. } | GoalKind::MaxPenalty { .. } | GoalKind::MaxDose { .. } => {
-                "max".into()
-            }
-            GoalKind::Underdose { .. } | GoalKind::MinDose { .. } => "min".into(),
-            GoalKind::Deviation { .. }
-            | GoalKind::MeanDose { .. }
-            | GoalKind::MeanMax { .. }
-            | GoalKind::MeanMin { .. } => "mean".into(),
-            GoalKind::Eud { .. } => "gEUD".into(),
-            GoalKind::DvhMax { volume_pct, .. } | GoalKind::DvhMin { volume_pct, .. } => {
-                format!("D{volume_pct}")
-            }
-        }
-    }
-
-    /// True for objectives (weighted terms), false for constraints.
-    pub fn is_objective(&self) -> bool {
-        matches!(
-            self,
-            GoalKind::Underdose { .. }
-                | GoalKind::Overdose { .. }
-                | GoalKind::Deviation { .. }
-                | GoalKind::MeanDose { .. }
-                | GoalKind::Eud { .. }
-                | GoalKind::MaxPenalty { .. }
-        )
-    }
-
-    /// True for goals that are volume averages (the squared-dose objectives, mean dose,
-    /// gEUD, mean limits and DVH limits): the optimiser weighs each voxel by the fraction of
-    /// it the structure occupies, as the DVH does. Max and min limits and the maximum
-    /// penalty act on the voxels whose centre lies inside, each a whole voxel: a boundary
-    /// voxel shared by a target and an organ would otherwise carry both limits.
-    pub fn is_volume_weighted(&self) -> bool {
-        !matches!(
-            self,
-            GoalKind::MaxDose { .. } | GoalKind::MinDose { .. } | GoalKind::MaxPenalty { .. }
-        )
-    }
-
-    /// The mode of a constraint (objectives: `Hard`, meaning "in the optimisation").
-    pub fn mode(&self) -> Mode {
-        match self {
-            GoalKind::MaxDose { mode, .. }
-            | GoalKind::MinDose { mode, .. }
-            | GoalKind::MeanMax { mode, .. }
-            | GoalKind::MeanMin { mode, .. }
-            | GoalKind::DvhMax { mode, .. }
-            | GoalKind::DvhMin { mode, .. } => *mode,
-            _ => Mode::Hard,
-        }
-    }
-
-    /// The weight of an objective.
-    pub fn weight(&self) -> Option<f64> {
-        match self {
-            GoalKind::Underdose { weight, .. }
-            | GoalKind::Overdose { weight, .. }
-            | GoalKind::Deviation { weight, .. }
-            | GoalKind::MeanDose { weight }
-            | GoalKind::Eud { weight, .. }
-            | GoalKind::MaxPenalty { weight } => Some(*weight),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn weight_mut(&mut self) -> Option<&mut f64> {
-        match self {
-            GoalKind::Underdose { weight, .. }
-            | GoalKind::Overdose { weight, .. }
-            | GoalKind::Deviation { weight, .. }
-            | GoalKind::MeanDose { weight }
-            | GoalKind::Eud { weight, .. }
-            | GoalKind::MaxPenalty { weight } => Some(weight),
-            _ => None,
-        }
-    }
-
-    /// The reference or limit dose (Gy total), where the goal has one.
-    pub fn dose_gy(&self) -> Option<f64> {
-        match self {
-            GoalKind::Underdose { dose_gy, .. }
-            | GoalKind::Overdose { dose_gy, .. }
-            | GoalKind::Deviation { dose_gy, .. }
-            | GoalKind::MaxDose { dose_gy, .. }
-            | GoalKind::MinDose { dose_gy, .. }
-            | GoalKind::MeanMax { dose_gy, .. }
-            | GoalKind::MeanMin { dose_gy, .. }
-            | GoalKind::DvhMax { dose_gy, .. }
-            | GoalKind::DvhMin { dose_gy, .. } => Some(*dose_gy),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn dose_gy_mut(&mut self) -> Option<&mut f64> {
-        match self {
-            GoalKind::Underdose { dose_gy, .. }
-            | GoalKind::Overdose { dose_gy, .. }
-            | GoalKind::Deviation { dose_gy, .. }
-            | GoalKind::MaxDose { dose_gy, .. }
-            | GoalKind::MinDose { dose_gy, .. }
-            | GoalKind::MeanMax { dose_gy, .. }
-            | GoalKind::MeanMin { dose_gy, .. }
-            | GoalKind::DvhMax { dose_gy, .. }
-            | GoalKind::DvhMin { dose_gy, .. } => Some(dose_gy),
-            _ => None,
-        }
-    }
-
-    /// A description in the protocol's words, e.g. `max dose <= 40 Gy` (without structure).
-    pub fn describe(&self) -> String {
-        let g = |v: f64| format!("{} Gy", trim(v));
-        match self {
-            GoalKind::Underdose { dose_gy, weight } => {
-                format!(
-                    "squared underdose below {} (weight {})",
-                    g(*dose_gy),
-                    trim(*weight)
-                )
-            }
-            GoalKind::Overdose { dose_gy, weight } => {
-                format!(
-                    "squared overdose above {} (weight {})",
-                    g(*dose_gy),
-                    trim(*weight)
-                )
-            }
-            GoalKind::Deviation { dose_gy, weight } => {
-                format!(
-                    "squared deviation from {} (weight {})",
-                    g(*dose_gy),
-                    trim(*weight)
-                )
-            }
-            GoalKind::MeanDose { weight } => format!("mean dose (weight {})", trim(*weight)),
-            GoalKind::Eud { a, weight } => {
-                format!("gEUD a = {} (weight {})", trim(*a), trim(*weight))
-            }
-            GoalKind::MaxPenalty { weight } => {
-                format!("maximum dose penalty (weight {})", trim(*weight))
-            }
-            GoalKind::MaxDose { dose_gy, .. } => format!("max dose <= {}", g(*dose_gy)),
-            GoalKind::MinDose { dose_gy, .. } => format!("min dose >= {}", g(*dose_gy)),
-            GoalKind::MeanMax { dose_gy, .. } => format!("mean dose <= {}", g(*dose_gy)),
-            GoalKind::MeanMin { dose_gy, .. } => format!("mean dose >= {}", g(*dose_gy)),
-            GoalKind::DvhMax {
-                dose_gy,
-                volume_pct,
-                ..
-            } => format!("D{} <= {}", trim(*volume_pct), g(*dose_gy)),
-            GoalKind::DvhMin {
-                dose_gy,
-                volume_pct,
-                ..
-            } => format!("D{} >= {}", trim(*volume_pct), g(*dose_gy)),
-        }
-    }
-}
-
-/// Shortest decimal form of a number (`40`, `47.5`).
-pub(crate) fn trim(v: f64) -> String {
-    format!("{v}")
-}
-
 /// A goal of a structure, with the structures whose voxels it leaves out.
-// No `deny_unknown_fields` here: serde does not support it together with `flatten`; the
-// tagged `GoalKind` rejects unknown fields instead.
+// No `deny_unknown_fields` here: serde does not support it together with `flatten`; each
+// goal type's struct (`optimize/goals/`) rejects unknown fields instead.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Goal {
     #[serde(flatten)]
@@ -468,19 +230,8 @@ impl Protocol {
                         return Err(bad(field("dose_gy"), "must be a finite dose >= 0 Gy"));
                     }
                 }
-                match &g.kind {
-                    GoalKind::Eud { a, .. } if !(a.is_finite() && *a >= 1.0) => {
-                        return Err(bad(field("a"), "gEUD needs a >= 1 to stay convex"));
-                    }
-                    GoalKind::DvhMax { volume_pct, .. } | GoalKind::DvhMin { volume_pct, .. }
-                        if !(*volume_pct > 0.0 && *volume_pct < 100.0) =>
-                    {
-                        return Err(bad(
-                            field("volume_pct"),
-                            "must lie strictly between 0 and 100",
-                        ));
-                    }
-                    _ => {}
+                if let Err((name, reason)) = g.kind.term().validate() {
+                    return Err(bad(field(name), &reason));
                 }
             }
         }
@@ -537,11 +288,11 @@ goals = [{ type = "max_dose", dose_gy = 45, exclude = ["PTV"] }]
         assert_eq!(p.structures.len(), 2);
         assert_eq!(
             p.structures[0].goals[1].kind,
-            GoalKind::DvhMin {
+            GoalKind::DvhMin(crate::optimize::goals::dvh::DvhMin {
                 dose_gy: 57.0,
                 volume_pct: 95.0,
                 mode: Mode::Hard
-            }
+            })
         );
         assert_eq!(p.structures[1].goals[0].exclude, vec!["PTV".to_string()]);
         assert_eq!(

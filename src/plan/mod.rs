@@ -432,7 +432,7 @@ fn prepare_in_pool(planner: Planner, settings: Settings) -> Result<PreparedPlan>
             .structures
             .iter()
             .flat_map(|s| s.goals.iter())
-            .filter(|g| matches!(g.kind, crate::optimize::GoalKind::Deviation { .. }))
+            .filter(|g| g.kind.needs_dense_block())
             .count();
         crate::budget::check_dense_optimiser_budget(
             n_beamlets,

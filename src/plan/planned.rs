@@ -377,9 +377,7 @@ impl PlannedCase {
             }
             for sg in p.structures.iter().filter(|g| g.name == s.roi.name) {
                 for g in &sg.goals {
-                    if let crate::optimize::protocol::GoalKind::DvhMax { volume_pct: v, .. }
-                    | crate::optimize::protocol::GoalKind::DvhMin { volume_pct: v, .. } = g.kind
-                    {
+                    if let Some(v) = g.kind.dvh_volume_pct() {
                         metrics.push(ProtocolMetric {
                             structure: s.roi.name.clone(),
                             metric: format!("D{v}"),

@@ -21,7 +21,7 @@ pub mod newton;
 
 use std::time::Instant;
 
-use super::{FinishInfo, GoalKind, OptimizationResult, OptimizeOptions, PlanningProblem};
+use super::{FinishInfo, Limit, OptimizationResult, OptimizeOptions, PlanningProblem};
 use crate::error::{Error, Result};
 use mehrotra::{Ipm, Outcome, Settings};
 use model::{Elastic, Model, PHASE1_OBJECTIVE_SCALE};
@@ -403,35 +403,17 @@ fn exact_check(p: &PlanningProblem<'_>, dose: &[f64], relax: bool) -> Vec<String
         let d = g.row_doses(dose);
         let lim = g.kind.dose_gy().unwrap_or(0.0);
         let tol = 1e-7 * lim.abs().max(1.0);
-        let (ok, got) = match g.kind {
-            GoalKind::MaxDose { .. } => {
-                let m = d.max();
-                (m <= lim + tol, m)
-            }
-            GoalKind::MinDose { .. } => {
-                let m = d.min();
-                (m >= lim - tol, m)
-            }
-            GoalKind::MeanMax { .. } => {
-                let m = d.mean();
-                (m <= lim + tol, m)
-            }
-            GoalKind::MeanMin { .. } => {
-                let m = d.mean();
-                (m >= lim - tol, m)
-            }
-            GoalKind::DvhMax { volume_pct, .. } => {
-                let cv = d.upper_cvar(volume_pct);
-                let dx = d.dose_at_volume(volume_pct);
-                (cv <= lim + tol && dx <= lim + tol, cv)
-            }
-            GoalKind::DvhMin { volume_pct, .. } => {
-                let cv = d.lower_cvar(100.0 - volume_pct);
-                let dx = d.dose_at_volume(volume_pct);
-                (cv >= lim - tol && dx >= lim - tol, cv)
-            }
-            _ => (true, 0.0),
+        let Some(side) = g.kind.term().limit() else {
+            continue;
         };
+        // The statistic the goal is judged on and, for a DVH limit, the CVaR that bounds it.
+        let e = g.kind.term().evaluate(&d);
+        let holds = |v: f64| match side {
+            Limit::Upper => v <= lim + tol,
+            Limit::Lower => v >= lim - tol,
+        };
+        let ok = holds(e.achieved_gy) && e.cvar_gy.is_none_or(holds);
+        let got = e.cvar_gy.unwrap_or(e.achieved_gy);
         if !ok {
             failed.push(format!("{} at {got:.9} Gy", p.describe(gi)));
         }

@@ -17,7 +17,8 @@
 
 use std::sync::Arc;
 
-use super::super::{GoalKind, Mode, OptimizeOptions, PlanningProblem};
+use super::super::goals::{Hinge, Part, VarId};
+use super::super::{Mode, OptimizeOptions, PlanningProblem};
 
 /// Hard limits are tightened by this much (Gy total) in the IPM; the reported doses are
 /// checked against the untightened limits.
@@ -137,8 +138,6 @@ impl Model {
             if !PlanningProblem::is_active(g, sigma_w.is_some()) {
                 continue;
             }
-            // N of the normalised terms: the goal's voxels, each counted with its weight.
-            let nv = g.total_w;
             let voxels = cand.get(gi).cloned().flatten();
             let partial = voxels.is_some();
             let voxels = voxels.unwrap_or_else(|| g.rows.clone());
@@ -155,154 +154,122 @@ impl Model {
                     sig.push((ys.len() - 1, -1.0));
                 }
             }
-            match g.kind {
-                GoalKind::Deviation { dose_gy, weight } => {
-                    let h = p.hess(g);
-                    let qm = q.get_or_insert_with(|| vec![0.0; n * n]);
-                    let k = 2.0 * weight * f * f / nv * scale;
-                    for j in 0..n {
-                        for i in 0..=j {
-                            let v = k * h.h[i + j * n];
-                            qm[i + j * n] += v;
-                            if i != j {
-                                qm[j + i * n] += v;
-                            }
+            let terms = g.terms(p.rx_gy);
+            let (quad, lin, cst) = terms.dose_coefficients();
+            // Dose terms: d = f A x, so sum w d^2 = f^2 x'Gx and sum w d = f colsum'x.
+            if terms.uses_gram() && quad != 0.0 {
+                let h = p.hess(g);
+                let qm = q.get_or_insert_with(|| vec![0.0; n * n]);
+                let k = 2.0 * quad * f * f * scale;
+                for j in 0..n {
+                    for i in 0..=j {
+                        let v = k * h.h[i + j * n];
+                        qm[i + j * n] += v;
+                        if i != j {
+                            qm[j + i * n] += v;
                         }
                     }
-                    let cs = p.colsum(g);
-                    for (ck, s) in c.iter_mut().zip(cs) {
-                        *ck -= 2.0 * weight * f * dose_gy / nv * s * scale;
+                }
+            }
+            if lin != 0.0 {
+                let cs = p.colsum(g);
+                for (ck, s) in c.iter_mut().zip(cs) {
+                    *ck += lin * f * s * scale;
+                }
+            }
+            obj_const += cst * scale;
+            let y0 = ys.len();
+            ys.extend(terms.vars().iter().map(|v| YVar {
+                cost: v.cost * scale,
+                nonneg: v.nonneg,
+                init: v.start,
+            }));
+            let ycoef = |list: &[(VarId, f64)], limit: bool| -> Vec<(usize, f64)> {
+                let mut e: Vec<(usize, f64)> = list.iter().map(|&(v, k)| (y0 + v.0, k)).collect();
+                if limit {
+                    e.extend(sig.iter().copied());
+                }
+                e
+            };
+            let tighten = |h: f64, limit: bool| if limit { h - LIMIT_EPS_GY } else { h };
+            // Index in `fams` of each part that is a voxel family.
+            let mut fam_of_part = vec![usize::MAX; terms.parts().len()];
+            for (pi, part) in terms.parts().iter().enumerate() {
+                match part {
+                    Part::Voxels {
+                        sign,
+                        h_gy,
+                        vars,
+                        hinge,
+                        limit,
+                    } => {
+                        let u = match hinge {
+                            Hinge::None => None,
+                            Hinge::Squared { hessian } => Some(UPart {
+                                quad: hessian * scale,
+                                border: None,
+                                beta: 0.0,
+                            }),
+                            Hinge::Excess => Some(UPart {
+                                quad: 0.0,
+                                border: None,
+                                beta: 0.0,
+                            }),
+                        };
+                        fam_of_part[pi] = fams.len();
+                        fams.push(Family {
+                            goal: gi,
+                            sign: *sign,
+                            h: tighten(*h_gy, *limit),
+                            ycoef: ycoef(vars, *limit),
+                            u,
+                            wv: wv.clone(),
+                            voxels: voxels.clone(),
+                            partial,
+                        });
                     }
-                    obj_const += weight * dose_gy * dose_gy * scale;
-                }
-                GoalKind::MeanDose { weight } | GoalKind::Eud { a: 1.0, weight } => {
-                    let cs = p.colsum(g);
-                    for (ck, s) in c.iter_mut().zip(cs) {
-                        *ck += weight * f / nv * s * scale;
+                    Part::Sum {
+                        coef,
+                        vars,
+                        h_gy,
+                        limit,
+                    } => {
+                        let cs = p.colsum(g);
+                        dense.push(DenseRow {
+                            goal: gi,
+                            g: cs.iter().map(|v| coef * f * v).collect(),
+                            ycoef: ycoef(vars, *limit),
+                            h: tighten(*h_gy, *limit),
+                        });
                     }
-                }
-                GoalKind::Eud { a, .. } => {
-                    return Err(format!(
-                        "gEUD with a = {a} is not covered by the interior-point backend"
-                    ));
-                }
-                GoalKind::Overdose { dose_gy, weight }
-                | GoalKind::Underdose { dose_gy, weight } => {
-                    let s = if matches!(g.kind, GoalKind::Overdose { .. }) {
-                        1.0
-                    } else {
-                        -1.0
-                    };
-                    fams.push(Family {
-                        goal: gi,
-                        sign: s,
-                        h: s * dose_gy,
-                        ycoef: vec![],
-                        u: Some(UPart {
-                            quad: 2.0 * weight / nv * scale,
-                            border: None,
-                            beta: 0.0,
-                        }),
-                        wv: wv.clone(),
-                        voxels,
-                        partial,
-                    });
-                }
-                GoalKind::MaxPenalty { weight } => {
-                    ys.push(YVar {
-                        cost: weight * scale,
-                        nonneg: true,
-                        init: p.rx_gy,
-                    });
-                    let z = ys.len() - 1;
-                    fams.push(Family {
-                        goal: gi,
-                        sign: 1.0,
-                        h: 0.0,
-                        ycoef: vec![(z, -1.0)],
-                        u: None,
-                        wv: wv.clone(),
-                        voxels,
-                        partial,
-                    });
-                }
-                GoalKind::MaxDose { dose_gy, .. } | GoalKind::MinDose { dose_gy, .. } => {
-                    let s = if matches!(g.kind, GoalKind::MaxDose { .. }) {
-                        1.0
-                    } else {
-                        -1.0
-                    };
-                    fams.push(Family {
-                        goal: gi,
-                        sign: s,
-                        h: s * dose_gy - LIMIT_EPS_GY,
-                        ycoef: sig.clone(),
-                        u: None,
-                        wv: wv.clone(),
-                        voxels,
-                        partial,
-                    });
-                }
-                GoalKind::MeanMax { dose_gy, .. } | GoalKind::MeanMin { dose_gy, .. } => {
-                    let s = if matches!(g.kind, GoalKind::MeanMax { .. }) {
-                        1.0
-                    } else {
-                        -1.0
-                    };
-                    let cs = p.colsum(g);
-                    dense.push(DenseRow {
-                        goal: gi,
-                        g: cs.iter().map(|v| s * f / nv * v).collect(),
-                        ycoef: sig.clone(),
-                        h: s * dose_gy - LIMIT_EPS_GY,
-                    });
-                }
-                GoalKind::DvhMax {
-                    dose_gy,
-                    volume_pct,
-                    ..
-                }
-                | GoalKind::DvhMin {
-                    dose_gy,
-                    volume_pct,
-                    ..
-                } => {
-                    let upper = matches!(g.kind, GoalKind::DvhMax { .. });
-                    let s = if upper { 1.0 } else { -1.0 };
-                    let pt = if upper {
-                        volume_pct / 100.0
-                    } else {
-                        1.0 - volume_pct / 100.0
-                    };
-                    ys.push(YVar {
-                        cost: 0.0,
-                        nonneg: false,
-                        init: dose_gy,
-                    });
-                    let t = ys.len() - 1;
-                    let b = borders.len();
-                    let mut bcoef = vec![(t, s)];
-                    bcoef.extend(sig.iter().copied());
-                    borders.push(Border {
-                        goal: gi,
-                        family: fams.len(),
-                        ycoef: bcoef,
-                        h: s * dose_gy - LIMIT_EPS_GY,
-                    });
-                    fams.push(Family {
-                        goal: gi,
-                        sign: s,
-                        h: 0.0,
-                        ycoef: vec![(t, -s)],
-                        u: Some(UPart {
-                            quad: 0.0,
-                            border: Some(b),
-                            beta: 1.0 / (pt * nv),
-                        }),
-                        wv: wv.clone(),
-                        voxels,
-                        partial,
-                    });
+                    Part::Tail {
+                        voxels: of,
+                        beta,
+                        vars,
+                        h_gy,
+                        limit,
+                    } => {
+                        let fam = fam_of_part.get(of.0).copied().unwrap_or(usize::MAX);
+                        let Some(up) = fams.get_mut(fam).and_then(|fm| fm.u.as_mut()) else {
+                            return Err(format!(
+                                "goal '{}': a tail row must follow its voxel rows with excess variables",
+                                p.describe(gi)
+                            ));
+                        };
+                        up.border = Some(borders.len());
+                        up.beta = *beta;
+                        borders.push(Border {
+                            goal: gi,
+                            family: fam,
+                            ycoef: ycoef(vars, *limit),
+                            h: tighten(*h_gy, *limit),
+                        });
+                    }
+                    Part::PowerMean { a, .. } => {
+                        return Err(format!(
+                            "gEUD with a = {a} is not covered by the interior-point backend"
+                        ));
+                    }
                 }
             }
             debug_assert!(g.kind.mode() == Mode::Hard);

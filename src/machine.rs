@@ -262,6 +262,10 @@ pub struct MachineModel {
     pub min_leaf_opening_mm: f64,
     /// Photon pencil-beam kernel (see `docs/dose.md`).
     pub beam_model: PencilBeamModel,
+    /// The dose engine that computes this machine's dose (`docs/dose.md`, "Dose engines");
+    /// absent: the pencil beam, so machine files written before the engine seam keep working.
+    #[serde(default)]
+    pub dose_engine: DoseEngineKind,
     /// CT calibration file ([`CtCalibration`], TOML), relative to the machine file's folder;
     /// absent: the built-in `data/calibration/ct-default.toml`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -282,6 +286,37 @@ pub struct MachineModel {
     /// (`--max-mu-per-fraction`).
     #[serde(default = "default_max_mu_per_fraction")]
     pub max_mu_per_fraction: f64,
+}
+
+/// Which dose engine computes a machine's dose (`dose_engine` in the machine file).
+///
+/// The engine behind each kind is [`crate::dose::engine_for`]; the kind itself lives here so
+/// that `machine` does not depend on `dose`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DoseEngineKind {
+    /// Bortfeld-style pencil beam with Gaussian lateral kernels; heterogeneity as a
+    /// radiological (equivalent path length) depth only.
+    #[default]
+    PencilBeam,
+}
+
+impl DoseEngineKind {
+    /// The name written in the machine file and the plan report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DoseEngineKind::PencilBeam => "pencil_beam",
+        }
+    }
+
+    /// TissueHeterogeneityCorrection (3004,0014) of the RT Dose this engine computes: `IMAGE`
+    /// when the CT's densities enter the calculation (DICOM PS3.3 C.8.8.3; the other defined
+    /// terms are `ROI_OVERRIDE` and `WATER`).
+    pub fn tissue_heterogeneity_correction(self) -> &'static str {
+        match self {
+            DoseEngineKind::PencilBeam => "IMAGE",
+        }
+    }
 }
 
 /// Default of [`MachineModel::min_segment_area_mm2`]: 100 mm^2 (1 cm^2), the lower end of

@@ -145,6 +145,7 @@ fn bench(c: &mut Criterion) {
                 plan_sop_uid: "2.25.4",
                 created: fixed_time(),
                 beam_number: None,
+                tissue_heterogeneity_correction: "IMAGE",
             })
             .unwrap()
         })

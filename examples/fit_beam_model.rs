@@ -96,6 +96,9 @@ fn model_from(p: &[f64]) -> PencilBeamModel {
     PencilBeamModel {
         attenuation_per_mm: p[0].exp(),
         components: comps,
+        extra_focal: None,
+        electron_contamination: None,
+        fit_source: String::new(),
     }
 }
 

@@ -262,6 +262,10 @@ pub struct MachineModel {
     pub min_leaf_opening_mm: f64,
     /// Photon pencil-beam kernel (see `docs/dose.md`).
     pub beam_model: PencilBeamModel,
+    /// The dose engine that computes this machine's dose (`docs/dose.md`, "Dose engines");
+    /// absent: the pencil beam, so machine files written before the engine seam keep working.
+    #[serde(default)]
+    pub dose_engine: DoseEngineKind,
     /// CT calibration file ([`CtCalibration`], TOML), relative to the machine file's folder;
     /// absent: the built-in `data/calibration/ct-default.toml`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -282,6 +286,37 @@ pub struct MachineModel {
     /// (`--max-mu-per-fraction`).
     #[serde(default = "default_max_mu_per_fraction")]
     pub max_mu_per_fraction: f64,
+}
+
+/// Which dose engine computes a machine's dose (`dose_engine` in the machine file).
+///
+/// The engine behind each kind is [`crate::dose::engine_for`]; the kind itself lives here so
+/// that `machine` does not depend on `dose`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DoseEngineKind {
+    /// Bortfeld-style pencil beam with Gaussian lateral kernels; heterogeneity as a
+    /// radiological (equivalent path length) depth only.
+    #[default]
+    PencilBeam,
+}
+
+impl DoseEngineKind {
+    /// The name written in the machine file and the plan report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DoseEngineKind::PencilBeam => "pencil_beam",
+        }
+    }
+
+    /// TissueHeterogeneityCorrection (3004,0014) of the RT Dose this engine computes: `IMAGE`
+    /// when the CT's densities enter the calculation (DICOM PS3.3 C.8.8.3; the other defined
+    /// terms are `ROI_OVERRIDE` and `WATER`).
+    pub fn tissue_heterogeneity_correction(self) -> &'static str {
+        match self {
+            DoseEngineKind::PencilBeam => "IMAGE",
+        }
+    }
 }
 
 /// Default of [`MachineModel::min_segment_area_mm2`]: 100 mm^2 (1 cm^2), the lower end of
@@ -344,6 +379,41 @@ pub struct PencilBeamModel {
     pub attenuation_per_mm: f64,
     /// Kernel terms (typically 3: primary + penumbra, medium-range and long-range scatter).
     pub components: Vec<KernelComponent>,
+    /// Beam model v2: the extra-focal (head-scatter) source; absent: none (Sc = 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_focal: Option<ExtraFocalSource>,
+    /// Beam model v2: electron contamination of the build-up region; absent: none (zero
+    /// surface dose).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub electron_contamination: Option<ElectronContamination>,
+    /// Where the parameters come from (fit program and data), for the record.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub fit_source: String,
+}
+
+/// Extra-focal (head-scatter) photon source (beam model v2, `docs/dose.md`): a second fluence
+/// of relative weight `weight`, the aperture blurred by a Gaussian of `sigma_iso_mm` in the
+/// isocentre plane, deposited through the same kernel. It gives the in-air output ratio
+/// `Sc(F) = (1 + w erf(F / (2 sqrt2 sigma))^2) / (1 + w erf(50 mm / (sqrt2 sigma))^2)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExtraFocalSource {
+    /// Fluence of the extra-focal source relative to the primary (fully open aperture).
+    pub weight: f64,
+    /// Gaussian width of the source's aperture blur in the isocentre plane, mm.
+    pub sigma_iso_mm: f64,
+}
+
+/// Contamination electrons (beam model v2): dose `w exp(-decay d)` at radiological depth `d`,
+/// spread laterally with the primary term's width (`weight_narrow`, field-size independent)
+/// and with `sigma_wide_mm` (`weight_wide`, more surface dose for larger fields).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ElectronContamination {
+    pub weight_narrow: f64,
+    pub weight_wide: f64,
+    /// 1/mm.
+    pub decay_per_mm: f64,
+    /// mm in the isocentre plane.
+    pub sigma_wide_mm: f64,
 }
 
 /// Absolute calibration: `dose_gy_per_mu` at the depth of maximum dose on the central axis of
@@ -583,11 +653,40 @@ impl MachineModel {
                 c.sigma_iso_mm,
                 &format!("beam_model.components[{i}].sigma_iso_mm"),
             )?;
-            if !(c.sigma_slope.is_finite() && c.sigma_slope >= 0.0) {
+            // A negative slope (a fitted scatter kernel narrowing with depth, beam model v2) is
+            // accepted while the width stays at least 1 mm down to 1 m of water.
+            if !(c.sigma_slope.is_finite() && c.sigma_iso_mm + 1000.0 * c.sigma_slope >= 1.0) {
                 return Err(format!(
-                    "field `beam_model.components[{i}].sigma_slope` must be >= 0"
+                    "field `beam_model.components[{i}].sigma_slope` must keep sigma_iso_mm + \
+                     sigma_slope * 1000 mm >= 1 mm"
                 ));
             }
+        }
+        if let Some(ef) = &self.beam_model.extra_focal {
+            if !(ef.weight.is_finite() && ef.weight >= 0.0) {
+                return Err("field `beam_model.extra_focal.weight` must be >= 0".into());
+            }
+            pos(ef.sigma_iso_mm, "beam_model.extra_focal.sigma_iso_mm")?;
+        }
+        if let Some(e) = &self.beam_model.electron_contamination {
+            for (v, name) in [
+                (e.weight_narrow, "weight_narrow"),
+                (e.weight_wide, "weight_wide"),
+            ] {
+                if !(v.is_finite() && v >= 0.0) {
+                    return Err(format!(
+                        "field `beam_model.electron_contamination.{name}` must be >= 0"
+                    ));
+                }
+            }
+            pos(
+                e.decay_per_mm,
+                "beam_model.electron_contamination.decay_per_mm",
+            )?;
+            pos(
+                e.sigma_wide_mm,
+                "beam_model.electron_contamination.sigma_wide_mm",
+            )?;
         }
         self.ct_calibration.validate()?;
         pos(

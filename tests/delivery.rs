@@ -237,6 +237,7 @@ fn export(s: &Synthetic, weights: &[f64], m: &DeliveryMachine) -> Exported {
         plan_sop_uid: &plan_uid,
         created: common::fixed_time(),
         beam_number: None,
+        tissue_heterogeneity_correction: "IMAGE",
     })
     .expect("rtdose");
     Exported {
@@ -716,6 +717,7 @@ fn same_inputs_give_byte_identical_files() {
             plan_sop_uid: &a.plan_uid,
             created: common::fixed_time(),
             beam_number: None,
+            tissue_heterogeneity_correction: "IMAGE",
         },
     )
     .unwrap();

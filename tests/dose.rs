@@ -366,3 +366,34 @@ fn setup_beams_covers_target_and_lateral_beam_enters_from_its_side() {
     let e = dose_at_points(&ffs, &single, &m, &w, &[[0.0; 3]]).unwrap_err();
     assert!(e.to_string().contains("FFS"), "{e}");
 }
+
+/// The engine seam (issue 18): a machine file without `dose_engine` selects the pencil beam,
+/// whose calls through the trait give bit-identical doses to the free functions, and whose RT
+/// Dose heterogeneity correction is `IMAGE` (CT densities scale the depths).
+#[test]
+fn engine_seam_selects_the_pencil_beam_and_reproduces_its_dose() {
+    use rtopt::machine::DoseEngineKind;
+    let m = MachineModel::default_6x();
+    assert_eq!(m.dose_engine, DoseEngineKind::PencilBeam);
+    let json = serde_json::to_string(&m).expect("serialise");
+    assert!(json.contains("\"dose_engine\":\"pencil_beam\""), "{json}");
+    let e = rtopt::dose::engine_for(&m);
+    assert_eq!(e.kind(), DoseEngineKind::PencilBeam);
+    assert_eq!(e.tissue_heterogeneity_correction(), "IMAGE");
+    let ct = phantom(200.0, 5.0, |p| if p[1] > 0.0 { -700.0 } else { 0.0 });
+    let beam = open_beam(0.0, [0.0, 0.0, 0.0], 40.0, 0);
+    let w = vec![2.0; beam.beamlets.len()];
+    let pts: Vec<[f64; 3]> = (0..20)
+        .map(|i| [3.0, -90.0 + 9.0 * i as f64, 1.0])
+        .collect();
+    let free = dose_at_points(&ct, std::slice::from_ref(&beam), &m, &w, &pts).expect("free");
+    let seam = e
+        .dose_at_points(&ct, std::slice::from_ref(&beam), &m, &w, &pts)
+        .expect("seam");
+    assert_eq!(free, seam);
+    let per_mu = e
+        .beamlet_doses_at_point(&ct, std::slice::from_ref(&beam), &m, pts[5])
+        .expect("per beamlet");
+    let dot: f64 = per_mu.iter().zip(&w).map(|(a, b)| a * b).sum();
+    assert!((dot - free[5]).abs() <= 1e-12 * free[5].abs().max(1e-30));
+}

@@ -20,9 +20,10 @@
 
 use crate::machine::MachineModel;
 
-/// Largest number of kernel components supported by the engine (the machine file's limit,
-/// defined with the machine model so that `machine` does not depend on `dose`).
-pub const MAX_COMPONENTS: usize = crate::machine::MAX_KERNEL_COMPONENTS;
+/// Largest number of kernel terms the engine evaluates: the machine file's components
+/// ([`crate::machine::MAX_KERNEL_COMPONENTS`]), an extra-focal twin of each, and two
+/// electron-contamination terms (beam model v2).
+pub const MAX_COMPONENTS: usize = 2 * crate::machine::MAX_KERNEL_COMPONENTS + 2;
 
 /// A pencil-beam kernel ready for evaluation (calibrated).
 #[derive(Debug, Clone)]
@@ -34,6 +35,11 @@ pub struct Kernel {
     pub beta: [f64; MAX_COMPONENTS],
     pub sigma0: [f64; MAX_COMPONENTS],
     pub slope: [f64; MAX_COMPONENTS],
+    /// Terms whose depth function is `w exp(-beta d)` (contamination electrons) instead of
+    /// Bortfeld's.
+    pub electron: [bool; MAX_COMPONENTS],
+    /// Extra-focal source (weight, sigma in the isocentre plane, mm); weight 0: none.
+    pub extra_focal: (f64, f64),
     /// Source-axis distance, mm.
     pub sad_mm: f64,
     /// Gy per MU per unit of the relative model (`c` above).
@@ -65,6 +71,8 @@ impl Kernel {
             beta: [1.0; MAX_COMPONENTS],
             sigma0: [1.0; MAX_COMPONENTS],
             slope: [0.0; MAX_COMPONENTS],
+            electron: [false; MAX_COMPONENTS],
+            extra_focal: (0.0, 1.0),
             sad_mm: m.sad_mm,
             gy_per_mu_scale: 1.0,
         };
@@ -74,7 +82,48 @@ impl Kernel {
             k.sigma0[i] = c.sigma_iso_mm;
             k.slope[i] = c.sigma_slope;
         }
+        // Beam model v2. Extra-focal source: each term gets a twin carrying the source's
+        // fluence, whose width adds in quadrature at zero depth (the slope is scaled so that
+        // sigma(d) keeps its first-order growth of sqrt(s0^2 + s_ef^2 + ...)).
+        if let Some(ef) = &bm.extra_focal {
+            if ef.weight > 0.0 {
+                k.extra_focal = (ef.weight, ef.sigma_iso_mm);
+                for i in 0..n {
+                    let j = k.n;
+                    let s0 = k.sigma0[i].hypot(ef.sigma_iso_mm);
+                    k.weight[j] = k.weight[i] * ef.weight;
+                    k.beta[j] = k.beta[i];
+                    k.sigma0[j] = s0;
+                    k.slope[j] = k.slope[i] * k.sigma0[i] / s0;
+                    k.n += 1;
+                }
+            }
+        }
+        if let Some(e) = &bm.electron_contamination {
+            let narrow = if n > 0 { k.sigma0[0] } else { 1.0 };
+            for (w, s0) in [(e.weight_narrow, narrow), (e.weight_wide, e.sigma_wide_mm)] {
+                if w > 0.0 {
+                    let j = k.n;
+                    k.weight[j] = w;
+                    k.beta[j] = e.decay_per_mm;
+                    k.sigma0[j] = s0;
+                    k.slope[j] = 0.0;
+                    k.electron[j] = true;
+                    k.n += 1;
+                }
+            }
+        }
         k
+    }
+
+    /// In-air output ratio Sc of a square field of side `field_mm` (at the isocentre)
+    /// relative to 10 x 10 (AAPM TG-74's definition: primary collision kerma in free space per
+    /// MU, on the axis): `(1 + w A(F)) / (1 + w A(100))`, `A(F) = erf(F / (2 sqrt2 s))^2` the
+    /// part of the extra-focal source seen through the aperture. 1 without the source.
+    pub fn in_air_output_ratio(&self, field_mm: f64) -> f64 {
+        let (w, s) = self.extra_focal;
+        let a = |f: f64| libm::erf(0.5 * f / (std::f64::consts::SQRT_2 * s)).powi(2);
+        (1.0 + w * a(field_mm)) / (1.0 + w * a(100.0))
     }
 
     /// Depth terms `D_i(d)` (times the calibration scale) at radiological depth `d_mm`.
@@ -85,8 +134,12 @@ impl Kernel {
         let mut out = [0.0; MAX_COMPONENTS];
         for i in 0..self.n {
             let b = self.beta[i];
-            out[i] = self.gy_per_mu_scale * self.weight[i] * b / (b - self.attenuation_per_mm)
-                * (e_mu - (-b * d).exp());
+            out[i] = if self.electron[i] {
+                self.gy_per_mu_scale * self.weight[i] * (-b * d).exp()
+            } else {
+                self.gy_per_mu_scale * self.weight[i] * b / (b - self.attenuation_per_mm)
+                    * (e_mu - (-b * d).exp())
+            };
         }
         out
     }

@@ -8,6 +8,7 @@ pub mod influence;
 pub mod kernel;
 pub mod raytrace;
 pub mod report;
+pub mod seam;
 
 pub use correction::scatter_correction;
 pub use engine::{
@@ -16,3 +17,4 @@ pub use engine::{
 pub use exact::{dose_from_weights, dose_from_weights_cancellable};
 pub use grid::{DoseField, DoseGrid, DvhElements, StructureRows, WeightedRows};
 pub use influence::{InfluenceMatrix, MatrixValues};
+pub use seam::{engine_for, engine_of_kind, DoseEngine, PencilBeam};

@@ -11,14 +11,13 @@
 //! so the choice is deterministic.
 //!
 //! Beam doses: the untruncated dose per MU of every beamlet at the point
-//! ([`crate::dose::engine::beamlet_doses_at_point`]) dotted with each beam's and each
+//! ([`crate::dose::DoseEngine::beamlet_doses_at_point`]) dotted with each beam's and each
 //! segment's deliverable beamlet weights. Their sum is the point's dose by the point-kernel
 //! route; the RT Dose holds the fluence-convolution route of the same weights, and the two
 //! are reported side by side.
 
 use crate::beams::Beam;
 use crate::ct::CtVolume;
-use crate::dose::engine::beamlet_doses_at_point;
 use crate::dose::DoseGrid;
 use crate::error::{Error, Result};
 use crate::machine::MachineModel;
@@ -109,7 +108,8 @@ pub fn beam_doses(
     sequenced: &[SequencedBeam],
     point_lps: [f64; 3],
 ) -> Result<(Vec<f64>, Vec<Vec<f64>>)> {
-    let per_mu = beamlet_doses_at_point(ct, beams, machine, point_lps)?;
+    let per_mu =
+        crate::dose::engine_for(machine).beamlet_doses_at_point(ct, beams, machine, point_lps)?;
     let mut beam_dose = Vec::with_capacity(sequenced.len());
     let mut coefficients = Vec::with_capacity(sequenced.len());
     for sb in sequenced {

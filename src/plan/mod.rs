@@ -439,7 +439,7 @@ fn prepare_in_pool(planner: Planner, settings: Settings) -> Result<PreparedPlan>
             n_dense,
             planner.memory_budget_bytes,
         )?;
-        let calc = dose::influence_matrix_cancellable(
+        let calc = dose::engine_for(&settings.machine).influence_matrix(
             &case.ct,
             &body,
             &beams,
@@ -471,7 +471,7 @@ fn prepare_in_pool(planner: Planner, settings: Settings) -> Result<PreparedPlan>
     // The truncated matrix is scaled in place: only one copy is ever held.
     runner.run(PlanStage::ScatterCorrection, &mut times, || {
         let reference = vec![1.0; matrix.n_cols()];
-        let exact_ref = dose::dose_from_weights_cancellable(
+        let exact_ref = dose::engine_for(&settings.machine).dose_from_weights(
             &case.ct,
             &dose_grid,
             &beams,
@@ -1013,17 +1013,18 @@ impl PreparedPlan {
 impl PreparedPlan {
     fn forward_dose_gy(&self, weights_mu: &[f64]) -> Result<Vec<f64>> {
         let f = self.fractions() as f64;
-        Ok(dose::dose_from_weights_cancellable(
-            &self.case.ct,
-            &self.dose_grid,
-            &self.beams,
-            &self.settings.machine,
-            weights_mu,
-            &self.runner.cancel,
-        )?
-        .into_iter()
-        .map(|d| d * f)
-        .collect())
+        Ok(dose::engine_for(&self.settings.machine)
+            .dose_from_weights(
+                &self.case.ct,
+                &self.dose_grid,
+                &self.beams,
+                &self.settings.machine,
+                weights_mu,
+                &self.runner.cancel,
+            )?
+            .into_iter()
+            .map(|d| d * f)
+            .collect())
     }
 
     fn gamma_options(&self) -> &GammaOptions {

@@ -463,9 +463,8 @@ impl PlannedCase {
                 .first()
                 .map(|b| b.isocenter_mm)
                 .unwrap_or([0.0; 3]),
-            dose_algorithm: "pencil beam (Bortfeld depth term, Gaussian lateral kernels), \
-                             radiological depths from CT electron densities, untruncated"
-                .into(),
+            dose_algorithm: crate::dose::engine_for(&self.machine).description().into(),
+            dose_engine: self.machine.dose_engine.as_str().into(),
             dose_grid_mm: self.dose_grid.grid.spacing_mm,
             normalisation_factor: self.mu_scale,
             total_mu_per_fraction: self.sequenced.total_mu(),
@@ -607,6 +606,8 @@ impl PlannedCase {
                 plan_sop_uid: &plan_uid,
                 created: self.identity.created,
                 beam_number: None,
+                tissue_heterogeneity_correction: crate::dose::engine_for(&self.machine)
+                    .tissue_heterogeneity_correction(),
             },
         )?;
         if self.beam_doses {
@@ -620,6 +621,8 @@ impl PlannedCase {
                         plan_sop_uid: &plan_uid,
                         created: self.identity.created,
                         beam_number: Some(number as i64),
+                        tissue_heterogeneity_correction: crate::dose::engine_for(&self.machine)
+                            .tissue_heterogeneity_correction(),
                     },
                 )?;
             }
@@ -651,12 +654,13 @@ impl PlannedCase {
                 &sb.segments,
             );
             w[beam.first_column..beam.first_column + bw.len()].copy_from_slice(&bw);
-            let rows = crate::dose::dose_from_weights(
+            let rows = crate::dose::engine_for(&self.machine).dose_from_weights(
                 &self.case.ct,
                 &self.dose_grid,
                 &self.beams,
                 &self.machine,
                 &w,
+                &crate::control::CancelToken::new(),
             )?;
             let rows: Vec<f64> = rows.into_iter().map(|d| d * fractions).collect();
             out.push((beam.number, self.dose_grid.to_full(&rows)));

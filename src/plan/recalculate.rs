@@ -167,7 +167,14 @@ pub fn recalculate(
     let weights = crate::sequencing::deliverable_weights(&beams, &sequenced, first)?;
     let body = case.try_body_mask()?;
     let dose_grid = DoseGrid::covering(&case.ct.grid, opts.dose_spacing_mm, &body);
-    let rows = crate::dose::dose_from_weights(&case.ct, &dose_grid, &beams, machine, &weights)?;
+    let rows = crate::dose::engine_for(machine).dose_from_weights(
+        &case.ct,
+        &dose_grid,
+        &beams,
+        machine,
+        &weights,
+        &crate::control::CancelToken::new(),
+    )?;
     let rows: Vec<f64> = rows.into_iter().map(|d| d * fractions as f64).collect();
     let dose_full_gy = dose_grid.to_full(&rows);
     Ok(Recalculation {

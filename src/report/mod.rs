@@ -214,6 +214,9 @@ pub struct PlanBlock {
     pub isocenter_mm: [f64; 3],
     /// Dose engine and heterogeneity handling.
     pub dose_algorithm: String,
+    /// The machine file's `dose_engine` (`pencil_beam`, ...): which engine computed the dose.
+    #[serde(default)]
+    pub dose_engine: String,
     /// Dose grid spacing (x, y, z), mm.
     pub dose_grid_mm: [f64; 3],
     /// Factor applied to every segment's MU to reach the prescription.

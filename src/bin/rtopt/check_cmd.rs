@@ -127,6 +127,8 @@ pub fn run<L: Fn(&Path) -> Result<Case>>(r: &PlanDoseRun<L>) -> Result<String> {
                 plan_sop_uid: &recalc.plan.sop_instance_uid,
                 created,
                 beam_number: None,
+                tissue_heterogeneity_correction: rtopt::dose::engine_for(&machine)
+                    .tissue_heterogeneity_correction(),
             },
         )?;
         rtopt::io::atomic::write_file(&dir.join("dose-check.json"), json.as_bytes())

@@ -41,6 +41,10 @@ pub struct DoseExport<'a> {
     /// `None`: the plan's dose (DoseSummationType PLAN); `Some(n)`: the dose of the plan's
     /// beam with BeamNumber `n` alone (BEAM), for per-field QA.
     pub beam_number: Option<i64>,
+    /// TissueHeterogeneityCorrection (3004,0014) as written (CS, values separated by `\\`):
+    /// `IMAGE`, `ROI_OVERRIDE` or `WATER` (the dose engine's,
+    /// [`crate::dose::DoseEngine::tissue_heterogeneity_correction`]); empty: not written.
+    pub tissue_heterogeneity_correction: &'a str,
 }
 
 /// A dose distribution read from an RT Dose file.
@@ -187,9 +191,14 @@ pub fn rtdose_bytes(d: &DoseExport) -> Result<(Vec<u8>, String)> {
             },
         )
         .dm(tags::GRID_FRAME_OFFSET_VECTOR, &offsets)
-        .s(tags::DOSE_GRID_SCALING, VR::DS, &scaling_s)
-        // The pencil-beam engine scales depths by the CT's electron densities.
-        .s(tags::TISSUE_HETEROGENEITY_CORRECTION, VR::CS, "IMAGE");
+        .s(tags::DOSE_GRID_SCALING, VR::DS, &scaling_s);
+    if !d.tissue_heterogeneity_correction.is_empty() {
+        o.s(
+            tags::TISSUE_HETEROGENEITY_CORRECTION,
+            VR::CS,
+            d.tissue_heterogeneity_correction,
+        );
+    }
     let mut rp = Ds::new();
     rp.s(tags::REFERENCED_SOP_CLASS_UID, VR::UI, RT_PLAN_STORAGE)
         .s(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, d.plan_sop_uid);

@@ -10,6 +10,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use nalgebra::DVector;
+use rayon::prelude::*;
 use rtopt::dose::influence_matrix;
 
 fn bench(c: &mut Criterion) {
@@ -49,6 +50,41 @@ fn bench(c: &mut Criterion) {
         // A^T y as the CSR of A^T: the transpose done once outside, like rtopt's CSC.
         let at = csr.transpose();
         b.iter(|| black_box(&at * black_box(&yv)))
+    });
+    g.finish();
+    // The machine's memory bandwidth on the same two threads (STREAM-like, McCalpin 1995): a
+    // read (sum) and a copy of 256 MiB of f32, far beyond the caches. `A x` reads 8 bytes
+    // per non-zero (f32 value, u32 column) plus the row pointers; issue 16 asks for at least
+    // 60 % of this bandwidth.
+    let n = 64 << 20;
+    let src = vec![1.0f32; n];
+    let mut dst = vec![0.0f32; n];
+    let chunk = 1 << 16;
+    let mut g = c.benchmark_group("stream");
+    g.sample_size(30);
+    g.bench_function("read_256MiB", |b| {
+        b.iter(|| {
+            // Eight independent sums per chunk, so that the adds vectorise and the loop is
+            // bound by memory, not by the latency of one running sum.
+            src.par_chunks(chunk)
+                .map(|c| {
+                    let lanes = c.chunks_exact(8).fold([0f32; 8], |mut acc, v| {
+                        for (a, x) in acc.iter_mut().zip(v) {
+                            *a += x;
+                        }
+                        acc
+                    });
+                    lanes.iter().sum::<f32>()
+                })
+                .sum::<f32>()
+        })
+    });
+    g.bench_function("copy_256MiB", |b| {
+        b.iter(|| {
+            dst.par_chunks_mut(chunk)
+                .zip(src.par_chunks(chunk))
+                .for_each(|(d, s)| d.copy_from_slice(s))
+        })
     });
     g.finish();
 }

@@ -210,13 +210,26 @@ impl InfluenceMatrix {
     pub fn adjoint_into(&self, y: &[f64], out: &mut [f64]) {
         assert_eq!(y.len(), self.n_rows);
         assert_eq!(out.len(), self.n_cols);
+        // A column holds thousands of entries: four running sums (a fixed order, so the
+        // result is still deterministic) keep the adds from waiting on each other; with one
+        // sum the product was bound by the add latency, not by memory (3.7 ms against 2.0 ms
+        // of streaming its 58 MB on TG-119, docs/benchmarks.md).
         out.par_iter_mut().enumerate().for_each(|(c, v)| {
             let (a, b) = (self.col_ptr[c], self.col_ptr[c + 1]);
-            let mut s = 0.0f64;
-            for k in a..b {
-                s += self.col_vals[k] as f64 * y[self.col_rows[k] as usize];
+            let (vals, rows) = (&self.col_vals[a..b], &self.col_rows[a..b]);
+            let mut s = [0.0f64; 4];
+            let mut vq = vals.chunks_exact(4);
+            let mut rq = rows.chunks_exact(4);
+            for (vv, rr) in (&mut vq).zip(&mut rq) {
+                for l in 0..4 {
+                    s[l] += vv[l] as f64 * y[rr[l] as usize];
+                }
             }
-            *v = s;
+            let mut tail = 0.0f64;
+            for (&val, &r) in vq.remainder().iter().zip(rq.remainder()) {
+                tail += val as f64 * y[r as usize];
+            }
+            *v = ((s[0] + s[1]) + (s[2] + s[3])) + tail;
         });
     }
 

@@ -584,6 +584,39 @@ goals = [{ type = "dvh_min", dose_gy = 48, volume_pct = 95 }, { type = "max_dose
         binding >= 1,
         "no binding constraint: the test would prove nothing"
     );
+    // Clarabel's duals of the same limit rows (in Gy, as the IPM's) give the same
+    // multipliers.
+    let cla = pb
+        .solve(&OptimizeOptions {
+            backend: Backend::Clarabel,
+            ..opts.clone()
+        })
+        .unwrap();
+    let largest = base
+        .goals
+        .iter()
+        .filter_map(|g| g.objective_per_gy)
+        .fold(0.0f64, f64::max);
+    for (gi, gc) in base.goals.iter().zip(&cla.goals) {
+        if gi.role != GoalRole::Constraint {
+            assert_eq!(gc.objective_per_gy, None, "{}", gc.description);
+            continue;
+        }
+        let (mi, mc) = (
+            gi.objective_per_gy.unwrap(),
+            gc.objective_per_gy.expect("Clarabel multiplier"),
+        );
+        println!(
+            "{} {}: IPM {mi:.4}, Clarabel {mc:.4} per Gy",
+            gi.structure, gi.description
+        );
+        assert!(
+            (mi - mc).abs() <= 1e-3 * largest,
+            "{} {}: IPM {mi} vs Clarabel {mc} per Gy",
+            gi.structure,
+            gi.description
+        );
+    }
     // The limits are restored.
     let again = pb.solve(&opts).unwrap();
     assert!((again.objective - base.objective).abs() <= 1e-6 * base.objective.abs());

@@ -21,11 +21,22 @@ use super::{
 use crate::dose::InfluenceMatrix;
 use crate::error::{Error, Result};
 
-/// Who owns a constraint row (for infeasibility diagnosis).
+/// Who owns a constraint row (for infeasibility diagnosis and the goals' multipliers).
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Owner {
     Goal(usize),
+    /// A row of a goal's part marked `limit`: its dual is part of the goal's multiplier.
+    Limit(usize),
     Bounds,
+}
+
+impl Owner {
+    fn goal(self) -> Option<usize> {
+        match self {
+            Owner::Goal(g) | Owner::Limit(g) => Some(g),
+            Owner::Bounds => None,
+        }
+    }
 }
 
 /// Constraint rows under construction (CSR).
@@ -121,6 +132,7 @@ impl PlanningProblem<'_> {
                 continue;
             }
             let own = Owner::Goal(gi);
+            let owner_of = |limit: bool| if limit { Owner::Limit(gi) } else { own };
             let cset: &[u32] = cand[gi].as_deref().unwrap_or(&g.rows);
             let terms = g.terms(self.rx_gy);
             // relax slack: the goal's limits shifted by sigma (>= 0) with a linear penalty
@@ -176,20 +188,21 @@ impl PlanningProblem<'_> {
                         for &v in cset {
                             let mut row: Vec<(usize, f64)> =
                                 vrow(v, sign * f).chain(yc.iter().copied()).collect();
+                            let row_owner = owner_of(*limit);
                             match hinge {
-                                GoalHinge::None => nn.push(row, *h_gy, own),
+                                GoalHinge::None => nn.push(row, *h_gy, row_owner),
                                 GoalHinge::Squared { hessian } => {
                                     // u >= 0 is implied: minimising u^2 subject to
                                     // u >= s (d - D) gives u = max(s (d - D), 0).
                                     let u = new_var(&mut q, 0.0);
                                     pdiag.push((u, hessian * g.weight_of(v)));
                                     row.push((u, -1.0));
-                                    nn.push(row, *h_gy, own);
+                                    nn.push(row, *h_gy, row_owner);
                                 }
                                 GoalHinge::Excess => {
                                     let u = new_var(&mut q, 0.0);
                                     row.push((u, -1.0));
-                                    nn.push(row, *h_gy, own);
+                                    nn.push(row, *h_gy, row_owner);
                                     nn.push([(u, -1.0)], 0.0, own);
                                     excess[pi].push((u, v));
                                 }
@@ -212,7 +225,11 @@ impl PlanningProblem<'_> {
                         let cs = self.colsum(g);
                         let entries: Vec<(usize, f64)> =
                             (0..n).map(|k| (k, coef * f * cs[k])).collect();
-                        nn.push(entries.into_iter().chain(ycoef(pv, *limit)), *h_gy, own);
+                        nn.push(
+                            entries.into_iter().chain(ycoef(pv, *limit)),
+                            *h_gy,
+                            owner_of(*limit),
+                        );
                     }
                     Part::Tail {
                         voxels,
@@ -228,7 +245,7 @@ impl PlanningProblem<'_> {
                                 .map(|&(u, v)| (u, beta * g.weight_of(v))),
                         );
                         row.extend(sigma.filter(|_| *limit).map(|s| (s, -1.0)));
-                        nn.push(row, *h_gy, own);
+                        nn.push(row, *h_gy, owner_of(*limit));
                     }
                     Part::PowerMean { a: ea, cost } => {
                         // (sum_v w_v d_v^a)^(1/a) <= tau via power cones (r_v, tau, d_v),
@@ -487,6 +504,19 @@ impl PlanningProblem<'_> {
                     .iter()
                     .map(|s| s.map(|v| sol.x[v].max(0.0)))
                     .collect();
+                // Each hard goal's multiplier: the duals of its limit rows (all in Gy total,
+                // as the IPM's), the objective's rise per Gy of tightening.
+                let multipliers: Vec<Option<f64>> = if opts.relax {
+                    Vec::new()
+                } else {
+                    let mut m = vec![None; self.goals.len()];
+                    for (o, &z) in form.owner.iter().zip(&sol.z) {
+                        if let Owner::Limit(g) = *o {
+                            *m[g].get_or_insert(0.0) += z;
+                        }
+                    }
+                    m
+                };
                 let objective = sol.obj_val + form.obj_const;
                 let status = format!("{:?}", sol.status);
                 let (n_variables, n_constraint_rows) = (form.n_var, form.b.len());
@@ -502,7 +532,7 @@ impl PlanningProblem<'_> {
                         n_variables,
                         n_constraint_rows,
                         slacks,
-                        multipliers: Vec::new(),
+                        multipliers,
                         t0,
                     },
                 );
@@ -514,8 +544,8 @@ impl PlanningProblem<'_> {
     fn diagnose(&self, form: &Formulation, z: &[f64]) -> Vec<String> {
         let mut per_goal = vec![0.0f64; self.goals.len()];
         for (r, &zr) in z.iter().enumerate() {
-            if let Some(Owner::Goal(g)) = form.owner.get(r) {
-                per_goal[*g] += zr.abs();
+            if let Some(g) = form.owner.get(r).and_then(|o| o.goal()) {
+                per_goal[g] += zr.abs();
             }
         }
         let hard: Vec<usize> = (0..self.goals.len())

@@ -144,6 +144,13 @@ fn a_goal_type_from_the_test_crate_is_solved_by_both_backends() {
         weight: 5.0,
     };
     let p = protocol(Some(goal.clone()));
+    // Written (report, Python dict) by its name and description; not read back.
+    let json = serde_json::to_value(&p).unwrap();
+    let core_goal = &json["structure"][2]["goals"][0];
+    assert_eq!(core_goal["type"], "custom");
+    assert_eq!(core_goal["name"], "soft_mean_below");
+    assert_eq!(core_goal["description"], goal.describe());
+    assert!(serde_json::from_value::<Protocol>(json).is_err());
     let ipm = solve(&case, &p, Backend::Ipm);
     let cla = solve(&case, &p, Backend::Clarabel);
     assert!(

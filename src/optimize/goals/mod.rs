@@ -221,9 +221,19 @@ pub trait GoalTerm: fmt::Debug + Send + Sync {
     fn clone_box(&self) -> Box<dyn GoalTerm>;
 }
 
-/// A goal type from outside the library ([`GoalKind::Custom`]). Not written to or read from
-/// protocol files.
+/// A goal type from outside the library ([`GoalKind::Custom`]). Not read from protocol
+/// files; written (to a report, a Python dict) as `{ type = "custom", name, description }`.
 pub struct CustomGoal(pub Box<dyn GoalTerm>);
+
+impl Serialize for CustomGoal {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("CustomGoal", 2)?;
+        st.serialize_field("name", self.0.type_name())?;
+        st.serialize_field("description", &self.0.describe())?;
+        st.end()
+    }
+}
 
 impl CustomGoal {
     pub fn new(term: impl GoalTerm + 'static) -> CustomGoal {
@@ -260,8 +270,9 @@ macro_rules! goal_kinds {
         #[serde(tag = "type", rename_all = "snake_case")]
         pub enum GoalKind {
             $($variant($ty),)*
-            /// A goal type defined outside the library, through [`GoalTerm`] (API only).
-            #[serde(skip)]
+            /// A goal type defined outside the library, through [`GoalTerm`] (API only:
+            /// written as its name and description, never read).
+            #[serde(skip_deserializing)]
             Custom(CustomGoal),
         }
 

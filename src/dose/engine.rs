@@ -73,7 +73,7 @@ pub fn density_volume(ct: &CtVolume, machine: &MachineModel) -> DensityVolume {
 
 /// Only head-first supine geometry is modelled (`docs/dose.md`); an empty PatientPosition
 /// (CT built in memory) is taken as HFS.
-fn check_patient_position(ct: &CtVolume) -> Result<()> {
+pub(crate) fn check_patient_position(ct: &CtVolume) -> Result<()> {
     let pp = ct.meta.patient_position.trim();
     if pp.is_empty() || pp.eq_ignore_ascii_case("HFS") {
         Ok(())
@@ -84,7 +84,7 @@ fn check_patient_position(ct: &CtVolume) -> Result<()> {
     }
 }
 
-fn check_beams(beams: &[Beam]) -> Result<usize> {
+pub(crate) fn check_beams(beams: &[Beam]) -> Result<usize> {
     let mut col = 0usize;
     for (b, beam) in beams.iter().enumerate() {
         if beam.first_column != col {
@@ -402,14 +402,7 @@ pub fn influence_matrix_cancellable(
     let n_rows = dose_grid.len();
     let kern = Kernel::new(machine);
     let vol = density_volume(ct, machine);
-    let points: Vec<[f64; 3]> = dose_grid
-        .voxels
-        .par_iter()
-        .map(|&v| {
-            let [i, j, k] = dose_grid.grid.ijk(v as usize);
-            dose_grid.grid.centre_mm(i, j, k)
-        })
-        .collect();
+    let points = dose_grid.centres_mm();
     let cut = opts.lateral_cutoff_mm;
     let min_sp = opts
         .grid_spacing_mm

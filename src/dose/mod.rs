@@ -9,6 +9,7 @@ pub mod kernel;
 pub mod raytrace;
 pub mod report;
 pub mod seam;
+pub mod superposition;
 
 pub use correction::scatter_correction;
 pub use engine::{
@@ -18,3 +19,4 @@ pub use exact::{dose_from_weights, dose_from_weights_cancellable};
 pub use grid::{DoseField, DoseGrid, DvhElements, StructureRows, WeightedRows};
 pub use influence::{InfluenceMatrix, MatrixValues};
 pub use seam::{engine_for, engine_of_kind, DoseEngine, PencilBeam};
+pub use superposition::Superposition;

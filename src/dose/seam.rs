@@ -167,5 +167,6 @@ pub fn engine_for(machine: &MachineModel) -> &'static dyn DoseEngine {
 pub fn engine_of_kind(kind: DoseEngineKind) -> &'static dyn DoseEngine {
     match kind {
         DoseEngineKind::PencilBeam => &PencilBeam,
+        DoseEngineKind::Superposition => &super::superposition::Superposition,
     }
 }

@@ -293,3 +293,23 @@ fn machine_file_selects_the_superposition_engine() {
     assert_eq!(e.kind().as_str(), "superposition");
     assert_eq!(e.tissue_heterogeneity_correction(), "IMAGE");
 }
+
+/// `beamlet_doses_at_point` (used for the plan's dose reference point) is the per-beamlet
+/// split of `dose_at_points` in the slab.
+#[test]
+fn beamlet_doses_at_point_sum_to_the_point_dose() {
+    let m = machine();
+    let ct = slab(&m, 0.32, 50.0, 150.0);
+    let (beam, w, pts) = open_field(50.0, 1000.0, &[(100.0, 0.0), (120.0, 22.0)]);
+    let beams = [beam];
+    let d = sup()
+        .dose_at_points(&ct, &beams, &m, &w, &pts)
+        .expect("points");
+    for (k, p) in pts.iter().enumerate() {
+        let per_mu = sup()
+            .beamlet_doses_at_point(&ct, &beams, &m, *p)
+            .expect("per beamlet");
+        let dot: f64 = per_mu.iter().zip(&w).map(|(a, b)| a * b).sum();
+        assert!((dot - d[k]).abs() <= 1e-12 * d[k], "{dot} {}", d[k]);
+    }
+}

@@ -11,7 +11,7 @@ pub mod report;
 pub mod seam;
 pub mod superposition;
 
-pub use correction::scatter_correction;
+pub use correction::{scatter_correction, scatter_correction_bounded};
 pub use engine::{
     dose_at_points, influence_matrix, influence_matrix_cancellable, DoseCalculation, DoseOptions,
 };

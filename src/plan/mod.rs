@@ -479,8 +479,14 @@ fn prepare_in_pool(planner: Planner, settings: Settings) -> Result<PreparedPlan>
             &reference,
             &runner.cancel,
         )?;
-        let factors = scatter_correction(&matrix.dose(&reference), &exact_ref);
-        let scaled = factors.iter().filter(|&&f| f > 1.0).count();
+        // An engine whose matrix is another engine's (the heterogeneous engine's is the
+        // pencil beam's) may need rows lowered too (lung): floor 0.5 instead of 1.
+        let floor = match settings.machine.dose_engine {
+            crate::machine::DoseEngineKind::PencilBeam => 1.0,
+            _ => 0.5,
+        };
+        let factors = dose::scatter_correction_bounded(&matrix.dose(&reference), &exact_ref, floor);
+        let scaled = factors.iter().filter(|&&f| f != 1.0).count();
         matrix.scale_rows(&factors);
         Ok(((), format!("{scaled} rows rescaled")))
     })?;

@@ -34,6 +34,9 @@
 //! matrix is delegated to the pencil beam (the optimiser's correction step and the final
 //! dose go through the forward calls, which use this engine).
 
+// Index loops over the kernel terms mirror the formulas (as in `kernel.rs`).
+#![allow(clippy::needless_range_loop)]
+
 use rayon::prelude::*;
 
 use super::engine::{check_beams, check_patient_position, density_volume};

@@ -23,7 +23,7 @@ use rtopt::machine::{DoseEngineKind, MachineModel};
 
 #[path = "support/water.rs"]
 mod support;
-use support::{arr, field_dose_with, gbd, open_field, water};
+use support::{arr, field_dose_with, gbd, open_field, slab, water};
 
 fn machine() -> MachineModel {
     let p =
@@ -39,36 +39,6 @@ fn sup() -> &'static dyn DoseEngine {
 
 fn pb() -> &'static dyn DoseEngine {
     engine_of_kind(DoseEngineKind::PencilBeam)
-}
-
-/// HU whose relative electron density is `rho` on the machine's CT calibration.
-fn hu_of(m: &MachineModel, rho: f64) -> f32 {
-    let (mut a, mut b) = (-1000.0f32, 0.0f32);
-    for _ in 0..60 {
-        let c = 0.5 * (a + b);
-        if (m.relative_electron_density(c) as f64) < rho {
-            a = c;
-        } else {
-            b = c;
-        }
-    }
-    0.5 * (a + b)
-}
-
-/// The water phantom of `support` with a slab of density `rho` from depth `top_mm` to
-/// `bottom_mm` (multiples of the 5 mm voxels).
-fn slab(m: &MachineModel, rho: f64, top_mm: f64, bottom_mm: f64) -> CtVolume {
-    let mut ct = water();
-    let hu = hu_of(m, rho);
-    let [nx, ny, _] = ct.grid.dims;
-    for (i, h) in ct.hu.iter_mut().enumerate() {
-        let j = (i / nx) % ny;
-        let depth = ct.grid.origin_mm[1] + 5.0 * j as f64 + 200.0;
-        if depth > top_mm && depth < bottom_mm {
-            *h = hu;
-        }
-    }
-    ct
 }
 
 fn axis(

@@ -1,6 +1,7 @@
 //! Shared by `tests/dose_v2.rs`, `tests/dose_hetero.rs` and `examples/commissioning.rs`
 //! (included with `#[path]`): a water slab and the dose of a square open field in it through
-//! `dose_at_points` (the pencil beam) or any engine's `dose_at_points`.
+//! `dose_at_points` (the pencil beam) or any engine's `dose_at_points`; the same phantom with
+//! a lung slab.
 #![allow(dead_code)]
 
 use rtopt::beams::{Beam, BeamletGrid};
@@ -106,4 +107,34 @@ pub fn arr(v: &Value) -> Vec<f64> {
         .iter()
         .map(|x| x.as_f64().unwrap_or(f64::NAN))
         .collect()
+}
+
+/// HU whose relative electron density is `rho` on the machine's CT calibration.
+pub fn hu_of(m: &MachineModel, rho: f64) -> f32 {
+    let (mut a, mut b) = (-1000.0f32, 0.0f32);
+    for _ in 0..60 {
+        let c = 0.5 * (a + b);
+        if (m.relative_electron_density(c) as f64) < rho {
+            a = c;
+        } else {
+            b = c;
+        }
+    }
+    0.5 * (a + b)
+}
+
+/// The water phantom of `support` with a slab of density `rho` from depth `top_mm` to
+/// `bottom_mm` (multiples of the 5 mm voxels).
+pub fn slab(m: &MachineModel, rho: f64, top_mm: f64, bottom_mm: f64) -> CtVolume {
+    let mut ct = water();
+    let hu = hu_of(m, rho);
+    let [nx, ny, _] = ct.grid.dims;
+    for (i, h) in ct.hu.iter_mut().enumerate() {
+        let j = (i / nx) % ny;
+        let depth = ct.grid.origin_mm[1] + 5.0 * j as f64 + 200.0;
+        if depth > top_mm && depth < bottom_mm {
+            *h = hu;
+        }
+    }
+    ct
 }

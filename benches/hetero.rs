@@ -3,7 +3,7 @@
 //! beam's forward dose: criterion on the 3 mm grid, and a one-shot table of how the time
 //! scales with the grid spacing (3/4/5 mm) and the beam count (3/5/9), and one run with
 //! lung-density (0.3) blocks at 60 mm and more either side of the centre (a heterogeneous CT
-//! needs more kernel widths per term).
+//! needs more kernel widths per term); one build of each engine's influence matrix.
 //! `cargo bench --bench hetero`
 
 mod common;
@@ -69,6 +69,17 @@ fn bench(c: &mut Criterion) {
         "3 mm, 9 beams, lung blocks (0.3, |x| >= 60 mm): superposition {:.2} s",
         t.elapsed().as_secs_f64()
     );
+    let opts = rtopt::dose::DoseOptions::default();
+    for (name, e) in [("superposition", sup), ("pencil beam", pb)] {
+        let calc = e
+            .influence_matrix(&case.ct, &body, &beams, &m, &opts, &cancel)
+            .expect("matrix");
+        eprintln!(
+            "influence matrix (default options), {name}: {:.2} s, nnz {}",
+            calc.build_seconds,
+            calc.matrix.nnz()
+        );
+    }
     let mut g = c.benchmark_group("hetero");
     g.sample_size(10);
     g.bench_function("superposition_final_dose_tg119_3mm", |b| {

@@ -215,20 +215,26 @@ fn penumbra_broadens_in_lung() {
     }
 }
 
-/// The grid forward dose (convolution ladder, depth tables) agrees with the exact point dose
-/// in the slab, and repeats bit for bit.
-#[test]
-fn grid_dose_matches_point_dose_and_is_deterministic() {
+/// The lung slab, a 5x5 field (1 MU per beamlet) and a small dose region around its axis
+/// (|x| < 60 mm, |z| < 8 mm, to 26 cm deep).
+fn slab_case() -> (MachineModel, CtVolume, rtopt::beams::Beam, Vec<f64>, Mask) {
     let m = machine();
     let ct = slab(&m, 0.32, 50.0, 150.0);
     let (beam, wts, _) = open_field(50.0, 1000.0, &[]);
     let mut body = Mask::empty(ct.grid);
     let [nx, ny, _] = ct.grid.dims;
     for i in 0..body.inside.len() {
-        let (ix, iy, iz) = (i % nx, (i / nx) % ny, i / (nx * ny));
-        let c = ct.grid.centre_mm(ix, iy, iz);
+        let c = ct.grid.centre_mm(i % nx, (i / nx) % ny, i / (nx * ny));
         body.inside[i] = c[0].abs() < 60.0 && c[2].abs() < 8.0 && c[1] < 60.0;
     }
+    (m, ct, beam, wts, body)
+}
+
+/// The grid forward dose (convolution ladder, depth tables) agrees with the exact point dose
+/// in the slab, and repeats bit for bit.
+#[test]
+fn grid_dose_matches_point_dose_and_is_deterministic() {
+    let (m, ct, beam, wts, body) = slab_case();
     let dg = DoseGrid::covering(&ct.grid, [5.0; 3], &body);
     let cancel = rtopt::control::CancelToken::new();
     let beams = [beam];
@@ -335,4 +341,52 @@ fn planner_optimises_against_the_heterogeneous_dose() {
         "p99 {:.2} % of Rx",
         fid.p99_percent_rx
     );
+}
+
+/// The influence matrix of the heterogeneous engine: the pencil beam's builder with the
+/// density-scaled widths. Without cutoff and threshold it reproduces this engine's point dose
+/// in the lung slab, and it lies below the pencil beam's matrix in the lung.
+#[test]
+fn influence_matrix_is_density_scaled() {
+    use rtopt::dose::DoseOptions;
+    let (m, ct, beam, wts, body) = slab_case();
+    let opts = DoseOptions {
+        grid_spacing_mm: [5.0; 3],
+        lateral_cutoff_mm: 400.0,
+        relative_threshold: 0.0,
+    };
+    let cancel = rtopt::control::CancelToken::new();
+    let beams = [beam];
+    let a = sup()
+        .influence_matrix(&ct, &body, &beams, &m, &opts, &cancel)
+        .expect("matrix");
+    let b = pb()
+        .influence_matrix(&ct, &body, &beams, &m, &opts, &cancel)
+        .expect("matrix");
+    let da = a.matrix.dose(&wts);
+    let db = b.matrix.dose(&wts);
+    let pts = a.dose_grid.centres_mm();
+    let exact = sup()
+        .dose_at_points(&ct, &beams, &m, &wts, &pts)
+        .expect("points");
+    let max = exact.iter().cloned().fold(0.0, f64::max);
+    let worst = da
+        .iter()
+        .zip(&exact)
+        .map(|(x, e)| (x - e).abs() / max)
+        .fold(0.0, f64::max);
+    // The voxel nearest the axis 12 cm deep (in the lung).
+    let dist = |p: &[f64; 3]| p[0].powi(2) + (p[1] + 80.0).powi(2) + p[2].powi(2);
+    let k = (0..pts.len())
+        .min_by(|&i, &j| dist(&pts[i]).total_cmp(&dist(&pts[j])))
+        .expect("voxels");
+    assert!(dist(&pts[k]) < 30.0, "{:?}", pts[k]);
+    println!(
+        "worst |matrix - point| {:.2} % of max; in lung: superposition matrix {:.5}, pencil matrix {:.5}",
+        100.0 * worst,
+        da[k],
+        db[k]
+    );
+    assert!(worst < 0.02, "worst {:.2} % of max", 100.0 * worst);
+    assert!(da[k] < 0.97 * db[k], "{} vs {}", da[k], db[k]);
 }

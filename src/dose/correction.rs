@@ -17,8 +17,8 @@ pub fn scatter_correction(matrix_dose: &[f64], exact_dose: &[f64]) -> Vec<f64> {
 }
 
 /// [`scatter_correction`] with the lower clamp `floor` instead of 1: for an engine whose
-/// forward dose may lie *below* the matrix (the heterogeneous engine in lung, whose matrix
-/// is the pencil beam's), so that the correction also carries that reduction (floor 0.5).
+/// forward dose may lie *below* its matrix (the heterogeneous engine), so that the
+/// correction also carries that reduction (floor 0.5).
 pub fn scatter_correction_bounded(matrix_dose: &[f64], exact_dose: &[f64], floor: f64) -> Vec<f64> {
     let max = matrix_dose.iter().cloned().fold(0.0f64, f64::max);
     matrix_dose

@@ -31,8 +31,8 @@
 //! The forward dose on a grid convolves each beam's fluence with each term's Gaussian at a
 //! geometric ladder of widths ([`SIGMA_RATIO`]) and interpolates in `ln sigma`; points are
 //! computed exactly (beamlet-integrated erf) with rays traced per point. The influence
-//! matrix is delegated to the pencil beam (the optimiser's correction step and the final
-//! dose go through the forward calls, which use this engine).
+//! matrix is the pencil beam's builder (cutoff, threshold) with these widths at each voxel
+//! ([`super::engine::MatrixWidths`]).
 
 // Index loops over the kernel terms mirror the formulas (as in `kernel.rs`).
 #![allow(clippy::needless_range_loop)]
@@ -40,7 +40,7 @@
 use rayon::prelude::*;
 
 use super::engine::{check_beams, check_patient_position, density_volume};
-use super::engine::{DoseCalculation, DoseOptions};
+use super::engine::{influence_matrix_with, DoseCalculation, DoseOptions, MatrixWidths};
 use super::exact::{beam_coordinates, convolve, fluence_map, Plane};
 use super::grid::DoseGrid;
 use super::kernel::{lateral_factors, Kernel, MAX_COMPONENTS};
@@ -77,7 +77,7 @@ pub struct Superposition;
 
 const DESCRIPTION: &str = "density-scaled lateral-kernel superposition (pencil-beam kernel \
 terms with lateral widths scaled by the upstream transport density; radiological depths from \
-CT electron densities), untruncated; influence matrix from the pencil beam";
+CT electron densities), untruncated";
 
 /// How each kernel term is scaled.
 #[derive(Debug, Clone)]
@@ -209,6 +209,91 @@ fn column_densities(d: &[f32], step: f64, l: f64, out: &mut [f32]) {
         } else {
             1.0
         };
+    }
+}
+
+/// Window-density tables of each of `terms`' windows, on the fan and with the layout of the
+/// depth table `table` (a two-pointer sweep along each ray).
+fn density_tables(table: &DepthTable, frame: &BeamFrame, terms: &Terms) -> Vec<DepthTable> {
+    let nz = table.nz;
+    terms
+        .windows
+        .iter()
+        .map(|&l| {
+            let mut t = table.clone();
+            t.depth_mm
+                .par_chunks_mut(nz)
+                .zip(table.depth_mm.par_chunks(nz))
+                .enumerate()
+                .for_each(|(ray, (out, d))| {
+                    let (iu, iv) = (ray % table.nu, ray / table.nu);
+                    let pf = path_factor(
+                        table.u0 + iu as f64 * table.du,
+                        table.v0 + iv as f64 * table.du,
+                        frame.sad_mm,
+                    );
+                    column_densities(d, table.dz * pf, l, out);
+                });
+            t
+        })
+        .collect()
+}
+
+/// The influence matrix's kernel widths of this engine (`engine::MatrixWidths`): window
+/// densities from tables over the matrix's box reaching [`UPSTREAM_MM`] before it, exact rays
+/// for voxels outside the box.
+struct SuperpositionWidths {
+    terms: Terms,
+}
+
+impl MatrixWidths for SuperpositionWidths {
+    type PerBeam = Vec<DepthTable>;
+
+    fn prepare(
+        &self,
+        vol: &DensityVolume,
+        frame: &BeamFrame,
+        box_uv: [f64; 4],
+        zmin: f64,
+        zmax: f64,
+        step: f64,
+    ) -> Vec<DepthTable> {
+        let [ulo, uhi, vlo, vhi] = box_uv;
+        let nu = ((uhi - ulo) / step).ceil() as usize + 1;
+        let nv = ((vhi - vlo) / step).ceil() as usize + 1;
+        let z0 = (zmin - UPSTREAM_MM).max(1.0) - step;
+        let nz = ((zmax + step - z0) / step).ceil() as usize + 1;
+        let table = DepthTable::build(vol, frame, ulo, vlo, step, nu, nv, z0, step, nz);
+        density_tables(&table, frame, &self.terms)
+    }
+
+    fn inv(
+        &self,
+        per_beam: Option<&Vec<DepthTable>>,
+        kern: &Kernel,
+        vol: &DensityVolume,
+        frame: &BeamFrame,
+        p: [f64; 3],
+        uvz: [f64; 3],
+        d: f64,
+    ) -> [f64; MAX_COMPONENTS] {
+        let [u, v, z] = uvz;
+        let rho = match per_beam {
+            Some(t) if !t.is_empty() && t[0].covers(u, v) => {
+                let mut rho = [1.0; MAX_COMPONENTS];
+                for (w, tw) in t.iter().enumerate() {
+                    rho[w] = tw.sample(u, v, z);
+                }
+                rho
+            }
+            _ => point_depth(vol, frame, p, &self.terms).1,
+        };
+        let sig = self.terms.sigma_eff(kern, d, &rho);
+        let mut inv = [0.0; MAX_COMPONENTS];
+        for i in 0..kern.n {
+            inv[i] = 1.0 / (std::f64::consts::SQRT_2 * sig[i]);
+        }
+        inv
     }
 }
 
@@ -432,25 +517,7 @@ pub fn dose_from_weights(
         let nz = ((hi[2] - z0) / dz).ceil() as usize + 3;
         let (u0, v0) = (lo[0] - 0.5 * du, lo[1] - 0.5 * du);
         let table = DepthTable::build(&vol, &frame, u0, v0, du, nu, nv, z0 - dz, dz, nz);
-        // Window-density tables, same layout as the depth table.
-        let rho_tables: Vec<DepthTable> = terms
-            .windows
-            .iter()
-            .map(|&l| {
-                let mut t = table.clone();
-                t.depth_mm
-                    .par_chunks_mut(nz)
-                    .zip(table.depth_mm.par_chunks(nz))
-                    .enumerate()
-                    .for_each(|(ray, (out, d))| {
-                        let (iu, iv) = (ray % nu, ray / nu);
-                        let pf =
-                            path_factor(u0 + iu as f64 * du, v0 + iv as f64 * du, frame.sad_mm);
-                        column_densities(d, dz * pf, l, out);
-                    });
-                t
-            })
-            .collect();
+        let rho_tables = density_tables(&table, &frame, &terms);
         // Depth and effective widths per voxel.
         let sig: Vec<(f64, [f64; MAX_COMPONENTS])> = q
             .par_iter()
@@ -524,8 +591,8 @@ impl DoseEngine for Superposition {
         DESCRIPTION
     }
 
-    /// Delegated to the pencil beam: a density-scaled matrix is not built (the optimiser's
-    /// correction step and the final dose use the forward calls of this engine).
+    /// The pencil beam's matrix builder (lateral cutoff, threshold) with this engine's
+    /// density-scaled kernel widths at each voxel.
     fn influence_matrix(
         &self,
         ct: &CtVolume,
@@ -535,7 +602,16 @@ impl DoseEngine for Superposition {
         opts: &DoseOptions,
         cancel: &CancelToken,
     ) -> Result<DoseCalculation> {
-        super::engine::influence_matrix_cancellable(ct, body, beams, machine, opts, cancel)
+        let terms = Terms::new(&Kernel::new(machine), machine);
+        influence_matrix_with(
+            ct,
+            body,
+            beams,
+            machine,
+            opts,
+            cancel,
+            &SuperpositionWidths { terms },
+        )
     }
 
     fn dose_from_weights(

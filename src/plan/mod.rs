@@ -479,8 +479,9 @@ fn prepare_in_pool(planner: Planner, settings: Settings) -> Result<PreparedPlan>
             &reference,
             &runner.cancel,
         )?;
-        // An engine whose matrix is another engine's (the heterogeneous engine's is the
-        // pencil beam's) may need rows lowered too (lung): floor 0.5 instead of 1.
+        // Another engine's forward dose may lie below its matrix (the heterogeneous
+        // engine's in lung, where the matrix's truncation and interpolation differ): its
+        // rows may be lowered too, floor 0.5 instead of 1.
         let floor = match settings.machine.dose_engine {
             crate::machine::DoseEngineKind::PencilBeam => 1.0,
             _ => 0.5,

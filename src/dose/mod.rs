@@ -18,5 +18,4 @@ pub use engine::{
 pub use exact::{dose_from_weights, dose_from_weights_cancellable};
 pub use grid::{DoseField, DoseGrid, DvhElements, StructureRows, WeightedRows};
 pub use influence::{InfluenceMatrix, MatrixValues};
-pub use seam::{engine_for, engine_of_kind, DoseEngine, PencilBeam};
-pub use superposition::Superposition;
+pub use seam::{engine_for, engine_of_kind, DoseEngine, PencilBeam, Superposition};

@@ -45,13 +45,12 @@ use super::exact::{beam_coordinates, convolve, fluence_map, Plane};
 use super::grid::DoseGrid;
 use super::kernel::{lateral_factors, Kernel, MAX_COMPONENTS};
 use super::raytrace::{DensityVolume, DepthTable};
-use super::seam::DoseEngine;
 use crate::beams::{Beam, BeamFrame, BeamPoint, LpsPoint};
 use crate::control::CancelToken;
 use crate::ct::CtVolume;
 use crate::error::{Error, Result};
 use crate::geometry::Mask;
-use crate::machine::{DoseEngineKind, MachineModel};
+use crate::machine::MachineModel;
 
 /// Relative electron density below which the transport window stops (air, not tissue).
 pub const AIR_DENSITY: f64 = 0.05;
@@ -71,11 +70,8 @@ pub const PRIMARY_SOURCE_SIGMA_MM: f64 = 1.8;
 /// Geometric distance the depth tables reach upstream of the dose grid, mm.
 const UPSTREAM_MM: f64 = 300.0;
 
-/// The heterogeneous engine.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Superposition;
-
-const DESCRIPTION: &str = "density-scaled lateral-kernel superposition (pencil-beam kernel \
+/// The plan report's line for this engine.
+pub const DESCRIPTION: &str = "density-scaled lateral-kernel superposition (pencil-beam kernel \
 terms with lateral widths scaled by the upstream transport density; radiological depths from \
 CT electron densities), untruncated";
 
@@ -582,70 +578,26 @@ pub fn dose_from_weights(
     Ok(total)
 }
 
-impl DoseEngine for Superposition {
-    fn kind(&self) -> DoseEngineKind {
-        DoseEngineKind::Superposition
-    }
-
-    fn description(&self) -> &'static str {
-        DESCRIPTION
-    }
-
-    /// The pencil beam's matrix builder (lateral cutoff, threshold) with this engine's
-    /// density-scaled kernel widths at each voxel.
-    fn influence_matrix(
-        &self,
-        ct: &CtVolume,
-        body: &Mask,
-        beams: &[Beam],
-        machine: &MachineModel,
-        opts: &DoseOptions,
-        cancel: &CancelToken,
-    ) -> Result<DoseCalculation> {
-        let terms = Terms::new(&Kernel::new(machine), machine);
-        influence_matrix_with(
-            ct,
-            body,
-            beams,
-            machine,
-            opts,
-            cancel,
-            &SuperpositionWidths { terms },
-        )
-    }
-
-    fn dose_from_weights(
-        &self,
-        ct: &CtVolume,
-        dose_grid: &DoseGrid,
-        beams: &[Beam],
-        machine: &MachineModel,
-        weights_mu: &[f64],
-        cancel: &CancelToken,
-    ) -> Result<Vec<f64>> {
-        dose_from_weights(ct, dose_grid, beams, machine, weights_mu, cancel)
-    }
-
-    fn beamlet_doses_at_point(
-        &self,
-        ct: &CtVolume,
-        beams: &[Beam],
-        machine: &MachineModel,
-        point_lps: [f64; 3],
-    ) -> Result<Vec<f64>> {
-        beamlet_doses_at_point(ct, beams, machine, point_lps)
-    }
-
-    fn dose_at_points(
-        &self,
-        ct: &CtVolume,
-        beams: &[Beam],
-        machine: &MachineModel,
-        weights_mu: &[f64],
-        points_lps: &[[f64; 3]],
-    ) -> Result<Vec<f64>> {
-        dose_at_points(ct, beams, machine, weights_mu, points_lps)
-    }
+/// The influence matrix: the pencil beam's builder (lateral cutoff, threshold) with this
+/// engine's density-scaled kernel widths at each voxel.
+pub fn influence_matrix(
+    ct: &CtVolume,
+    body: &Mask,
+    beams: &[Beam],
+    machine: &MachineModel,
+    opts: &DoseOptions,
+    cancel: &CancelToken,
+) -> Result<DoseCalculation> {
+    let terms = Terms::new(&Kernel::new(machine), machine);
+    influence_matrix_with(
+        ct,
+        body,
+        beams,
+        machine,
+        opts,
+        cancel,
+        &SuperpositionWidths { terms },
+    )
 }
 
 #[cfg(test)]

@@ -299,9 +299,9 @@ fn beamlet_doses_at_point_sum_to_the_point_dose() {
 
 /// The planner with the heterogeneous engine: the prostate phantom with lateral lung-density
 /// blocks (0.3 at 60-110 mm either side), beam model v2, `dose_engine: superposition`. The
-/// influence matrix is the pencil beam's; the scatter correction and the dose-fidelity loop
-/// use this engine's forward dose, so the optimiser's final dose must match this engine's
-/// untruncated dose (issue 17's 2 % of Rx in 99 % of voxels above 10 % of Rx).
+/// influence matrix (density-scaled widths, truncated), the scatter correction and the
+/// dose-fidelity loop all use this engine, so the optimiser's final dose must match this
+/// engine's untruncated dose (issue 17's 2 % of Rx in 99 % of voxels above 10 % of Rx).
 #[test]
 fn planner_optimises_against_the_heterogeneous_dose() {
     use rtopt::optimize::protocol::Protocol;

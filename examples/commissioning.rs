@@ -13,14 +13,14 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use rtopt::dose::engine_for;
-use rtopt::machine::MachineModel;
+use rtopt::machine::{DoseEngineKind, MachineModel};
 use serde_json::Value;
 
 const FIELDS_CM: [u32; 7] = [3, 4, 6, 10, 20, 30, 40];
 
 #[path = "../tests/support/water.rs"]
 mod support;
-use support::{field_dose, water};
+use support::{field_dose_with, slab, water};
 
 fn arr(v: &Value) -> Vec<f64> {
     v.as_array()
@@ -79,7 +79,7 @@ fn section(
         let curve = arr(&g["6MV PDD"]["FS"][format!("{f}cm")]);
         let depths: Vec<f64> = (0..=300).map(|i| i as f64).collect();
         let pts: Vec<(f64, f64)> = depths.iter().map(|&d| (d, 0.0)).collect();
-        let d = field_dose(&ct, m, fm, 1000.0, &pts)?;
+        let d = field_dose_with(engine_for(m), &ct, m, fm, 1000.0, &pts)?;
         let peak = d.iter().cloned().fold(0.0, f64::max);
         let pdd: Vec<f64> = d.iter().map(|v| 100.0 * v / peak).collect();
         for dmm in [0.0, 20.0, 50.0, 100.0, 150.0, 200.0, 250.0, 300.0] {
@@ -137,7 +137,7 @@ fn section(
                     }
                 }
             }
-            let md_v = field_dose(&ct, m, 10.0 * f as f64, 1000.0, &pts)?;
+            let md_v = field_dose_with(engine_for(m), &ct, m, 10.0 * f as f64, 1000.0, &pts)?;
             let (mp, mx) = crossings(&xs, &md_v[1..1 + xs.len()], md_v[0]);
             let ok_edge = (mp - gp).abs() <= 2.0 && (mx - gx).abs() <= 2.0;
             let mut out_s = Vec::new();
@@ -171,12 +171,20 @@ fn section(
         "| field | GBD | model | dev (%) | model Sc | |\n|---|---|---|---|---|---|"
     );
     let kern = rtopt::dose::kernel::Kernel::new(m);
-    let reference = field_dose(&ct, m, 100.0, 950.0, &[(50.0, 0.0)])?[0];
+    let reference = field_dose_with(engine_for(m), &ct, m, 100.0, 950.0, &[(50.0, 0.0)])?[0];
     for (i, f) in [3u32, 4, 5, 7, 10, 15, 20, 30, 40].iter().enumerate() {
         let gv = g["6MV ROF"]["FS"][format!("{f}cm")][i]
             .as_f64()
             .unwrap_or(f64::NAN);
-        let mv = field_dose(&ct, m, 10.0 * *f as f64, 950.0, &[(50.0, 0.0)])?[0] / reference;
+        let mv = field_dose_with(
+            engine_for(m),
+            &ct,
+            m,
+            10.0 * *f as f64,
+            950.0,
+            &[(50.0, 0.0)],
+        )?[0]
+            / reference;
         let dev = 100.0 * (mv / gv - 1.0);
         let verdict = t.mark(dev.abs() <= 1.5);
         let sc = kern.in_air_output_ratio(10.0 * *f as f64);
@@ -194,6 +202,48 @@ fn section(
         t.fail
     );
     Ok(curves)
+}
+
+/// The lung-slab case of issue 18 (water 0-5 cm, lung 0.32 at 5-15 cm, water beyond): axis
+/// doses of the pencil beam and the superposition engine, for the record (no published
+/// benchmark figures were available; `docs/dose.md`).
+fn lung_section(m: &MachineModel, md: &mut String) -> rtopt::Result<()> {
+    let ct = slab(m, 0.32, 50.0, 150.0);
+    let w = water();
+    let pb = rtopt::dose::engine_of_kind(DoseEngineKind::PencilBeam);
+    let sup = rtopt::dose::engine_of_kind(DoseEngineKind::Superposition);
+    let depths = [30.0, 60.0, 80.0, 100.0, 120.0, 140.0, 160.0, 175.0, 200.0];
+    let pts: Vec<(f64, f64)> = depths.iter().map(|&d| (d, 0.0)).collect();
+    let _ = writeln!(
+        md,
+        "## Lung slab (issue 18): pencil beam vs superposition, beam model v2\n\n\
+         Water 0-5 cm, lung (relative electron density 0.32) 5-15 cm, water beyond; SSD \
+         100 cm; axis dose in cGy/MU. No published Monte Carlo or measured figures for this \
+         geometry were available, so there is no pass/fail column: the superposition / pencil \
+         ratio is the pencil beam's overdose against the heterogeneous engine (`docs/dose.md`).\n"
+    );
+    for f in [50.0, 100.0] {
+        let water_d = field_dose_with(sup, &w, m, f, 1000.0, &pts)?;
+        let p = field_dose_with(pb, &ct, m, f, 1000.0, &pts)?;
+        let s = field_dose_with(sup, &ct, m, f, 1000.0, &pts)?;
+        let _ = writeln!(
+            md,
+            "\n### {0}x{0} cm\n\n| depth (cm) | water | pencil beam | superposition | superposition / pencil |\n|---|---|---|---|---|",
+            f / 10.0
+        );
+        for k in 0..depths.len() {
+            let _ = writeln!(
+                md,
+                "| {} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                depths[k] / 10.0,
+                100.0 * water_d[k],
+                100.0 * p[k],
+                100.0 * s[k],
+                s[k] / p[k]
+            );
+        }
+    }
+    Ok(())
 }
 
 fn svg(curves: &[(u32, Vec<f64>)], g: &Value) -> String {
@@ -272,6 +322,15 @@ fn main() -> rtopt::Result<()> {
         &g,
         &mut md,
     )?;
+    let mut v2_sup = v2.clone();
+    v2_sup.dose_engine = DoseEngineKind::Superposition;
+    section(
+        "Beam model v2 with the heterogeneous engine (dose_engine: superposition)",
+        &v2_sup,
+        &g,
+        &mut md,
+    )?;
+    lung_section(&v2, &mut md)?;
     let (md_path, svg_path) = (
         root.join("docs/commissioning.md"),
         root.join("docs/commissioning-pdd.svg"),

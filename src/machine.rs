@@ -299,6 +299,11 @@ pub enum DoseEngineKind {
     /// radiological (equivalent path length) depth only.
     #[default]
     PencilBeam,
+    /// Density-scaled lateral-kernel superposition (`crate::dose::superposition`): the
+    /// pencil beam's kernel terms with their lateral widths scaled by the transport density
+    /// upstream of each point, so that lateral electron transport in lung broadens the
+    /// penumbra and lowers the axis dose of small fields.
+    Superposition,
 }
 
 impl DoseEngineKind {
@@ -306,6 +311,7 @@ impl DoseEngineKind {
     pub fn as_str(self) -> &'static str {
         match self {
             DoseEngineKind::PencilBeam => "pencil_beam",
+            DoseEngineKind::Superposition => "superposition",
         }
     }
 
@@ -314,7 +320,7 @@ impl DoseEngineKind {
     /// terms are `ROI_OVERRIDE` and `WATER`).
     pub fn tissue_heterogeneity_correction(self) -> &'static str {
         match self {
-            DoseEngineKind::PencilBeam => "IMAGE",
+            DoseEngineKind::PencilBeam | DoseEngineKind::Superposition => "IMAGE",
         }
     }
 }

@@ -16,26 +16,12 @@ use serde_json::Value;
 
 #[path = "support/water.rs"]
 mod support;
-use support::water;
+use support::{arr, gbd, water};
 
 fn machine() -> MachineModel {
     let p =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/machines/truebeam_6x_v2.json");
     MachineModel::load(&p).expect("v2 machine file")
-}
-
-fn gbd() -> Value {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("data/beam/truebeam_6x_golden_beam_data.json");
-    serde_json::from_str(&std::fs::read_to_string(p).expect("GBD file")).expect("GBD json")
-}
-
-fn arr(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .expect("array")
-        .iter()
-        .map(|x| x.as_f64().unwrap_or(f64::NAN))
-        .collect()
 }
 
 fn field_dose(

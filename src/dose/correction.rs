@@ -13,13 +13,20 @@
 /// the optimised fluence too; the plan's goals, DVHs and RT Dose are always evaluated on the
 /// untruncated dose.
 pub fn scatter_correction(matrix_dose: &[f64], exact_dose: &[f64]) -> Vec<f64> {
+    scatter_correction_bounded(matrix_dose, exact_dose, 1.0)
+}
+
+/// [`scatter_correction`] with the lower clamp `floor` instead of 1: for an engine whose
+/// forward dose may lie *below* its matrix (the heterogeneous engine), so that the
+/// correction also carries that reduction (floor 0.5).
+pub fn scatter_correction_bounded(matrix_dose: &[f64], exact_dose: &[f64], floor: f64) -> Vec<f64> {
     let max = matrix_dose.iter().cloned().fold(0.0f64, f64::max);
     matrix_dose
         .iter()
         .zip(exact_dose)
         .map(|(&a, &e)| {
             if max > 0.0 && a >= 0.02 * max {
-                (e / a).clamp(1.0, 4.0)
+                (e / a).clamp(floor, 4.0)
             } else {
                 1.0
             }
@@ -38,5 +45,8 @@ mod tests {
         let f = scatter_correction(&[10.0, 5.0, 2.0, 0.1, 4.0], &[11.0, 6.0, 20.0, 5.0, 3.0]);
         assert_eq!(f, vec![1.1, 1.2, 4.0, 1.0, 1.0]);
         assert_eq!(scatter_correction(&[0.0, 0.0], &[1.0, 1.0]), vec![1.0, 1.0]);
+        // With a floor of 0.5 a lower exact dose lowers the row, down to the floor.
+        let f = scatter_correction_bounded(&[10.0, 4.0, 4.0], &[11.0, 3.0, 1.0], 0.5);
+        assert_eq!(f, vec![1.1, 0.75, 0.5]);
     }
 }

@@ -73,7 +73,7 @@ pub fn density_volume(ct: &CtVolume, machine: &MachineModel) -> DensityVolume {
 
 /// Only head-first supine geometry is modelled (`docs/dose.md`); an empty PatientPosition
 /// (CT built in memory) is taken as HFS.
-fn check_patient_position(ct: &CtVolume) -> Result<()> {
+pub(crate) fn check_patient_position(ct: &CtVolume) -> Result<()> {
     let pp = ct.meta.patient_position.trim();
     if pp.is_empty() || pp.eq_ignore_ascii_case("HFS") {
         Ok(())
@@ -84,7 +84,7 @@ fn check_patient_position(ct: &CtVolume) -> Result<()> {
     }
 }
 
-fn check_beams(beams: &[Beam]) -> Result<usize> {
+pub(crate) fn check_beams(beams: &[Beam]) -> Result<usize> {
     let mut col = 0usize;
     for (b, beam) in beams.iter().enumerate() {
         if beam.first_column != col {
@@ -195,6 +195,7 @@ fn beam_point(
     v: f64,
     z: f64,
     d: f64,
+    inv: &[f64; MAX_COMPONENTS],
     xr: (usize, usize),
     yr: (usize, usize),
     sc: &mut Scratch,
@@ -205,13 +206,12 @@ fn beam_point(
     for t in dt.iter_mut() {
         *t *= isq;
     }
-    let inv = kern.inv_sqrt2_sigma(d);
     let nxr = xr.1 - xr.0;
     let nyr = yr.1 - yr.0;
     let ex = ctx.ex0 + xr.0 as f64 * ctx.bx;
     let ey = ctx.ey0 + yr.0 as f64 * ctx.by;
-    lateral_factors(kern, &inv, u, ex, ctx.bx, nxr, &mut sc.tmp, &mut sc.sx);
-    lateral_factors(kern, &inv, v, ey, ctx.by, nyr, &mut sc.tmp, &mut sc.sy);
+    lateral_factors(kern, inv, u, ex, ctx.bx, nxr, &mut sc.tmp, &mut sc.sx);
+    lateral_factors(kern, inv, v, ey, ctx.by, nyr, &mut sc.tmp, &mut sc.sy);
     let n = kern.n;
     for jy in 0..nyr {
         let iy = yr.0 + jy;
@@ -298,6 +298,7 @@ fn point_beamlet_doses(
             v,
             z,
             d,
+            &kern.inv_sqrt2_sigma(d),
             (0, ctx.nx),
             (0, ctx.ny),
             sc,
@@ -370,6 +371,73 @@ pub fn influence_matrix_cancellable(
     opts: &DoseOptions,
     cancel: &CancelToken,
 ) -> Result<DoseCalculation> {
+    influence_matrix_with(ct, body, beams, machine, opts, cancel, &DepthOnly)
+}
+
+/// The kernel widths of the influence matrix at each voxel: the pencil beam's
+/// ([`DepthOnly`], a function of the radiological depth) or a heterogeneous engine's
+/// (`superposition`, also of the density around the ray).
+pub(crate) trait MatrixWidths: Sync {
+    /// Per-beam data (e.g. density tables) for the voxels in the isocentre-plane box
+    /// `[ulo, uhi] x [vlo, vhi]` between `zmin` and `zmax` mm from the source.
+    type PerBeam: Sync;
+    #[allow(clippy::too_many_arguments)]
+    fn prepare(
+        &self,
+        vol: &DensityVolume,
+        frame: &BeamFrame,
+        box_uv: [f64; 4],
+        zmin: f64,
+        zmax: f64,
+        step: f64,
+    ) -> Self::PerBeam;
+    /// `1 / (sqrt2 sigma_i)` of each kernel term at LPS point `p` (beam coordinates `u`,
+    /// `v`, `z`; radiological depth `d`); `per_beam` is `None` when no voxel of the beam
+    /// was in the box.
+    #[allow(clippy::too_many_arguments)]
+    fn inv(
+        &self,
+        per_beam: Option<&Self::PerBeam>,
+        kern: &Kernel,
+        vol: &DensityVolume,
+        frame: &BeamFrame,
+        p: [f64; 3],
+        uvz: [f64; 3],
+        d: f64,
+    ) -> [f64; MAX_COMPONENTS];
+}
+
+/// The pencil beam's widths: a function of the radiological depth only.
+pub(crate) struct DepthOnly;
+
+impl MatrixWidths for DepthOnly {
+    type PerBeam = ();
+    fn prepare(&self, _: &DensityVolume, _: &BeamFrame, _: [f64; 4], _: f64, _: f64, _: f64) {}
+    #[inline]
+    fn inv(
+        &self,
+        _: Option<&()>,
+        kern: &Kernel,
+        _: &DensityVolume,
+        _: &BeamFrame,
+        _: [f64; 3],
+        _: [f64; 3],
+        d: f64,
+    ) -> [f64; MAX_COMPONENTS] {
+        kern.inv_sqrt2_sigma(d)
+    }
+}
+
+/// [`influence_matrix_cancellable`] with the kernel widths of `widths`.
+pub(crate) fn influence_matrix_with<W: MatrixWidths>(
+    ct: &CtVolume,
+    body: &Mask,
+    beams: &[Beam],
+    machine: &MachineModel,
+    opts: &DoseOptions,
+    cancel: &CancelToken,
+    widths: &W,
+) -> Result<DoseCalculation> {
     let t_start = Instant::now();
     check_patient_position(ct)?;
     let n_cols = check_beams(beams)?;
@@ -402,14 +470,7 @@ pub fn influence_matrix_cancellable(
     let n_rows = dose_grid.len();
     let kern = Kernel::new(machine);
     let vol = density_volume(ct, machine);
-    let points: Vec<[f64; 3]> = dose_grid
-        .voxels
-        .par_iter()
-        .map(|&v| {
-            let [i, j, k] = dose_grid.grid.ijk(v as usize);
-            dose_grid.grid.centre_mm(i, j, k)
-        })
-        .collect();
+    let points = dose_grid.centres_mm();
     let cut = opts.lateral_cutoff_mm;
     let min_sp = opts
         .grid_spacing_mm
@@ -463,6 +524,16 @@ pub fn influence_matrix_cancellable(
                 || (f64::INFINITY, f64::NEG_INFINITY),
                 |a, b| (a.0.min(b.0), a.1.max(b.1)),
             );
+        let beam_widths = (zmin <= zmax).then(|| {
+            widths.prepare(
+                &vol,
+                &ctx.frame,
+                [ulo, uhi, vlo, vhi],
+                zmin,
+                zmax,
+                table_step,
+            )
+        });
         let table = if zmin <= zmax {
             let nu = ((uhi - ulo) / table_step).ceil() as usize + 1;
             let nv = ((vhi - vlo) / table_step).ceil() as usize + 1;
@@ -506,17 +577,42 @@ pub fn influence_matrix_cancellable(
                             }
                             _ => 0.0,
                         };
+                        let inv = if in_range || sampled {
+                            widths.inv(
+                                beam_widths.as_ref(),
+                                &kern,
+                                &vol,
+                                &ctx.frame,
+                                p,
+                                [u, v, z],
+                                d,
+                            )
+                        } else {
+                            [0.0; MAX_COMPONENTS]
+                        };
                         if in_range {
                             let c2 = cut * cut;
-                            beam_point(&kern, &ctx, u, v, z, d, xr, yr, sc, |c, val, ix, iy| {
-                                let xc = ctx.ex0 + (ix as f64 + 0.5) * ctx.bx;
-                                let yc = ctx.ey0 + (iy as f64 + 0.5) * ctx.by;
-                                let dx = ((u - xc).abs() - 0.5 * ctx.bx).max(0.0);
-                                let dy = ((v - yc).abs() - 0.5 * ctx.by).max(0.0);
-                                if dx * dx + dy * dy <= c2 && val >= thr && val > 0.0 {
-                                    row_entries.push((c as u32, val as f32));
-                                }
-                            });
+                            beam_point(
+                                &kern,
+                                &ctx,
+                                u,
+                                v,
+                                z,
+                                d,
+                                &inv,
+                                xr,
+                                yr,
+                                sc,
+                                |c, val, ix, iy| {
+                                    let xc = ctx.ex0 + (ix as f64 + 0.5) * ctx.bx;
+                                    let yc = ctx.ey0 + (iy as f64 + 0.5) * ctx.by;
+                                    let dx = ((u - xc).abs() - 0.5 * ctx.bx).max(0.0);
+                                    let dy = ((v - yc).abs() - 0.5 * ctx.by).max(0.0);
+                                    if dx * dx + dy * dy <= c2 && val >= thr && val > 0.0 {
+                                        row_entries.push((c as u32, val as f32));
+                                    }
+                                },
+                            );
                         }
                         if sampled {
                             let mut full = 0.0;
@@ -527,6 +623,7 @@ pub fn influence_matrix_cancellable(
                                 v,
                                 z,
                                 d,
+                                &inv,
                                 (0, ctx.nx),
                                 (0, ctx.ny),
                                 sc,

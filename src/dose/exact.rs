@@ -14,7 +14,7 @@
 
 use rayon::prelude::*;
 
-use crate::beams::{Beam, LpsPoint};
+use crate::beams::{Beam, BeamFrame, LpsPoint};
 use crate::control::CancelToken;
 use crate::ct::CtVolume;
 use crate::dose::engine::density_volume;
@@ -30,7 +30,7 @@ const LEVEL_STEP_MM: f64 = 25.0;
 const EXTENT_SIGMAS: f64 = 4.5;
 
 /// One component's convolved fluence at one depth level on a regular 2-D grid.
-struct Plane {
+pub(crate) struct Plane {
     u0: f64,
     v0: f64,
     h: f64,
@@ -41,7 +41,7 @@ struct Plane {
 
 impl Plane {
     #[inline]
-    fn sample(&self, u: f64, v: f64) -> f64 {
+    pub(crate) fn sample(&self, u: f64, v: f64) -> f64 {
         let fu = (u - self.u0) / self.h;
         let fv = (v - self.v0) / self.h;
         if fu < 0.0 || fv < 0.0 || fu > (self.nu - 1) as f64 || fv > (self.nv - 1) as f64 {
@@ -62,11 +62,12 @@ fn s(x: f64, half: f64, k: f64) -> f64 {
     0.5 * (libm::erf((x + half) * k) - libm::erf((x - half) * k))
 }
 
-/// Convolve one beam's fluence map with one component at kernel width `sigma_mm`.
-fn convolve(beam: &Beam, fl: &[f64], sigma_mm: f64) -> Plane {
+/// Convolve one beam's fluence map with one component at kernel width `sigma_mm`, on a
+/// plane of step `sigma / 3` clamped to `[0.5, h_max_mm]`.
+pub(crate) fn convolve(beam: &Beam, fl: &[f64], sigma_mm: f64, h_max_mm: f64) -> Plane {
     let g = &beam.grid;
     let (nx, ny) = (g.nx, g.ny);
-    let h = (sigma_mm / 3.0).clamp(0.5, 2.5);
+    let h = (sigma_mm / 3.0).clamp(0.5, h_max_mm.max(0.5));
     let ext = EXTENT_SIGMAS * sigma_mm;
     let u0 = g.x0_mm - 0.5 * g.size_x_mm - ext;
     let v0 = g.y0_mm - 0.5 * g.size_y_mm - ext;
@@ -132,6 +133,33 @@ fn convolve(beam: &Beam, fl: &[f64], sigma_mm: f64) -> Plane {
     }
 }
 
+/// A beam's fluence map `[iy * nx + ix]` from the weights of all beams (MU); `None` when
+/// all of its weights are zero.
+pub(crate) fn fluence_map(beam: &Beam, weights_mu: &[f64]) -> Option<Vec<f64>> {
+    let g = &beam.grid;
+    let w = &weights_mu[beam.first_column..beam.first_column + beam.beamlets.len()];
+    if w.iter().all(|&x| x == 0.0) {
+        return None;
+    }
+    let mut fl = vec![0.0; g.nx * g.ny];
+    for (&[ix, iy], &x) in beam.beamlets.iter().zip(w) {
+        fl[iy * g.nx + ix] = x;
+    }
+    Some(fl)
+}
+
+/// LPS points in a beam's frame: `[u, v, z]` (isocentre-plane coordinates, distance from
+/// the source along the axis).
+pub(crate) fn beam_coordinates(frame: &BeamFrame, points: &[[f64; 3]]) -> Vec<[f64; 3]> {
+    points
+        .par_iter()
+        .map(|&p| {
+            let b = frame.to_beam(LpsPoint(p));
+            [b.x_iso_mm, b.y_iso_mm, b.z_mm]
+        })
+        .collect()
+}
+
 /// Total dose (Gy per MU-weighted fluence, i.e. Gy for weights in MU) on the computed voxels
 /// of `dose_grid` (one value per row), without lateral cutoff or threshold.
 pub fn dose_from_weights(
@@ -170,14 +198,7 @@ pub fn dose_from_weights_cancellable(
     }
     let kern = Kernel::new(machine);
     let vol = density_volume(ct, machine);
-    let points: Vec<[f64; 3]> = dose_grid
-        .voxels
-        .iter()
-        .map(|&v| {
-            let [i, j, k] = dose_grid.grid.ijk(v as usize);
-            dose_grid.grid.centre_mm(i, j, k)
-        })
-        .collect();
+    let points = dose_grid.centres_mm();
     let min_sp = dose_grid
         .grid
         .spacing_mm
@@ -187,23 +208,11 @@ pub fn dose_from_weights_cancellable(
     let mut total = vec![0.0f64; points.len()];
     for beam in beams {
         cancel.check("forward dose")?;
-        let g = &beam.grid;
-        let w = &weights_mu[beam.first_column..beam.first_column + beam.beamlets.len()];
-        if w.iter().all(|&x| x == 0.0) {
+        let Some(fl) = fluence_map(beam, weights_mu) else {
             continue;
-        }
-        let mut fl = vec![0.0; g.nx * g.ny];
-        for (&[ix, iy], &x) in beam.beamlets.iter().zip(w) {
-            fl[iy * g.nx + ix] = x;
-        }
+        };
         let frame = beam.frame();
-        let q: Vec<[f64; 3]> = points
-            .par_iter()
-            .map(|&p| {
-                let b = frame.to_beam(LpsPoint(p));
-                [b.x_iso_mm, b.y_iso_mm, b.z_mm]
-            })
-            .collect();
+        let q = beam_coordinates(&frame, &points);
         let (mut ulo, mut uhi, mut vlo, mut vhi, mut zlo, mut zhi) = (
             f64::INFINITY,
             f64::NEG_INFINITY,
@@ -251,7 +260,7 @@ pub fn dose_from_weights_cancellable(
                     .into_par_iter()
                     .map(|l| {
                         let d = l as f64 * LEVEL_STEP_MM;
-                        convolve(beam, &fl, kern.sigma0[i] + kern.slope[i] * d)
+                        convolve(beam, &fl, kern.sigma0[i] + kern.slope[i] * d, 2.5)
                     })
                     .collect()
             })

@@ -287,6 +287,18 @@ pub struct DoseGrid {
 }
 
 impl DoseGrid {
+    /// LPS centres (mm) of the computed voxels, one per row.
+    pub fn centres_mm(&self) -> Vec<[f64; 3]> {
+        use rayon::prelude::*;
+        self.voxels
+            .par_iter()
+            .map(|&v| {
+                let [i, j, k] = self.grid.ijk(v as usize);
+                self.grid.centre_mm(i, j, k)
+            })
+            .collect()
+    }
+
     /// A grid with spacing `spacing_mm` covering the bounds of `ct_grid`, restricted to the
     /// voxels whose centre falls inside `body` (nearest CT voxel).
     pub fn covering(ct_grid: &Grid3, spacing_mm: [f64; 3], body: &Mask) -> DoseGrid {

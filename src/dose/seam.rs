@@ -158,6 +158,66 @@ impl DoseEngine for PencilBeam {
     }
 }
 
+/// The heterogeneous engine: density-scaled lateral-kernel superposition
+/// ([`super::superposition`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Superposition;
+
+impl DoseEngine for Superposition {
+    fn kind(&self) -> DoseEngineKind {
+        DoseEngineKind::Superposition
+    }
+
+    fn description(&self) -> &'static str {
+        super::superposition::DESCRIPTION
+    }
+
+    fn influence_matrix(
+        &self,
+        ct: &CtVolume,
+        body: &Mask,
+        beams: &[Beam],
+        machine: &MachineModel,
+        opts: &DoseOptions,
+        cancel: &CancelToken,
+    ) -> Result<DoseCalculation> {
+        super::superposition::influence_matrix(ct, body, beams, machine, opts, cancel)
+    }
+
+    fn dose_from_weights(
+        &self,
+        ct: &CtVolume,
+        dose_grid: &DoseGrid,
+        beams: &[Beam],
+        machine: &MachineModel,
+        weights_mu: &[f64],
+        cancel: &CancelToken,
+    ) -> Result<Vec<f64>> {
+        super::superposition::dose_from_weights(ct, dose_grid, beams, machine, weights_mu, cancel)
+    }
+
+    fn beamlet_doses_at_point(
+        &self,
+        ct: &CtVolume,
+        beams: &[Beam],
+        machine: &MachineModel,
+        point_lps: [f64; 3],
+    ) -> Result<Vec<f64>> {
+        super::superposition::beamlet_doses_at_point(ct, beams, machine, point_lps)
+    }
+
+    fn dose_at_points(
+        &self,
+        ct: &CtVolume,
+        beams: &[Beam],
+        machine: &MachineModel,
+        weights_mu: &[f64],
+        points_lps: &[[f64; 3]],
+    ) -> Result<Vec<f64>> {
+        super::superposition::dose_at_points(ct, beams, machine, weights_mu, points_lps)
+    }
+}
+
 /// The engine a machine file selects.
 pub fn engine_for(machine: &MachineModel) -> &'static dyn DoseEngine {
     engine_of_kind(machine.dose_engine)
@@ -167,5 +227,6 @@ pub fn engine_for(machine: &MachineModel) -> &'static dyn DoseEngine {
 pub fn engine_of_kind(kind: DoseEngineKind) -> &'static dyn DoseEngine {
     match kind {
         DoseEngineKind::PencilBeam => &PencilBeam,
+        DoseEngineKind::Superposition => &Superposition,
     }
 }

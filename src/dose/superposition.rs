@@ -32,7 +32,7 @@
 //! geometric ladder of widths ([`SIGMA_RATIO`]) and interpolates in `ln sigma`; points are
 //! computed exactly (beamlet-integrated erf) with rays traced per point. The influence
 //! matrix is the pencil beam's builder (cutoff, threshold) with these widths at each voxel
-//! ([`super::engine::MatrixWidths`]).
+//! (`engine::MatrixWidths`).
 
 // Index loops over the kernel terms mirror the formulas (as in `kernel.rs`).
 #![allow(clippy::needless_range_loop)]

@@ -30,6 +30,13 @@ pub trait DoseEngine: Sync {
         self.kind().tissue_heterogeneity_correction()
     }
 
+    /// Lowest row factor of the scatter correction ([`super::scatter_correction_bounded`]):
+    /// 1 when the matrix only drops dose (truncation), so its rows are only ever raised;
+    /// below 1 for an engine whose forward dose may lie under its matrix.
+    fn min_correction_factor(&self) -> f64 {
+        1.0
+    }
+
     /// The dose-influence matrix of `beams` on a dose grid covering `body` (Gy per MU), with
     /// the lateral cutoff and threshold of `opts`; checks `cancel` between beams.
     fn influence_matrix(
@@ -166,6 +173,12 @@ pub struct Superposition;
 impl DoseEngine for Superposition {
     fn kind(&self) -> DoseEngineKind {
         DoseEngineKind::Superposition
+    }
+
+    /// The forward dose's width ladder and the matrix's exact widths differ, most in lung,
+    /// so a row may need lowering as well as raising.
+    fn min_correction_factor(&self) -> f64 {
+        0.5
     }
 
     fn description(&self) -> &'static str {

@@ -810,9 +810,10 @@ impl<'a> PlanningProblem<'a> {
             }
             Candidates::Threshold { limit, dose_gy } => {
                 let sign = limit.sign();
+                // Without a dose: the goal's hottest (upper) or coldest (lower) reference dose.
                 let theta = dose_gy.unwrap_or_else(|| {
                     let ext = g.rows.iter().map(|&r| sign * d0[r as usize]);
-                    sign * ext.fold(0.0f64, f64::max)
+                    sign * ext.fold(f64::NEG_INFINITY, f64::max)
                 });
                 let margin = 0.25 * theta.abs().max(0.05 * self.rx_gy);
                 g.rows

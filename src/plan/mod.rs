@@ -479,13 +479,9 @@ fn prepare_in_pool(planner: Planner, settings: Settings) -> Result<PreparedPlan>
             &reference,
             &runner.cancel,
         )?;
-        // Another engine's forward dose may lie below its matrix (the heterogeneous
-        // engine's in lung, where the matrix's truncation and interpolation differ): its
-        // rows may be lowered too, floor 0.5 instead of 1.
-        let floor = match settings.machine.dose_engine {
-            crate::machine::DoseEngineKind::PencilBeam => 1.0,
-            _ => 0.5,
-        };
+        // The engine says how far a row may be lowered (its forward dose may lie below its
+        // matrix, e.g. the heterogeneous engine's in lung).
+        let floor = dose::engine_for(&settings.machine).min_correction_factor();
         let factors = dose::scatter_correction_bounded(&matrix.dose(&reference), &exact_ref, floor);
         let scaled = factors.iter().filter(|&&f| f != 1.0).count();
         matrix.scale_rows(&factors);

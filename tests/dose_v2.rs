@@ -128,12 +128,6 @@ fn v2_penumbra_and_50_percent_width_within_2_mm() {
             eprintln!(
                 "{f}x{f} @ {depth} cm: 80-20 {mp:.2} vs {gp:.2} mm, x50 {mx:.2} vs {gx:.2} mm"
             );
-            // Known limit (docs/dose.md, commissioning.md): 30x30 at 20 cm, GBD 18.6 mm, model
-            // 14.4 mm; the rounded shoulder of large fields at depth (off-axis softening) is
-            // not modelled. Recorded, not asserted.
-            if f == 30 && depth == "20" {
-                continue;
-            }
             if !((mp - gp).abs() <= 2.0 && (mx - gx).abs() <= 2.0) {
                 misses.push(format!(
                     "{f}x{f} @ {depth} cm: {mp:.2}/{gp:.2}, {mx:.2}/{gx:.2}"
@@ -163,8 +157,8 @@ fn v2_output_factors_at_5_cm_depth_within_1_5_percent() {
         let model = at(*f) / reference;
         let dev = 100.0 * (model / golden - 1.0);
         eprintln!("OF {f}x{f}: {model:.4} vs {golden:.3} ({dev:+.2} %)");
-        // The range is 3x3 to 30x30. 40x40 is recorded, not asserted: model 1.098 vs
-        // GBD 1.119 (-1.9 %, docs/commissioning.md), large-field scatter is short.
+        // The range is 3x3 to 30x30. 40x40 (fitted at half weight) is recorded, not
+        // asserted: model 1.137 vs GBD 1.119 (+1.6 %, docs/commissioning.md).
         if *f <= 30 {
             assert!(dev.abs() <= 1.5, "OF {f}x{f} = {model:.4}, GBD {golden}");
         }
@@ -204,15 +198,16 @@ fn v2_in_air_output_ratio_within_1_percent_of_published_6_mv() {
 #[test]
 fn v2_dose_outside_the_field_within_3_percent_of_axis() {
     // GBD 10x10 at 10 cm: 10.6 / 7.3 / 5.3 % of the axis at 1 / 2 / 3 cm outside the edge.
-    // Fields 3x3-20x20 at 5, 10, 20 cm, 1-5 cm outside the geometric edge.
-    // Known limit: 30x30 is up to 4.3 points low (large-field scatter and transmission under
-    // the jaws are not modelled; docs/dose.md), recorded in docs/commissioning.md.
+    // Fields 3x3-30x30 at 1.5, 5, 10, 20 cm, 1-5 cm outside the geometric edge. One known
+    // miss: 30x30 at 1.5 cm, 1 cm outside, 3.3 points low (GBD 10.1 %; head and collimator
+    // scatter at shallow depth, docs/dose.md); it must stay the only one and within 3.5.
+    let mut misses = Vec::new();
     let (ct, m, g) = (water(), machine(), gbd());
-    for depth in ["5", "10", "20"] {
+    for depth in ["1.5", "5", "10", "20"] {
         let d: f64 = 10.0 * depth.parse::<f64>().expect("depth");
         let p = &g[format!("6MV profile {depth}cm")];
         let oa = arr(&p["Off Axis"]);
-        for f in [3u32, 4, 6, 10, 20] {
+        for f in FIELDS_CM {
             let v = arr(&p["FS"][format!("{f}cm")]);
             let edge_cm = 0.5 * f as f64 * (1000.0 + d) / 1000.0;
             let mut pts = vec![(d, 0.0)];
@@ -233,14 +228,20 @@ fn v2_dose_outside_the_field_within_3_percent_of_axis() {
             let dose = field_dose(&ct, &m, 10.0 * f as f64, 1000.0, &pts);
             for (k, gv) in golden.iter().enumerate() {
                 let mv = 100.0 * dose[k + 1] / dose[0];
-                assert!(
-                    (mv - gv).abs() <= 3.0,
-                    "{f}x{f} @ {depth} cm, {} mm off axis: {mv:.2} % vs GBD {gv:.2} %",
-                    pts[k + 1].1
-                );
+                if (mv - gv).abs() > 3.0 {
+                    misses.push((f, depth, k + 1, mv - gv));
+                }
             }
         }
     }
+    let unexpected: Vec<_> = misses
+        .iter()
+        .filter(|&&(f, depth, k, dev)| !(f == 30 && depth == "1.5" && k == 1 && dev.abs() <= 3.5))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "outside 3 % of axis (field, depth cm, cm outside, model - GBD points): {misses:?}"
+    );
 }
 
 #[test]

@@ -27,7 +27,7 @@ Usage: python3 tools/fit_beam_model.py [--write]
 (--write writes `data/machines/truebeam_6x_v2.json`: generic_6x.json with the v2 model, and its
 superposition twin `truebeam_6x_v2_superposition.json`)
 The model equations are the ones `src/dose/kernel.rs` evaluates; the Rust test
-`tests/dose.rs::beam_model_v2_*` checks the fitted file against the same data.
+`tests/dose_v2.rs` checks the fitted file against the same data.
 """
 import json
 import math

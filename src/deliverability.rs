@@ -241,6 +241,7 @@ mod tests {
             segments,
             meterset_mu: 10.0,
             leaf_boundaries_mm: crate::machine::default_leaf_boundaries_mm(),
+            transmission: Default::default(),
         }
     }
 

@@ -40,8 +40,9 @@ pub struct Mlc {
     /// Largest leaf speed, mm/s at the isocentre (the delivery-time estimate of the report).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_leaf_speed_mm_per_s: Option<f64>,
-    /// Mean transmission through the leaves, fraction of the open-field dose (for a dose
-    /// engine that models it; the pencil-beam engine does not, `docs/machine.md`).
+    /// Mean transmission through the leaves, fraction of the open fluence: closed leaves
+    /// inside the jaws pass this share of a segment's MU (`sequencing::Transmission`,
+    /// `docs/dose.md`); absent: opaque leaves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transmission: Option<f64>,
     /// SourceToBeamLimitingDeviceDistance of the MLC, mm.
@@ -81,8 +82,8 @@ pub struct Jaws {
     /// Smallest Y2 position, mm.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub y2_min_mm: Option<f64>,
-    /// Transmission through the jaws, fraction of the open-field dose (not modelled by the
-    /// pencil-beam engine).
+    /// Transmission through the jaws, fraction of the open fluence (times the leaves'
+    /// transmission where they are closed too, `sequencing::Transmission`); absent: opaque.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transmission: Option<f64>,
     /// SourceToBeamLimitingDeviceDistance of the X jaws, mm.

@@ -137,6 +137,35 @@ pub struct SequencedBeam {
     pub meterset_mu: f64,
     /// MLC leaf-pair boundaries (y, mm), `n_pairs + 1` values; empty without MLC.
     pub leaf_boundaries_mm: Vec<f64>,
+    /// Leaf and jaw transmission of the machine that delivers it (zero: opaque), which the
+    /// deliverable beamlet weights carry ([`beam_weights_from_segments`]).
+    #[serde(skip)]
+    pub transmission: Transmission,
+}
+
+/// Transmission through the closed collimators, fraction of the open fluence (machine file:
+/// `mlc.transmission`, `jaws.transmission`; absent is 0).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct Transmission {
+    /// Through the leaves (mean over leaf body and interleaf gaps).
+    pub mlc: f64,
+    /// Through the jaws.
+    pub jaw: f64,
+}
+
+impl Transmission {
+    /// The machine's transmissions (0 where its file has none).
+    pub fn of(mlc: &Mlc, jaws: &Jaws) -> Self {
+        Transmission {
+            mlc: mlc.transmission.unwrap_or(0.0),
+            jaw: jaws.transmission.unwrap_or(0.0),
+        }
+    }
+
+    /// Whether both collimators are opaque (the deliverable weights are the open fractions).
+    pub fn is_none(&self) -> bool {
+        self.mlc == 0.0 && self.jaw == 0.0
+    }
 }
 
 /// What sequencing did to one beam.
@@ -666,6 +695,7 @@ pub fn sequence_plan(
             segments,
             meterset_mu: meterset,
             leaf_boundaries_mm: mlc.leaf_boundaries_mm.clone(),
+            transmission: Transmission::of(mlc, &machine.jaws),
         });
     }
     Ok(SequencedPlan {
@@ -699,15 +729,26 @@ fn overlap(a0: f64, a1: f64, b0: f64, b1: f64) -> f64 {
 /// Deliverable beamlet weights of one beam (MU per fraction, one per active beamlet in
 /// `beam.beamlets` order): every segment adds its MU times the fraction of the beamlet's
 /// area that its aperture exposes (leaf pairs intersected with the jaws; without MLC, the
-/// jaw rectangle; y outside the leaf bank is limited by the jaws only).
+/// jaw rectangle; y outside the leaf bank is limited by the jaws only), plus what leaks
+/// through the collimators (`transmission`, `docs/dose.md`): inside the jaws, closed leaves
+/// pass `t_mlc` of the segment's MU; outside the jaws, the jaw passes `t_jaw` of what the
+/// leaves pass there (`t_jaw` where they are open, `t_jaw t_mlc` where closed). Summed over
+/// a beam's segments this is `(1 - t_mlc) F + t_mlc M` inside a fixed jaw rectangle (`F` the
+/// open fluence, `M` the beam's MU). The leaf ends are square (no rounded-end transmission).
 pub fn beam_weights_from_segments(
     beam: &Beam,
     leaf_boundaries_mm: &[f64],
     segments: &[Segment],
+    transmission: Transmission,
 ) -> Vec<f64> {
     let g = &beam.grid;
     let (w, h) = (g.size_x_mm, g.size_y_mm);
     let area = w * h;
+    let leaky = !transmission.is_none();
+    let Transmission {
+        mlc: t_mlc,
+        jaw: t_jaw,
+    } = transmission;
     let n_pairs = leaf_boundaries_mm.len().saturating_sub(1);
     let (bank_lo, bank_hi) = if n_pairs > 0 {
         (leaf_boundaries_mm[0], leaf_boundaries_mm[n_pairs])
@@ -734,32 +775,54 @@ pub fn beam_weights_from_segments(
         for (k, &[ix, iy]) in beam.beamlets.iter().enumerate() {
             let xl = g.x0_mm + ix as f64 * w - 0.5 * w;
             let yl = g.y0_mm + iy as f64 * h - 0.5 * h;
-            // y window of the beamlet inside the Y jaws.
+            // y window of the beamlet inside the Y jaws, x window inside the X jaws.
             let y0 = yl.max(s.jaw_y_mm[0]);
             let y1 = (yl + h).min(s.jaw_y_mm[1]);
-            if y1 <= y0 {
-                continue;
-            }
             let bx0 = xl.max(s.jaw_x_mm[0]);
             let bx1 = (xl + w).min(s.jaw_x_mm[1]);
-            if bx1 <= bx0 {
+            let in_jaws = y1 > y0 && bx1 > bx0;
+            if !in_jaws && !leaky {
                 continue;
             }
-            let mut a = 0.0;
+            // Open area inside the jaws, and (for the jaw transmission) without them.
+            let (mut open_in, mut open_all) = (0.0, 0.0);
             if has_mlc {
                 for &p in &row_pairs[iy] {
-                    let dy = overlap(y0, y1, leaf_boundaries_mm[p], leaf_boundaries_mm[p + 1]);
-                    if dy > 0.0 {
-                        let [la, lb] = s.leaf_pairs_mm[p];
-                        a += dy * overlap(bx0, bx1, la, lb);
+                    let [la, lb] = s.leaf_pairs_mm[p];
+                    let (p0, p1) = (leaf_boundaries_mm[p], leaf_boundaries_mm[p + 1]);
+                    if in_jaws {
+                        open_in += overlap(y0, y1, p0, p1) * overlap(bx0, bx1, la, lb);
+                    }
+                    if leaky {
+                        open_all += overlap(yl, yl + h, p0, p1) * overlap(xl, xl + w, la, lb);
                     }
                 }
                 // Parts of the beamlet outside the leaf bank: jaws only.
-                let dy_out =
-                    overlap(y0, y1, f64::MIN, bank_lo) + overlap(y0, y1, bank_hi, f64::MAX);
-                a += dy_out * (bx1 - bx0);
+                let outside_bank = |a: f64, b: f64| {
+                    overlap(a, b, f64::MIN, bank_lo) + overlap(a, b, bank_hi, f64::MAX)
+                };
+                if in_jaws {
+                    open_in += outside_bank(y0, y1) * (bx1 - bx0);
+                }
+                open_all += outside_bank(yl, yl + h) * w;
             } else {
-                a = (y1 - y0) * (bx1 - bx0);
+                if in_jaws {
+                    open_in = (y1 - y0) * (bx1 - bx0);
+                }
+                open_all = area;
+            }
+            let mut a = open_in;
+            if leaky {
+                let in_jaw_area = if in_jaws {
+                    (y1 - y0) * (bx1 - bx0)
+                } else {
+                    0.0
+                };
+                // Under the jaws: open leaves there pass t_jaw, closed ones t_jaw t_mlc.
+                let open_out = (open_all - open_in).max(0.0);
+                let closed_out = (area - in_jaw_area - open_out).max(0.0);
+                a += t_mlc * (in_jaw_area - open_in).max(0.0)
+                    + t_jaw * (open_out + t_mlc * closed_out);
             }
             out[k] += s.mu * a / area;
         }
@@ -778,7 +841,34 @@ pub fn beam_of<'b>(beams: &'b [Beam], sb: &SequencedBeam) -> Result<&'b Beam> {
     })
 }
 
-/// Deliverable plan-wide beamlet weights (influence-matrix column order) from sequenced beams.
+/// What the collimators of sequenced beams let through where they are closed (MU per
+/// fraction, influence-matrix column order): [`deliverable_weights`] less the same with
+/// opaque collimators. Zero for beams whose `transmission` is none.
+pub fn leakage_weights(beams: &[Beam], seq: &[SequencedBeam], n_cols: usize) -> Result<Vec<f64>> {
+    let opaque: Vec<SequencedBeam> = seq
+        .iter()
+        .filter(|sb| !sb.transmission.is_none())
+        .map(|sb| SequencedBeam {
+            transmission: Transmission::default(),
+            ..sb.clone()
+        })
+        .collect();
+    let leaky: Vec<SequencedBeam> = seq
+        .iter()
+        .filter(|sb| !sb.transmission.is_none())
+        .cloned()
+        .collect();
+    let with = deliverable_weights(beams, &leaky, n_cols)?;
+    let without = deliverable_weights(beams, &opaque, n_cols)?;
+    Ok(with
+        .iter()
+        .zip(&without)
+        .map(|(a, b)| (a - b).max(0.0))
+        .collect())
+}
+
+/// Deliverable plan-wide beamlet weights (influence-matrix column order) from sequenced beams,
+/// with the transmission each sequenced beam carries ([`beam_weights_from_segments`]).
 pub fn deliverable_weights(
     beams: &[Beam],
     seq: &[SequencedBeam],
@@ -794,10 +884,174 @@ pub fn deliverable_weights(
                 beam.number, beam.first_column
             )));
         }
-        let w = beam_weights_from_segments(beam, &sb.leaf_boundaries_mm, &sb.segments);
+        let w =
+            beam_weights_from_segments(beam, &sb.leaf_boundaries_mm, &sb.segments, sb.transmission);
         for (k, v) in w.into_iter().enumerate() {
             x[beam.first_column + k] += v;
         }
     }
     Ok(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::beams::BeamletGrid;
+
+    /// A beam with every beamlet of an 8 x 8 grid of 5 mm squares active, centres -17.5 ..
+    /// 17.5 mm on both axes.
+    fn grid_beam() -> Beam {
+        let grid = BeamletGrid {
+            nx: 8,
+            ny: 8,
+            x0_mm: -17.5,
+            y0_mm: -17.5,
+            size_x_mm: 5.0,
+            size_y_mm: 5.0,
+        };
+        Beam {
+            grid,
+            beamlets: (0..8)
+                .flat_map(|iy| (0..8).map(move |ix| [ix, iy]))
+                .collect(),
+            first_column: 0,
+            isocenter_mm: [0.0; 3],
+            sad_mm: 1000.0,
+            number: 1,
+            name: "test".into(),
+            gantry_deg: 0.0,
+            couch_deg: 0.0,
+            collimator_deg: 0.0,
+        }
+    }
+
+    /// 10 MU through jaws X, Y [-15, 15] mm; the 5 mm pairs within y -10 .. 10 open from
+    /// x -10 to 8, the others closed with a 0.5 mm gap parked just under the X1 jaw.
+    fn segment() -> Segment {
+        let b = crate::machine::default_leaf_boundaries_mm();
+        let leaves = (0..b.len() - 1)
+            .map(|p| {
+                if b[p] >= -10.0 && b[p + 1] <= 10.0 {
+                    [-10.0, 8.0]
+                } else {
+                    [-15.5, -15.0]
+                }
+            })
+            .collect();
+        Segment {
+            mu: 10.0,
+            leaf_pairs_mm: leaves,
+            jaw_x_mm: [-15.0, 15.0],
+            jaw_y_mm: [-15.0, 15.0],
+        }
+    }
+
+    /// The weight of the beamlet centred at (x, y) mm.
+    fn at(beam: &Beam, w: &[f64], x: f64, y: f64) -> f64 {
+        let k = beam
+            .beamlets
+            .iter()
+            .position(|&[ix, iy]| beam.grid.centre_mm(ix, iy) == [x, y])
+            .expect("beamlet");
+        w[k]
+    }
+
+    #[test]
+    fn closed_leaves_pass_their_transmission_and_jaws_theirs() {
+        let beam = grid_beam();
+        let b = crate::machine::default_leaf_boundaries_mm();
+        let seg = [segment()];
+        let t = Transmission {
+            mlc: 0.015,
+            jaw: 0.001,
+        };
+        let w = beam_weights_from_segments(&beam, &b, &seg, t);
+        let close = |got: f64, want: f64, what: &str| {
+            assert!((got - want).abs() < 1e-12, "{what}: {got} vs {want}");
+        };
+        // Open beamlet: the segment's MU.
+        close(at(&beam, &w, -2.5, -2.5), 10.0, "open");
+        // 3 of 5 mm open, 2 mm behind leaf B: 10 (0.6 + 0.4 t).
+        close(
+            at(&beam, &w, 7.5, 2.5),
+            10.0 * (0.6 + 0.4 * 0.015),
+            "partly open",
+        );
+        // Inside the jaws behind the leaves (beyond leaf B; a closed pair): t MU.
+        close(at(&beam, &w, 12.5, 2.5), 0.15, "behind leaf B");
+        close(at(&beam, &w, 2.5, 12.5), 0.15, "closed pair");
+        // Outside the jaws, leaves closed too: t_jaw t_mlc.
+        close(
+            at(&beam, &w, 17.5, 2.5),
+            10.0 * 0.001 * 0.015,
+            "under X2 jaw",
+        );
+        close(
+            at(&beam, &w, 2.5, 17.5),
+            10.0 * 0.001 * 0.015,
+            "under Y2 jaw",
+        );
+        // Under the X1 jaw the parked pair's 0.5 mm gap passes t_jaw, the rest t_jaw t_mlc.
+        close(
+            at(&beam, &w, -17.5, 12.5),
+            10.0 * (0.1 * 0.001 + 0.9 * 0.001 * 0.015),
+            "parked gap under X1",
+        );
+        // Opaque collimators: the open fractions only, as before transmission.
+        let w0 = beam_weights_from_segments(&beam, &b, &seg, Transmission::default());
+        close(at(&beam, &w0, 7.5, 2.5), 6.0, "partly open, opaque");
+        close(at(&beam, &w0, 12.5, 2.5), 0.0, "behind leaf B, opaque");
+        close(at(&beam, &w0, -17.5, 12.5), 0.0, "parked gap, opaque");
+        // Summed over segments sharing the jaws: (1 - t) F + t M inside them.
+        let mut other = segment();
+        other.mu = 4.0;
+        for p in other.leaf_pairs_mm.iter_mut().filter(|l| l[1] == 8.0) {
+            *p = [0.0, 5.0];
+        }
+        let both = [segment(), other];
+        let f = beam_weights_from_segments(&beam, &b, &both, Transmission::default());
+        let wt = beam_weights_from_segments(
+            &beam,
+            &b,
+            &both,
+            Transmission {
+                mlc: 0.015,
+                jaw: 0.0,
+            },
+        );
+        for (k, &[ix, iy]) in beam.beamlets.iter().enumerate() {
+            let [x, y] = beam.grid.centre_mm(ix, iy);
+            if x.abs() < 15.0 && y.abs() < 15.0 {
+                close(wt[k], 0.985 * f[k] + 0.015 * 14.0, "(1 - t) F + t M");
+            }
+        }
+    }
+
+    #[test]
+    fn leakage_is_the_difference_to_opaque_collimators() {
+        let beam = grid_beam();
+        let mut sb = SequencedBeam {
+            beam_index: 0,
+            segments: vec![segment()],
+            meterset_mu: 10.0,
+            leaf_boundaries_mm: crate::machine::default_leaf_boundaries_mm(),
+            transmission: Transmission {
+                mlc: 0.015,
+                jaw: 0.001,
+            },
+        };
+        let beams = [beam];
+        let leak = leakage_weights(&beams, std::slice::from_ref(&sb), 64).unwrap();
+        let with = deliverable_weights(&beams, std::slice::from_ref(&sb), 64).unwrap();
+        sb.transmission = Transmission::default();
+        let without = deliverable_weights(&beams, std::slice::from_ref(&sb), 64).unwrap();
+        for k in 0..64 {
+            assert!((without[k] + leak[k] - with[k]).abs() < 1e-12);
+        }
+        assert!((at(&beams[0], &leak, 12.5, 2.5) - 0.15).abs() < 1e-12);
+        assert_eq!(at(&beams[0], &leak, -2.5, -2.5), 0.0);
+        // Opaque beams leak nothing.
+        let none = leakage_weights(&beams, std::slice::from_ref(&sb), 64).unwrap();
+        assert!(none.iter().all(|&v| v == 0.0));
+    }
 }

@@ -121,11 +121,16 @@ pub fn beam_doses(
             .segments
             .iter()
             .map(|s| {
-                beam_weights_from_segments(beam, &sb.leaf_boundaries_mm, std::slice::from_ref(s))
-                    .iter()
-                    .zip(cols)
-                    .map(|(w, c)| w * c)
-                    .sum()
+                beam_weights_from_segments(
+                    beam,
+                    &sb.leaf_boundaries_mm,
+                    std::slice::from_ref(s),
+                    sb.transmission,
+                )
+                .iter()
+                .zip(cols)
+                .map(|(w, c)| w * c)
+                .sum()
             })
             .collect();
         let total: f64 = seg_dose.iter().sum();

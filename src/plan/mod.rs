@@ -207,7 +207,8 @@ impl Planner {
     }
 
     /// The dose-fidelity loop after each solve ([`fidelity`]; default: at most 2 re-solves,
-    /// until 99 % of the compared voxels agree within 1 % of the prescription).
+    /// 3 for a machine whose collimators transmit, until 99 % of the compared voxels agree
+    /// within 1 % of the prescription).
     pub fn with_dose_fidelity(mut self, fidelity: DoseFidelity) -> Self {
         self.settings.fidelity = fidelity;
         self
@@ -664,6 +665,10 @@ pub struct PreparedPlan {
     times: Vec<StageTime>,
 }
 
+/// Beamlet weights as the sequenced plan delivers them (MU per fraction) and their
+/// untruncated dose (Gy total): what the dose-fidelity loop reproduces.
+type Delivered = (Vec<f64>, Vec<f64>);
+
 /// The result of [`PreparedPlan::optimise`]: the variant, its protocol and the solution.
 #[derive(Debug, Clone)]
 pub struct OptimisedPlan {
@@ -672,9 +677,14 @@ pub struct OptimisedPlan {
     pub protocol: Protocol,
     /// Beamlet weights (MU per fraction), the optimiser's dose, goals and solver figures.
     pub result: OptimizationResult,
-    /// Untruncated dose of `result.weights_mu` (Gy total, dose-grid rows) when the
+    /// Untruncated dose of `delivered_weights_mu` (Gy total, dose-grid rows) when the
     /// dose-fidelity loop computed it.
     pub exact_dose_gy: Option<Vec<f64>>,
+    /// The beamlet weights whose untruncated dose is `exact_dose_gy`: `result.weights_mu`
+    /// plus what the collimators of their sequenced segments transmit
+    /// ([`PreparedPlan::delivered_weights`]; equal to `result.weights_mu` for a machine
+    /// without transmission).
+    pub delivered_weights_mu: Option<Vec<f64>>,
     /// Each evaluation of the dose-fidelity loop (empty when it is off).
     pub fidelity: Vec<fidelity::FidelityStep>,
     /// Wall-clock time of the optimisation stages (solves and fidelity loop), s.
@@ -791,7 +801,7 @@ impl PreparedPlan {
                 Ok((r, summary))
             })
         })?;
-        let (result, exact_dose_gy, steps) = if correcting {
+        let (result, exact, steps) = if correcting {
             let pool = self.pool.clone();
             let rx = protocol.prescription.total_dose_gy;
             let work = || self.fidelity_loop(&opts, result, rx, &mut times);
@@ -803,27 +813,38 @@ impl PreparedPlan {
         } else {
             (result, None, Vec::new())
         };
+        let (delivered_weights_mu, exact_dose_gy) = exact.unzip();
         Ok(OptimisedPlan {
             variant: variant.clone(),
             protocol,
             result,
             exact_dose_gy,
+            delivered_weights_mu,
             fidelity: steps,
             seconds: times.iter().map(|t| t.seconds).sum(),
         })
     }
 
-    /// The dose-fidelity loop ([`fidelity`]): untruncated dose of the weights, rescale the
-    /// rows, solve again, until the agreement holds or the re-solves are spent. Returns the
-    /// last solution, its untruncated dose and every evaluation.
+    /// The dose-fidelity loop ([`fidelity`]): untruncated dose of the weights as the sequenced
+    /// plan delivers them (with the collimators' transmission, [`Self::delivered_weights`]),
+    /// rescale the rows, solve again, until the agreement holds or the re-solves are spent.
+    /// Returns the last solution, its delivered weights and their untruncated dose, and every
+    /// evaluation.
     fn fidelity_loop(
         &mut self,
         opts: &OptimizeOptions,
         first: OptimizationResult,
         rx_gy: f64,
         times: &mut Vec<StageTime>,
-    ) -> Result<(OptimizationResult, Vec<f64>, Vec<fidelity::FidelityStep>)> {
+    ) -> Result<(OptimizationResult, Delivered, Vec<fidelity::FidelityStep>)> {
         let settings = self.settings.fidelity.clone();
+        let machine = &self.settings.machine;
+        let max_corrections = settings.max_corrections
+            + if sequencing::Transmission::of(&machine.mlc, &machine.jaws).is_none() {
+                0
+            } else {
+                settings.leakage_corrections
+            };
         let mut final_opts = opts.clone();
         final_opts.reuse_fixed_beamlets = true;
         if self.settings.segment_weights.enabled {
@@ -841,7 +862,8 @@ impl PreparedPlan {
             let mut last = false;
             let exact = loop {
                 self.runner.cancel.check(PlanStage::DoseFidelity.name())?;
-                let exact = self.forward_dose_gy(&result.weights_mu)?;
+                let delivered = self.delivered_weights(&result.weights_mu)?;
+                let exact = self.forward_dose_gy(&delivered)?;
                 let fid = crate::report::ModelFidelity::compute(
                     &result.dose_gy,
                     &exact,
@@ -855,10 +877,10 @@ impl PreparedPlan {
                     iterations: result.iterations,
                 });
                 if last {
-                    break exact;
+                    break (delivered, exact);
                 }
                 last = fid.p99_percent_rx <= settings.tolerance_percent_rx
-                    || steps.len() >= settings.max_corrections;
+                    || steps.len() >= max_corrections;
                 // The base matrix's dose of these weights: the optimiser's dose over the
                 // factors now applied.
                 let base: Vec<f64> = result
@@ -927,7 +949,10 @@ impl PreparedPlan {
                 structures: &self.structures,
                 protocol: &optimised.protocol,
                 options: &options,
-                optimised_weights_mu: &optimised.result.weights_mu,
+                optimised_weights_mu: optimised
+                    .delivered_weights_mu
+                    .as_deref()
+                    .unwrap_or(&optimised.result.weights_mu),
                 exact_dose_gy: optimised.exact_dose_gy.as_deref(),
                 min_segment_mu: min_mu,
                 cancel: &self.runner.cancel,
@@ -1014,6 +1039,27 @@ impl PreparedPlan {
 
 /// Helpers of [`planned::finish`].
 impl PreparedPlan {
+    /// The beamlet weights the optimised `weights_mu` deliver once sequenced, leakage
+    /// included: the weights plus what the collimators of their segments (the plan's own
+    /// sequencer and settings) transmit where they are closed
+    /// ([`sequencing::leakage_weights`]). The fluence's own stratification is not carried
+    /// over: the optimiser answers for the open fluence, the sequencer for its levels. For a
+    /// machine without transmission the weights themselves, with no sequencing.
+    pub fn delivered_weights(&self, weights_mu: &[f64]) -> Result<Vec<f64>> {
+        let machine = DeliveryMachine::from(&self.settings.machine);
+        if sequencing::Transmission::of(&machine.mlc, &machine.jaws).is_none() {
+            return Ok(weights_mu.to_vec());
+        }
+        let seq = sequencing::sequence_plan(
+            &self.beams,
+            weights_mu,
+            &machine,
+            &self.settings.sequencing,
+        )?;
+        let leak = sequencing::leakage_weights(&self.beams, &seq.beams, weights_mu.len())?;
+        Ok(weights_mu.iter().zip(&leak).map(|(w, l)| w + l).collect())
+    }
+
     fn forward_dose_gy(&self, weights_mu: &[f64]) -> Result<Vec<f64>> {
         let f = self.fractions() as f64;
         Ok(dose::engine_for(&self.settings.machine)

@@ -160,7 +160,7 @@ pub(super) fn finish(
     let (gamma_result, fidelity) = runner.run(PlanStage::Gamma, &mut times, || {
         let optimised_exact = match &optimised.exact_dose_gy {
             Some(d) => d.clone(),
-            None => prep.forward_dose_gy(&optimised.result.weights_mu)?,
+            None => prep.forward_dose_gy(&prep.delivered_weights(&optimised.result.weights_mu)?)?,
         };
         let fidelity = report::ModelFidelity::compute(
             &optimised.result.dose_gy,
@@ -652,6 +652,7 @@ impl PlannedCase {
                 beam,
                 &sb.leaf_boundaries_mm,
                 &sb.segments,
+                sb.transmission,
             );
             w[beam.first_column..beam.first_column + bw.len()].copy_from_slice(&bw);
             let rows = crate::dose::engine_for(&self.machine).dose_from_weights(

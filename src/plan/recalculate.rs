@@ -134,10 +134,7 @@ pub fn recalculate(
             ));
         }
         if b.leaf_boundaries_mm.is_empty() {
-            statements.push(format!(
-                "Beam {} has no MLC: open jaw fields (jaw transmission not modelled).",
-                b.number
-            ));
+            statements.push(format!("Beam {} has no MLC: open jaw fields.", b.number));
         }
         let moving = b.control_points.windows(2).any(|w| {
             w[1].cumulative_weight > w[0].cumulative_weight
@@ -159,11 +156,16 @@ pub fn recalculate(
         first += beam.beamlets.len();
         beams.push(beam);
     }
-    statements.push(
-        "Not modelled: leaf and jaw transmission, wedges, blocks, compensators and boli (the pencil-beam engine, docs/machine.md)."
-            .into(),
-    );
-    let sequenced: Vec<_> = plan.sequenced();
+    let transmission = crate::sequencing::Transmission::of(&machine.mlc, &machine.jaws);
+    statements.push(format!(
+        "Leaf transmission {:.2} % and jaw transmission {:.2} % of the machine file, within each beam's beamlet grid (the union of its jaw openings); not modelled: rounded leaf ends, tongue-and-groove, wedges, blocks, compensators and boli (docs/dose.md).",
+        100.0 * transmission.mlc,
+        100.0 * transmission.jaw
+    ));
+    let mut sequenced: Vec<_> = plan.sequenced();
+    for sb in &mut sequenced {
+        sb.transmission = transmission;
+    }
     let weights = crate::sequencing::deliverable_weights(&beams, &sequenced, first)?;
     let body = case.try_body_mask()?;
     let dose_grid = DoseGrid::covering(&case.ct.grid, opts.dose_spacing_mm, &body);

@@ -4,9 +4,12 @@
 //!
 //! Each segment `j` delivers the beamlet weights `s_j` per MU (its aperture's exposed
 //! fraction of every beamlet, [`sequencing::beam_weights_from_segments`]), so its dose per
-//! MU is `A s_j`, with `A` the optimiser's matrix after the dose-fidelity loop. One more
-//! row rescaling `r = D_exact(x) / (A x)` at the optimised fluence `x` (the loop's last
-//! untruncated dose, no extra dose calculation) brings the columns to the untruncated dose.
+//! MU is `A s_j`, with `A` the optimiser's matrix after the dose-fidelity loop. The `s_j`
+//! carry the leaf and jaw transmission, as the deliverable dose does. One more row rescaling
+//! `r = D_exact(x) / (A x)` at the weights `x` the optimised fluence delivers (leakage
+//! included, the loop's last untruncated dose, no extra dose calculation) brings the columns
+//! to the untruncated dose; since the loop's rows already carry the leakage as a ratio and
+//! `A x` now counts it through the `s_j` too, `r` takes that share back out.
 //! The columns are stored as a sparse matrix `M = diag(r) A S D^-1`, with `D` the diagonal
 //! of `|s_j|_1` (beamlet MU per segment MU). The unknowns are then `v_j = |s_j|_1 u_j`, the
 //! beamlet MU each segment delivers, which keeps the total-MU term and the solver's scaling
@@ -56,8 +59,9 @@ pub(crate) struct SegmentProblemInputs<'a> {
     pub structures: &'a [StructureRows],
     pub protocol: &'a Protocol,
     pub options: &'a OptimizeOptions,
-    /// The optimised beamlet weights (MU per fraction) and their untruncated dose, Gy total
-    /// (None without the dose-fidelity loop: no extra row rescaling).
+    /// The beamlet weights the optimised plan delivers (MU per fraction; with the
+    /// collimators' leakage, `OptimisedPlan::delivered_weights_mu`) and their untruncated
+    /// dose, Gy total (None without the dose-fidelity loop: no extra row rescaling).
     pub optimised_weights_mu: &'a [f64],
     pub exact_dose_gy: Option<&'a [f64]>,
     pub min_segment_mu: f64,
@@ -84,6 +88,7 @@ fn segment_beamlets(
                 beam,
                 &sb.leaf_boundaries_mm,
                 std::slice::from_ref(&unit),
+                sb.transmission,
             );
             out.push(
                 w.into_iter()

@@ -213,7 +213,7 @@ struct Calculation {
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
     /// Re-solves of the dose-fidelity loop at most (0: none, the optimiser's first solution
-    /// is final) [default: 2].
+    /// is final), plus one when the machine's leaves or jaws transmit [default: 2].
     #[arg(long, value_name = "N")]
     fidelity_corrections: Option<usize>,
     /// Keep the sequenced segment MU instead of re-optimising them against the goals

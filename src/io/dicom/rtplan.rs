@@ -865,13 +865,16 @@ impl ImportedPlan {
 }
 
 impl ImportedBeam {
-    /// As a [`SequencedBeam`] attached to beam `beam_index` of a plan's beam list.
+    /// As a [`SequencedBeam`] attached to beam `beam_index` of a plan's beam list, with
+    /// opaque collimators (the plan does not say what they transmit: the caller sets its
+    /// machine's `transmission`).
     pub fn to_sequenced(&self, beam_index: usize) -> SequencedBeam {
         SequencedBeam {
             beam_index,
             segments: self.segments.clone(),
             meterset_mu: self.segments.iter().map(|s| s.mu).sum(),
             leaf_boundaries_mm: self.leaf_boundaries_mm.clone(),
+            transmission: Default::default(),
         }
     }
 

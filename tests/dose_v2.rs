@@ -267,7 +267,7 @@ fn v2_surface_dose_is_realistic() {
 /// dose rises by `t_mlc (D16 - D4) + t_jaw t_mlc (D20 - D16)` per MU, with `D_f` the dose of
 /// the open f x f field: about 1.5 % of the covered area's share of the 16 x 16 dose.
 /// Measured: 0.0101 Gy at 1 to 3 cm outside (1.44-1.47 % of the open 16 x 16 dose; the field
-/// itself gives 0.0284 / 0.0186 / 0.0123 Gy there), 0.0098 Gy at 5 cm. Without transmission
+/// itself gives 0.0287 / 0.0186 / 0.0122 Gy there), 0.0098 Gy at 5 cm. Without transmission
 /// (an opaque machine) the dose is the field's own.
 #[test]
 fn v2_transmission_raises_the_dose_outside_an_mlc_field_by_the_covered_share() {

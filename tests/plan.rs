@@ -524,9 +524,9 @@ fn plan_tg119_on_machine(machine_file: &str) -> serde_json::Value {
 
 /// TG-119 through beam model v2 (`data/machines/truebeam_6x_v2.json`: head-scatter source,
 /// electron contamination, refit to the TrueBeam 6X golden beam data; issue 18). Measured
-/// 2026-12-06 with leaf and jaw transmission: Core D10 17.70 Gy (17.17 Gy with the generic
-/// machine), normalisation x0.984, 3 %/2 mm deliverable gamma 97.8 % (opaque collimators:
-/// 17.25 Gy, x0.987, 99.8 %).
+/// 2026-12-06 with the 4-term fit and leaf and jaw transmission: Core D10 17.54 Gy (17.17 Gy
+/// with the generic machine), normalisation x0.987, 3 %/2 mm deliverable gamma 99.8 % (3-term
+/// fit, opaque collimators: 17.25 Gy, x0.987, 99.8 %).
 #[test]
 fn plan_tg119_with_beam_model_v2() {
     let r = plan_tg119_on_machine("data/machines/truebeam_6x_v2.json");
@@ -536,9 +536,9 @@ fn plan_tg119_with_beam_model_v2() {
 /// TG-119 through the heterogeneous engine (`truebeam_6x_v2_superposition.json`, issue 18:
 /// "TG119 plan through the new engine"): the influence matrix, the correction step, the
 /// deliverable dose and the RT Dose all come from the density-scaled superposition, and the
-/// report names it. Measured 2026-12-06 with leaf and jaw transmission: Core D10 17.40 Gy,
-/// normalisation x0.986, deliverable gamma 98.7 % (opaque collimators: 17.05 Gy, x0.988,
-/// 99.6 %).
+/// report names it. Measured 2026-12-06 with the 4-term fit and leaf and jaw transmission:
+/// Core D10 17.33 Gy, normalisation x0.987, deliverable gamma 99.3 % (3-term fit, opaque
+/// collimators: 17.05 Gy, x0.988, 99.6 %).
 #[test]
 fn plan_tg119_with_the_superposition_engine() {
     let r = plan_tg119_on_machine("data/machines/truebeam_6x_v2_superposition.json");

@@ -1037,7 +1037,7 @@ impl PreparedPlan {
     }
 }
 
-/// Helpers of [`planned::finish`].
+/// Helpers of `planned::finish` (and of the dose-fidelity loop).
 impl PreparedPlan {
     /// The beamlet weights the optimised `weights_mu` deliver once sequenced, leakage
     /// included: the weights plus what the collimators of their segments (the plan's own

@@ -724,6 +724,20 @@ impl<'a> PlanningProblem<'a> {
         self.a.n_cols()
     }
 
+    /// Forget the hints the last solves left (candidate rows of partial goals, the fixed
+    /// beamlets): the next solve starts as the first one did. Hints only speed a solve up,
+    /// but they steer its iterates, so a solve after different predecessors agrees with the
+    /// first only within the tolerance; the staged planner clears them before each variant
+    /// so that a variant's result does not depend on the variants solved before it.
+    pub fn clear_hints(&self) {
+        if let Ok(mut c) = self.candidates.lock() {
+            c.iter_mut().for_each(|g| *g = None);
+        }
+        if let Ok(mut h) = self.fixed_hint.lock() {
+            h.clear();
+        }
+    }
+
     /// Rescale the rows of the problem's matrix to `base` (a [`InfluenceMatrix::values_snapshot`]
     /// of it) times `factors` (one per row), as the dose-fidelity correction does, and drop
     /// the beamlet-space data cached from the old entries. Candidate rows and the fixed

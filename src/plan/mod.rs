@@ -763,12 +763,14 @@ impl PreparedPlan {
     /// Stage 2: optimise the fluence of `variant` on the prepared matrix (no dose
     /// recalculation). Repeatable; cached beamlet-space data are reused.
     ///
-    /// Every variant starts from the scatter-corrected matrix of `prepare`, so its result
-    /// does not depend on the variants solved before it; the dose-fidelity loop
+    /// Every variant starts from the scatter-corrected matrix of `prepare` and without the
+    /// previous solves' hints, so its result does not depend on the variants solved before it
+    /// (bit for bit); the dose-fidelity loop
     /// ([`fidelity`]) then rescales the matrix's rows and solves again.
     pub fn optimise(&mut self, variant: &Variant) -> Result<OptimisedPlan> {
         let protocol = variant.apply(&self.settings.protocol)?;
         self.problem.set_goals_from(&protocol)?;
+        self.problem.clear_hints();
         if self.row_factors.take().is_some() {
             let ones = vec![1.0; self.problem.matrix().n_rows()];
             self.problem.set_row_scale(&self.base_values, &ones)?;

@@ -30,12 +30,22 @@ const LEVEL_STEP_MM: f64 = 25.0;
 const EXTENT_SIGMAS: f64 = 4.5;
 
 /// One component's convolved fluence at one depth level on a regular 2-D grid.
+///
+/// The node grid spans the field plus [`EXTENT_SIGMAS`] kernel widths (`nu` x `nv` nodes from
+/// `(u0, v0)`); only the nodes of a window (`nu_w` x `nv_w` from node `(iu_w, iv_w)`) that
+/// covers the points to be sampled are computed and stored. A wide kernel term (sigma of
+/// hundreds of mm on a 2.5 mm step) would otherwise fill metres of plane that no voxel reads.
+/// The nodes keep their positions, so a windowed plane samples exactly as the full one.
 pub(crate) struct Plane {
     u0: f64,
     v0: f64,
     h: f64,
     nu: usize,
     nv: usize,
+    iu_w: usize,
+    iv_w: usize,
+    nu_w: usize,
+    nv_w: usize,
     f: Vec<f64>,
 }
 
@@ -49,8 +59,15 @@ impl Plane {
         }
         let iu = (fu.floor() as usize).min(self.nu - 2);
         let iv = (fv.floor() as usize).min(self.nv - 2);
+        if iu < self.iu_w
+            || iv < self.iv_w
+            || iu + 1 >= self.iu_w + self.nu_w
+            || iv + 1 >= self.iv_w + self.nv_w
+        {
+            return 0.0;
+        }
         let (a, b) = (fu - iu as f64, fv - iv as f64);
-        let r = |i: usize, j: usize| self.f[j * self.nu + i];
+        let r = |i: usize, j: usize| self.f[(j - self.iv_w) * self.nu_w + (i - self.iu_w)];
         (r(iu, iv) * (1.0 - a) + r(iu + 1, iv) * a) * (1.0 - b)
             + (r(iu, iv + 1) * (1.0 - a) + r(iu + 1, iv + 1) * a) * b
     }
@@ -63,8 +80,15 @@ fn s(x: f64, half: f64, k: f64) -> f64 {
 }
 
 /// Convolve one beam's fluence map with one component at kernel width `sigma_mm`, on a
-/// plane of step `sigma / 3` clamped to `[0.5, h_max_mm]`.
-pub(crate) fn convolve(beam: &Beam, fl: &[f64], sigma_mm: f64, h_max_mm: f64) -> Plane {
+/// plane of step `sigma / 3` clamped to `[0.5, h_max_mm]`, computed where it can be sampled
+/// in `window` (`[u_min, u_max, v_min, v_max]`, plane coordinates, mm; `None`: everywhere).
+pub(crate) fn convolve(
+    beam: &Beam,
+    fl: &[f64],
+    sigma_mm: f64,
+    h_max_mm: f64,
+    window: Option<[f64; 4]>,
+) -> Plane {
     let g = &beam.grid;
     let (nx, ny) = (g.nx, g.ny);
     let h = (sigma_mm / 3.0).clamp(0.5, h_max_mm.max(0.5));
@@ -73,12 +97,34 @@ pub(crate) fn convolve(beam: &Beam, fl: &[f64], sigma_mm: f64, h_max_mm: f64) ->
     let v0 = g.y0_mm - 0.5 * g.size_y_mm - ext;
     let nu = (((nx as f64 * g.size_x_mm + 2.0 * ext) / h).ceil() as usize + 1).max(2);
     let nv = (((ny as f64 * g.size_y_mm + 2.0 * ext) / h).ceil() as usize + 1).max(2);
+    // The window's nodes (one node of margin each side, at least two per axis).
+    let span = |lo: f64, hi: f64, o: f64, n: usize| -> (usize, usize) {
+        let first = ((lo - o) / h).floor() - 1.0;
+        let last = ((hi - o) / h).ceil() + 1.0;
+        let first = if first.is_finite() {
+            first.max(0.0) as usize
+        } else {
+            0
+        };
+        let last = if last.is_finite() {
+            (last.max(0.0) as usize).min(n - 1)
+        } else {
+            n - 1
+        };
+        let first = first.min(n - 2);
+        (first, last.max(first + 1) - first + 1)
+    };
+    let ((iu_w, nu_w), (iv_w, nv_w)) = match window {
+        Some([ulo, uhi, vlo, vhi]) => (span(ulo, uhi, u0, nu), span(vlo, vhi, v0, nv)),
+        None => ((0, nu), (0, nv)),
+    };
     let k = 1.0 / (std::f64::consts::SQRT_2 * sigma_mm);
     let (hx, hy) = (0.5 * g.size_x_mm, 0.5 * g.size_y_mm);
-    // sx[iu * nx + ix], sy[iv * ny + iy]
-    let sx: Vec<f64> = (0..nu * nx)
+    // sx[(iu - iu_w) * nx + ix], sy[(iv - iv_w) * ny + iy]: node positions from the full
+    // grid's indices, so the values do not depend on the window.
+    let sx: Vec<f64> = (0..nu_w * nx)
         .map(|t| {
-            let (iu, ix) = (t / nx, t % nx);
+            let (iu, ix) = (iu_w + t / nx, t % nx);
             s(
                 u0 + iu as f64 * h - (g.x0_mm + ix as f64 * g.size_x_mm),
                 hx,
@@ -86,9 +132,9 @@ pub(crate) fn convolve(beam: &Beam, fl: &[f64], sigma_mm: f64, h_max_mm: f64) ->
             )
         })
         .collect();
-    let sy: Vec<f64> = (0..nv * ny)
+    let sy: Vec<f64> = (0..nv_w * ny)
         .map(|t| {
-            let (iv, iy) = (t / ny, t % ny);
+            let (iv, iy) = (iv_w + t / ny, t % ny);
             s(
                 v0 + iv as f64 * h - (g.y0_mm + iy as f64 * g.size_y_mm),
                 hy,
@@ -97,27 +143,27 @@ pub(crate) fn convolve(beam: &Beam, fl: &[f64], sigma_mm: f64, h_max_mm: f64) ->
         })
         .collect();
     // G[iy][iu] = sum_ix fl[iy][ix] sx[iu][ix]
-    let mut gm = vec![0.0; ny * nu];
+    let mut gm = vec![0.0; ny * nu_w];
     for iy in 0..ny {
         let row = &fl[iy * nx..(iy + 1) * nx];
         if row.iter().all(|&w| w == 0.0) {
             continue;
         }
-        for iu in 0..nu {
+        for iu in 0..nu_w {
             let sxr = &sx[iu * nx..(iu + 1) * nx];
-            gm[iy * nu + iu] = row.iter().zip(sxr).map(|(a, b)| a * b).sum();
+            gm[iy * nu_w + iu] = row.iter().zip(sxr).map(|(a, b)| a * b).sum();
         }
     }
     // F[iv][iu] = sum_iy sy[iv][iy] G[iy][iu]
-    let mut f = vec![0.0; nv * nu];
-    for iv in 0..nv {
+    let mut f = vec![0.0; nv_w * nu_w];
+    for iv in 0..nv_w {
         let syr = &sy[iv * ny..(iv + 1) * ny];
-        let out = &mut f[iv * nu..(iv + 1) * nu];
+        let out = &mut f[iv * nu_w..(iv + 1) * nu_w];
         for (iy, &w) in syr.iter().enumerate() {
             if w == 0.0 {
                 continue;
             }
-            let grow = &gm[iy * nu..(iy + 1) * nu];
+            let grow = &gm[iy * nu_w..(iy + 1) * nu_w];
             for (o, gv) in out.iter_mut().zip(grow) {
                 *o += w * gv;
             }
@@ -129,6 +175,10 @@ pub(crate) fn convolve(beam: &Beam, fl: &[f64], sigma_mm: f64, h_max_mm: f64) ->
         h,
         nu,
         nv,
+        iu_w,
+        iv_w,
+        nu_w,
+        nv_w,
         f,
     }
 }
@@ -260,7 +310,13 @@ pub fn dose_from_weights_cancellable(
                     .into_par_iter()
                     .map(|l| {
                         let d = l as f64 * LEVEL_STEP_MM;
-                        convolve(beam, &fl, kern.sigma0[i] + kern.slope[i] * d, 2.5)
+                        convolve(
+                            beam,
+                            &fl,
+                            kern.sigma0[i] + kern.slope[i] * d,
+                            2.5,
+                            Some([ulo, uhi, vlo, vhi]),
+                        )
                     })
                     .collect()
             })

@@ -549,7 +549,7 @@ pub fn dose_from_weights(
                     .into_par_iter()
                     .map(|k| {
                         let s = smin * SIGMA_RATIO.powi(k as i32);
-                        convolve(beam, &fl, s, (s / 5.0).max(2.5))
+                        convolve(beam, &fl, s, (s / 5.0).max(2.5), None)
                     })
                     .collect();
                 Ladder {
